@@ -1,0 +1,137 @@
+"""Session fixtures that start real services, and per-test fixtures that isolate their state.
+
+A service that cannot start here skips its tests with the reason, except when ``CI`` is set:
+then it fails the run, so a green CI always means the real services were exercised.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import redis
+
+from tests.services import (
+    PostgresCluster,
+    ServiceProcess,
+    ServiceUnavailable,
+    start_postgres,
+    start_pubsub_emulator,
+    start_redis,
+)
+from tests.workers import WorkerProcess
+from vividly_tasks.settings import Settings, environment_variable
+
+T = TypeVar("T")
+PRODUCT_ENV_VARS = [environment_variable(name) for name in Settings.model_fields]
+_redis_databases = itertools.count(1)
+
+
+def require_service(start: Callable[[], T]) -> T:
+    try:
+        return start()
+    except ServiceUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"required service missing in CI: {exc}", pytrace=False)
+        pytest.skip(f"service unavailable: {exc}")
+
+
+@pytest.fixture(scope="session")
+def services_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("services")
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator(services_dir: Path) -> Iterator[ServiceProcess]:
+    service = require_service(lambda: start_pubsub_emulator(services_dir))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(services_dir: Path) -> Iterator[ServiceProcess]:
+    service = require_service(lambda: start_redis(services_dir))
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    cluster = require_service(start_postgres)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No test sees the developer's configuration; each gets its own data directory."""
+    for name in [*PRODUCT_ENV_VARS, "PUBSUB_EMULATOR_HOST", "CELERY_BROKER_URL"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture
+def pubsub_project(pubsub_emulator: ServiceProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh project id on the shared emulator: isolates topics and subscriptions per test."""
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", f"127.0.0.1:{pubsub_emulator.port}")
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def redis_url(redis_server: ServiceProcess) -> str:
+    """A Redis database of this test's own, emptied first."""
+    url = f"redis://127.0.0.1:{redis_server.port}/{next(_redis_databases)}"
+    with redis.Redis.from_url(url) as client:
+        client.flushdb()
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A database of this test's own on the session's private cluster."""
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = postgres_cluster.url.replace("postgresql+psycopg", "postgresql")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'CREATE DATABASE "{name}"')
+            break
+        except psycopg.OperationalError:  # still starting up
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return postgres_cluster.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def ledger(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
+    """Where the test tasks record each run (tests.worker_tasks), read back by the test."""
+    monkeypatch.setenv("TEST_LEDGER_URL", redis_url)
+    client: redis.Redis = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes with this test's environment; all are stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs: Any) -> WorkerProcess:
+        log_path = tmp_path / f"worker-{len(started) + 1}.log"
+        worker = WorkerProcess.celery(dict(os.environ), log_path, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

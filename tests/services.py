@@ -1,0 +1,194 @@
+"""Real services for the tests, each started on a free loopback port and stopped by its PID.
+
+Every service runs in its own session (process group), so stopping it also stops what its
+launcher started (the Pub/Sub emulator's launcher is a shell script that runs Java).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+EMULATOR_LAUNCHER_CANDIDATES = (
+    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+    "/usr/share/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+)
+POSTGRES_BIN_DIRS = tuple(Path("/usr/lib/postgresql").glob("*/bin"))
+START_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+
+class ServiceUnavailable(RuntimeError):
+    """A service could not be found or started on this machine."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@dataclass
+class ServiceProcess:
+    """One server process in its own process group, with its output in a log file."""
+
+    name: str
+    command: list[str]
+    port: int
+    log_path: Path
+    user: str | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                user=self.user,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
+        while not port_accepts(self.port):
+            if self.process.poll() is not None:
+                raise ServiceUnavailable(
+                    f"{self.name} exited with {self.process.returncode} at start; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ServiceUnavailable(f"{self.name} did not listen on port {self.port}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while port_accepts(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def find_emulator_launcher() -> str:
+    for candidate in EMULATOR_LAUNCHER_CANDIDATES:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ServiceUnavailable(
+        "the Pub/Sub emulator is not installed (Debian package google-cloud-cli-pubsub-emulator)"
+    )
+
+
+def start_pubsub_emulator(workdir: Path) -> ServiceProcess:
+    port = free_port()
+    service = ServiceProcess(
+        "pubsub-emulator",
+        [find_emulator_launcher(), "--host=127.0.0.1", f"--port={port}"],
+        port,
+        workdir / "pubsub-emulator.log",
+    )
+    service.start()
+    return service
+
+
+def start_redis(workdir: Path) -> ServiceProcess:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise ServiceUnavailable("redis-server is not installed (Debian package redis-server)")
+    port = free_port()
+    service = ServiceProcess(
+        "redis",
+        [
+            binary,
+            "--bind", "127.0.0.1",
+            "--port", str(port),
+            "--save", "",
+            "--appendonly", "no",
+            "--databases", "1024",
+            "--dir", str(workdir),
+        ],
+        port,
+        workdir / "redis.log",
+    )
+    service.start()
+    return service
+
+
+@dataclass
+class PostgresCluster:
+    """A private PostgreSQL cluster in a temporary directory, never a system database."""
+
+    service: ServiceProcess
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.service.port}/postgres"
+
+    def stop(self) -> None:
+        self.service.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres() -> PostgresCluster:
+    bin_dir = next((d for d in sorted(POSTGRES_BIN_DIRS, reverse=True) if (d / "initdb").exists()),
+                   None)
+    if bin_dir is None:
+        raise ServiceUnavailable("PostgreSQL server binaries (initdb, postgres) are not installed")
+    # initdb refuses to run as root: run the cluster as the postgres user, in a directory it owns
+    # (pytest's own tmp directories are private to root).
+    user = "postgres" if os.geteuid() == 0 else None
+    directory = Path(tempfile.mkdtemp(prefix="vividly-pg-"))
+    if user:
+        shutil.chown(directory, user=user)
+    data = directory / "data"
+    subprocess.run(
+        [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+         "--no-sync", "-E", "UTF8"],
+        check=True, capture_output=True, user=user,
+    )
+    port = free_port()
+    service = ServiceProcess(
+        "postgres",
+        [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+         "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={directory}",
+         "-c", "fsync=off", "-c", "full_page_writes=off"],
+        port,
+        directory / "postgres.log",
+        user=user,
+    )
+    if user:
+        service.log_path.touch()
+        shutil.chown(service.log_path, user=user)
+    service.start()
+    return PostgresCluster(service, directory)

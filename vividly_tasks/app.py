@@ -1,0 +1,74 @@
+"""The Celery app factory: one app, configured from the one settings object."""
+
+from __future__ import annotations
+
+import logging
+from functools import cached_property
+from typing import Any
+
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from vividly_tasks.settings import Settings
+from vividly_tasks.structured_logging import apply_format
+
+TASK_MODULES = ["vividly_tasks.tasks"]
+
+
+class VividlyCelery(Celery):  # type: ignore[misc]
+    """A Celery app that carries the settings it was built from."""
+
+    def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
+        self._given_settings = settings
+        super().__init__(*args, **kwargs)
+
+    @cached_property
+    def settings(self) -> Settings:
+        """Read from the environment on first use, not at import (``celery -A`` imports us)."""
+        return self._given_settings or Settings()
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Celery configuration derived from the settings."""
+    settings.ensure_local_dirs()
+    queue = settings.default_queue
+    return {
+        "broker_url": settings.effective_broker_url,
+        "broker_transport_options": settings.broker_transport_options(),
+        "broker_connection_retry_on_startup": True,
+        "result_backend": settings.effective_result_backend,
+        "result_extended": True,
+        # JSON only: a message claiming pickle is refused, never deserialized.
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "result_accept_content": ["json"],
+        # Ack after the task ran, and give the message back if its process died, so a crash
+        # never loses work; the tasks are idempotent for exactly this reason.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "worker_concurrency": settings.worker_concurrency,
+        "task_default_queue": queue,
+        "task_routes": {"vividly.*": {"queue": queue}},
+        "task_track_started": True,
+        "task_send_sent_event": True,
+        "worker_send_task_events": True,
+        "worker_hijack_root_logger": True,
+        "worker_log_format": "%(message)s",
+        "worker_task_log_format": "%(message)s",
+        "vividly_settings": settings.redacted(),
+    }
+
+
+def create_app(settings: Settings | None = None) -> VividlyCelery:
+    """Build the app; configuration is resolved lazily from ``settings`` (or the environment)."""
+    app = VividlyCelery("vividly_tasks", settings=settings, include=TASK_MODULES)
+    app.add_defaults(lambda: celery_config(app.settings))
+
+    def use_structured_logs(logger: logging.Logger, **_: Any) -> None:
+        apply_format(logger, app.settings.log_format)
+
+    after_setup_logger.connect(use_structured_logs, weak=False)
+    after_setup_task_logger.connect(use_structured_logs, weak=False)
+    return app

@@ -1,0 +1,194 @@
+"""The one settings object: read from the environment once, passed down from there.
+
+Every field names the environment variable it comes from (the field name in upper case unless
+an alias says otherwise) and has a default that runs the whole product on one machine with no
+server: SQLite, local files and Kombu's filesystem broker under ``VIVIDLY_DATA_DIR``.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogFormat = Literal["json", "text"]
+PublishMode = Literal["confirm", "batched"]
+
+
+class Settings(BaseSettings):
+    """Configuration of the app, the transport and the worker, from environment variables."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+    # Where things live.
+    data_dir: Path = Field(
+        default=Path(".vividly"),
+        alias="VIVIDLY_DATA_DIR",
+        description="Directory for the embedded defaults (SQLite files, artifacts, broker).",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="pubsub://PROJECT, redis://..., or unset for the embedded filesystem broker.",
+    )
+    result_backend: str | None = Field(
+        default=None,
+        description="Celery result backend; unset means SQLite under VIVIDLY_DATA_DIR.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the content database; unset means SQLite.",
+    )
+    storage_url: str | None = Field(
+        default=None,
+        description="file:///path or gs://bucket/prefix; unset means VIVIDLY_DATA_DIR/artifacts.",
+    )
+    default_queue: str = Field(
+        default="vividly",
+        alias="VIVIDLY_QUEUE",
+        description="Queue that the vividly.* tasks are routed to and that workers consume.",
+    )
+
+    # Google Cloud Pub/Sub transport options (see vividly_tasks.transport).
+    pubsub_emulator_host: str | None = Field(
+        default=None, description="Read by Google's clients; set to use the emulator."
+    )
+    pubsub_prefix: str = Field(
+        default="vividly-", description="Prefix of every topic and subscription name."
+    )
+    pubsub_auto_create: bool = Field(
+        default=True,
+        description="Create topics/subscriptions on declare; false only verifies they exist.",
+    )
+    pubsub_ack_deadline_seconds: int = Field(
+        default=60, ge=10, le=600, description="Ack deadline of created subscriptions."
+    )
+    pubsub_max_lease_seconds: int = Field(
+        default=7200,
+        ge=10,
+        description="How long a received, unacked message keeps its lease by extension.",
+    )
+    pubsub_max_delivery_attempts: int = Field(
+        default=5, ge=5, le=100, description="Delivery attempts before Pub/Sub dead-letters."
+    )
+    pubsub_publish_mode: PublishMode = Field(
+        default="confirm",
+        description="confirm: apply_async waits for Pub/Sub; batched: returns sooner, "
+        "flushes on close.",
+    )
+
+    # Worker.
+    worker_concurrency: int | None = Field(
+        default=None, ge=1, description="Pool processes; unset means one per CPU."
+    )
+    worker_prefetch_multiplier: int = Field(
+        default=1, ge=1, description="Messages leased per pool process."
+    )
+    worker_idle_timeout: float = Field(
+        default=60.0, gt=0, description="Job mode: exit after this many seconds without work."
+    )
+    worker_max_tasks: int | None = Field(
+        default=None, ge=1, description="Job mode: exit after this many tasks; unset = no limit."
+    )
+    worker_max_runtime: float | None = Field(
+        default=None, gt=0, description="Job mode: stop taking work after this many seconds."
+    )
+    worker_shutdown_grace: float = Field(
+        default=8.0,
+        ge=0,
+        description="Seconds to finish running tasks at a stop (Cloud Run gives 10 s on SIGTERM).",
+    )
+    port: int = Field(default=8080, ge=1, le=65535, description="Service mode HTTP port.")
+
+    # Logging.
+    log_level: str = Field(default="INFO", description="Root log level.")
+    log_format: LogFormat = Field(
+        default="json", description="json: one object a line with severity; text: for humans."
+    )
+
+    @cached_property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def effective_broker_url(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def effective_result_backend(self) -> str:
+        return self.result_backend or f"db+sqlite:///{self.resolved_data_dir / 'results.sqlite'}"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_data_dir / 'vividly.sqlite'}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or (self.resolved_data_dir / "artifacts").as_uri()
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.broker_url is None
+
+    def broker_transport_options(self) -> dict[str, Any]:
+        """Options for the broker's Kombu transport, keyed as that transport reads them."""
+        if self.uses_embedded_broker:
+            folder = self.resolved_data_dir / "broker"
+            return {
+                "data_folder_in": str(folder),
+                "data_folder_out": str(folder),
+                "control_folder": str(self.resolved_data_dir / "broker-control"),
+            }
+        if self.effective_broker_url.startswith("pubsub://"):
+            return {
+                "prefix": self.pubsub_prefix,
+                "auto_create": self.pubsub_auto_create,
+                "ack_deadline_seconds": self.pubsub_ack_deadline_seconds,
+                "max_lease_seconds": self.pubsub_max_lease_seconds,
+                "max_delivery_attempts": self.pubsub_max_delivery_attempts,
+                "publish_mode": self.pubsub_publish_mode,
+            }
+        return {}
+
+    def ensure_local_dirs(self) -> None:
+        """Create the directories that the embedded defaults write to."""
+        if self.uses_embedded_broker:
+            for name in ("broker", "broker-control"):
+                (self.resolved_data_dir / name).mkdir(parents=True, exist_ok=True)
+        if self.result_backend is None or self.database_url is None:
+            self.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+
+    def redacted(self) -> dict[str, Any]:
+        """Every setting with the effective URLs, passwords masked: safe to print or log."""
+        values: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            values[name] = str(value) if isinstance(value, Path) else value
+        values |= {
+            "broker_url": self.effective_broker_url,
+            "result_backend": self.effective_result_backend,
+            "database_url": self.effective_database_url,
+            "storage_url": self.effective_storage_url,
+        }
+        return {key: mask_url_password(value) for key, value in values.items()}
+
+
+def mask_url_password(value: Any) -> Any:
+    """``scheme://user:secret@host`` becomes ``scheme://user:****@host``; other values pass."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    parts = urlsplit(value)
+    if not parts.password:
+        return value
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"{parts.username or ''}:****@{host}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def environment_variable(field_name: str) -> str:
+    """The environment variable that sets a field (for the README and error messages)."""
+    field = Settings.model_fields[field_name]
+    return field.alias or field_name.upper()
