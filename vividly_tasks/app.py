@@ -9,6 +9,7 @@ from typing import Any
 from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 
+from vividly_tasks import transport
 from vividly_tasks.settings import Settings
 from vividly_tasks.structured_logging import apply_format
 
@@ -63,6 +64,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(settings: Settings | None = None) -> VividlyCelery:
     """Build the app; configuration is resolved lazily from ``settings`` (or the environment)."""
+    transport.register()
     app = VividlyCelery("vividly_tasks", settings=settings, include=TASK_MODULES)
     app.add_defaults(lambda: celery_config(app.settings))
 

@@ -1,0 +1,56 @@
+"""Google Cloud Pub/Sub transport for Kombu and Celery (``pubsub://PROJECT_ID``).
+
+Features
+========
+* Type: virtual, event-driven (the worker's event loop wakes on arrival; no poll-and-sleep)
+* Supports direct: yes; fanout: yes (Celery events, remote control, Flower); topic: no
+* Routing is AMQP's, without subscription filters (see ``channel.py``)
+* Leases of received, unacked messages are extended until acked, up to ``max_lease_seconds``
+* Prefetch-bounded: never more messages leased than the consumer's prefetch count
+* ack -> acknowledge; requeue -> nack (the same message again, never a copy);
+  reject -> a copy on the queue's dead-letter topic with the reason, then ack
+* Close releases every unstarted message at once; a delayed task comes back near its ETA
+* Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms)
+* Poison messages (not JSON, not a Kombu envelope, refused content type) are dead-lettered
+
+Connection String
+=================
+``pubsub://PROJECT_ID`` (or ``pubsub://`` with ``GOOGLE_CLOUD_PROJECT`` set). The emulator is
+used when ``PUBSUB_EMULATOR_HOST`` is set; Application Default Credentials otherwise.
+
+Transport Options
+=================
+* ``prefix`` (str, ``kombu-``): prefix of every topic and subscription id.
+* ``auto_create`` (bool, true): create topics/subscriptions on declare; false only verifies.
+* ``ack_deadline_seconds`` (int, 60): ack deadline of created subscriptions and the lease
+  extension step.
+* ``max_lease_seconds`` (float, 7200): how long after receipt an unacked message keeps its
+  lease by extension.
+* ``max_delivery_attempts`` (int, 5): Pub/Sub's dead-letter policy on created subscriptions.
+* ``retry_min_backoff_seconds`` / ``retry_max_backoff_seconds`` (float, 1 / 600): Pub/Sub's
+  retry policy on created subscriptions.
+* ``pull_timeout_seconds`` (float, 30): gRPC deadline of one Pull (reissued on timeout,
+  cancelled at close).
+* ``max_outstanding_messages`` (int, 100): leased messages per channel when the consumer sets
+  no prefetch count.
+* ``get_timeout_seconds`` (float, 1): how long ``basic_get`` waits for a message.
+* ``publish_timeout_seconds`` (float, 60): deadline of a confirmed publish, retries included.
+* ``accept_content`` (list or comma-separated str, ``application/json``): content types
+  accepted on receipt; others are dead-lettered without being decoded.
+"""
+
+from __future__ import annotations
+
+from kombu.transport import TRANSPORT_ALIASES
+
+from vividly_tasks.transport.transport import Transport
+
+SCHEME = "pubsub"
+
+
+def register() -> None:
+    """Make ``pubsub://`` URLs resolve to this transport (Kombu's public alias table)."""
+    TRANSPORT_ALIASES.setdefault(SCHEME, "vividly_tasks.transport:Transport")
+
+
+__all__ = ["SCHEME", "Transport", "register"]

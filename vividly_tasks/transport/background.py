@@ -1,0 +1,195 @@
+"""One background thread per connection for the calls that must not block the event loop.
+
+Acks, deadline changes, dead-letter copies and fire-and-forget publishes (Celery's events) are
+queued here and sent in batches: under load many acks share one request, and the worker's
+event loop never waits on a round trip. ``flush()`` waits until everything queued so far is
+sent, which ``close()`` uses so that nothing is left behind at shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
+
+from google.api_core import exceptions as google_errors
+from google.pubsub_v1 import PubsubMessage
+
+from vividly_tasks.transport.clients import PubSubClients
+from vividly_tasks.transport.naming import short_name
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Pub/Sub rejects acknowledge/modifyAckDeadline requests over 512 KiB; ack ids run to a few
+# hundred bytes, so 1,000 of them stay well under it.
+ACK_IDS_PER_REQUEST = 1000
+MESSAGES_PER_PUBLISH = 1000
+CALL_TIMEOUT_SECONDS = 30.0
+TRANSIENT_RETRIES = 5
+
+
+@dataclass
+class Batch:
+    acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+    deadlines: dict[tuple[str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
+    publishes: dict[str, list[PubsubMessage]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: list[tuple[str, PubsubMessage, str, str]] = field(default_factory=list)
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (
+            self.acks or self.deadlines or self.publishes or self.dead_letters or self.after
+        )
+
+
+class BackgroundCalls:
+    """Queue of Pub/Sub calls, sent by one daemon thread in batches."""
+
+    def __init__(self, clients: PubSubClients, *, name: str = "pubsub-background") -> None:
+        self.clients = clients
+        self._pending: deque[Callable[[Batch], None]] = deque()
+        self._condition = threading.Condition()
+        self._queued = 0
+        self._done = 0
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    # --- what callers queue -------------------------------------------------------------
+    def ack(self, subscription: str, ack_id: str) -> None:
+        self._queue(lambda batch: batch.acks[subscription].append(ack_id))
+
+    def set_deadline(self, subscription: str, ack_id: str, seconds: int) -> None:
+        self._queue(lambda batch: batch.deadlines[(subscription, seconds)].append(ack_id))
+
+    def publish(self, topic: str, message: PubsubMessage) -> None:
+        self._queue(lambda batch: batch.publishes[topic].append(message))
+
+    def dead_letter(
+        self, topic: str, message: PubsubMessage, subscription: str, ack_id: str
+    ) -> None:
+        """Publish ``message`` to the dead-letter ``topic``, then ack the original.
+
+        If the copy cannot be published the original is released instead, so Pub/Sub
+        redelivers it (and its own dead-letter policy applies): never acked without a copy.
+        """
+        self._queue(lambda batch: batch.dead_letters.append((topic, message, subscription, ack_id)))
+
+    def call(self, function: Callable[[], None]) -> None:
+        """Run ``function`` on the background thread after the batch it joins is sent."""
+        self._queue(lambda batch: batch.after.append(function))
+
+    def _queue(self, operation: Callable[[Batch], None]) -> None:
+        with self._condition:
+            self._pending.append(operation)
+            self._queued += 1
+            self._condition.notify_all()
+
+    # --- control -------------------------------------------------------------------------
+    def flush(self, timeout: float = CALL_TIMEOUT_SECONDS) -> bool:
+        """Wait until all calls queued so far were sent; False if ``timeout`` ran out first."""
+        deadline = time.monotonic() + timeout
+        with self._condition:
+            target = self._queued
+            while self._done < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                self._condition.wait(remaining)
+        return True
+
+    def stop(self, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
+        self.flush(timeout)
+        with self._condition:
+            self._stopping = True
+            self._condition.notify_all()
+        self._thread.join(timeout)
+
+    # --- the thread ----------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            with self._condition:
+                while not self._pending and not self._stopping:
+                    self._condition.wait()
+                if not self._pending and self._stopping:
+                    return
+                operations = list(self._pending)
+                self._pending.clear()
+            batch = Batch()
+            for operation in operations:
+                operation(batch)
+            try:
+                self._send(batch)
+            except Exception:  # a bug here must not kill the thread that acks
+                logger.exception("background Pub/Sub calls failed")
+            with self._condition:
+                self._done += len(operations)
+                self._condition.notify_all()
+
+    def _send(self, batch: Batch) -> None:
+        subscriber, publisher = self.clients.subscriber, self.clients.publisher
+        for topic, messages in batch.publishes.items():
+            for chunk in chunks(messages, MESSAGES_PER_PUBLISH):
+                self._retrying(
+                    partial(publisher.publish, topic=topic, messages=chunk,
+                            timeout=CALL_TIMEOUT_SECONDS),
+                    f"publish {len(chunk)} message(s) to {short_name(topic)}",
+                )
+        for topic, message, subscription, ack_id in batch.dead_letters:
+            copied = self._retrying(
+                partial(publisher.publish, topic=topic, messages=[message],
+                        timeout=CALL_TIMEOUT_SECONDS),
+                f"dead-letter a message of {short_name(subscription)} to {short_name(topic)}",
+            )
+            if copied:
+                batch.acks[subscription].append(ack_id)
+            else:
+                batch.deadlines[(subscription, 0)].append(ack_id)
+        for subscription, ack_ids in batch.acks.items():
+            for ids in chunks(ack_ids, ACK_IDS_PER_REQUEST):
+                self._retrying(
+                    partial(subscriber.acknowledge, subscription=subscription, ack_ids=ids,
+                            timeout=CALL_TIMEOUT_SECONDS),
+                    f"acknowledge {len(ids)} message(s) on {short_name(subscription)}",
+                )
+        for (subscription, seconds), ack_ids in batch.deadlines.items():
+            for ids in chunks(ack_ids, ACK_IDS_PER_REQUEST):
+                self._retrying(
+                    partial(subscriber.modify_ack_deadline, subscription=subscription,
+                            ack_ids=ids, ack_deadline_seconds=seconds,
+                            timeout=CALL_TIMEOUT_SECONDS),
+                    f"set a {seconds} s deadline on {len(ids)} message(s) "
+                    f"of {short_name(subscription)}",
+                )
+        for function in batch.after:
+            function()
+
+    @staticmethod
+    def _retrying(send: Callable[[], object], what: str) -> bool:
+        delay = 0.1
+        for attempt in range(1, TRANSIENT_RETRIES + 1):
+            try:
+                send()
+                return True
+            except (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded) as exc:
+                if attempt == TRANSIENT_RETRIES:
+                    logger.error("could not %s after %d attempts: %s", what, attempt, exc)
+                    return False
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except google_errors.GoogleAPICallError as exc:
+                # e.g. an ack id whose lease already ended: Pub/Sub redelivers that message,
+                # which the tasks' idempotency absorbs; nothing to retry here.
+                logger.warning("could not %s: %s", what, exc)
+                return False
+        return False
+
+
+def chunks(items: list[T], size: int) -> list[list[T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,610 @@
+"""The Kombu channel over Pub/Sub: declare, bind, publish, consume, ack, reject, release.
+
+Routing is AMQP's, done without subscription filters: a message is published to its exchange's
+topic with ``exchange`` and ``routing_key`` attributes, every queue bound to that exchange has a
+subscription on the topic, and a queue whose binding does not match acks and drops the copy it
+got. Publishing therefore needs no binding table: any process can publish to any queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import cached_property, partial
+from queue import Empty
+from typing import TYPE_CHECKING, Any
+
+from google.api_core import exceptions as google_errors
+from google.pubsub_v1 import PubsubMessage, PullRequest, ReceivedMessage
+from kombu.transport import virtual
+from kombu.utils.encoding import safe_str
+
+from vividly_tasks.transport import wire
+from vividly_tasks.transport.errors import (
+    PUBSUB_MAX_MESSAGE_BYTES,
+    MessageTooLarge,
+    PubSubChannelError,
+    PubSubConnectionError,
+    ResourceNotFound,
+    translate,
+)
+from vividly_tasks.transport.leases import Lease
+from vividly_tasks.transport.naming import resource_id, short_name, topic_path
+from vividly_tasks.transport.provisioning import SubscriptionSpec
+from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller
+
+if TYPE_CHECKING:
+    from vividly_tasks.transport.transport import Transport
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout"})
+TRANSIENT_DELIVERY_MODE = 1
+#: Messages pulled at once for consumers that ack on receipt (remote control, events).
+NO_ACK_PULL_SIZE = 100
+
+
+@dataclass
+class QueueRoute:
+    """A queue's subscription and which of its topic's messages belong to the queue."""
+
+    queue: str
+    spec: SubscriptionSpec
+    exchange: str
+    fanout: bool = False
+    #: None: binding unknown in this process, so every message on the subscription is ours.
+    routing_keys: set[str] | None = None
+
+    def accepts(self, exchange: str, routing_key: str) -> bool:
+        if not exchange:  # AMQP's default exchange: routed by queue name
+            return routing_key == self.queue
+        if self.fanout or self.routing_keys is None:
+            return True
+        return exchange == self.exchange and routing_key in self.routing_keys
+
+
+class Channel(virtual.Channel):
+    """Pub/Sub channel."""
+
+    #: Pub/Sub redelivers what we do not ack; we release leases ourselves at close.
+    do_restore = False
+    supports_fanout = True
+    #: Bodies travel as text when they are text (see wire.py), base64 only when binary.
+    body_encoding = None  # type: ignore[assignment]
+
+    #: Prefix of every topic and subscription id.
+    default_prefix = "kombu-"
+    #: Create topics and subscriptions on declare; False only verifies that they exist.
+    default_auto_create = True
+    #: Ack deadline of created subscriptions, and the extension step of held leases.
+    default_ack_deadline_seconds = 60
+    #: How long after receipt an unacked message keeps its lease by extension.
+    default_max_lease_seconds = 7200.0
+    #: Pub/Sub dead-letters a message after this many deliveries (5-100).
+    default_max_delivery_attempts = 5
+    #: Retry policy of created subscriptions: backoff of a nacked or expired message.
+    default_retry_min_backoff_seconds = 1.0
+    default_retry_max_backoff_seconds = 600.0
+    #: gRPC deadline of one Pull; a Pull that times out is reissued, one in flight is cancelled.
+    default_pull_timeout_seconds = 30.0
+    #: Outstanding messages per channel when the consumer sets no prefetch count.
+    default_max_outstanding_messages = 100
+    #: Seconds that basic_get (SimpleQueue.get_nowait) waits for a message.
+    default_get_timeout_seconds = 1.0
+    #: Deadline of a confirmed publish, retries included.
+    default_publish_timeout_seconds = 60.0
+    #: Content types accepted on receipt; others are dead-lettered unread (pickle never runs).
+    default_accept_content = ("application/json",)
+
+    connection: Transport
+
+    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+        super().__init__(connection, **kwargs)
+        self._routes: dict[str, QueueRoute] = {}
+        self._queue_options: dict[str, dict[str, Any]] = {}
+        self._pullers: dict[str, Puller] = {}
+        self._tags: set[str] = set()
+        self._reserved = 0
+        self._capacity_lock = threading.Lock()
+        self._temporary_subscriptions: set[str] = set()
+        self._dead_letter_reasons: dict[str, str] = {}
+
+    # --- options -------------------------------------------------------------------------
+    @property
+    def transport_options(self) -> dict[str, Any]:
+        return self.connection.options
+
+    @cached_property
+    def project(self) -> str:
+        return self.connection.project
+
+    @cached_property
+    def prefix(self) -> str:
+        return self.connection.option("prefix", str)
+
+    @cached_property
+    def auto_create(self) -> bool:
+        return self.connection.option("auto_create", bool)
+
+    @cached_property
+    def ack_deadline_seconds(self) -> int:
+        return self.connection.option("ack_deadline_seconds", int)
+
+    @cached_property
+    def max_delivery_attempts(self) -> int:
+        return self.connection.option("max_delivery_attempts", int)
+
+    @cached_property
+    def pull_timeout_seconds(self) -> float:
+        return self.connection.option("pull_timeout_seconds", float)
+
+    @cached_property
+    def max_outstanding_messages(self) -> int:
+        return self.connection.option("max_outstanding_messages", int)
+
+    @cached_property
+    def get_timeout_seconds(self) -> float:
+        return self.connection.option("get_timeout_seconds", float)
+
+    @cached_property
+    def publish_timeout_seconds(self) -> float:
+        return self.connection.option("publish_timeout_seconds", float)
+
+    @cached_property
+    def accepted_content_types(self) -> frozenset[str]:
+        value = self.transport_options.get("accept_content", self.default_accept_content)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in value)
+
+    @property
+    def pull_rpc(self) -> Any:
+        return self.connection.clients.subscriber.transport.pull
+
+    # --- names and routes ----------------------------------------------------------------
+    def subscription_spec(self, queue: str, topic_name: str) -> SubscriptionSpec:
+        options = self._queue_options.get(queue, {})
+        return SubscriptionSpec(
+            project=self.project,
+            subscription_id=resource_id(self.prefix, queue),
+            topic_id=resource_id(self.prefix, topic_name),
+            ack_deadline_seconds=self.ack_deadline_seconds,
+            max_delivery_attempts=self.max_delivery_attempts,
+            retry_min_backoff_seconds=self.connection.option("retry_min_backoff_seconds", float),
+            retry_max_backoff_seconds=self.connection.option("retry_max_backoff_seconds", float),
+            temporary=bool(options.get("auto_delete") or options.get("exclusive")),
+        )
+
+    def exchange_topic(self, exchange: str) -> str:
+        return topic_path(self.project, resource_id(self.prefix, exchange))
+
+    def route_for(self, queue: str) -> QueueRoute:
+        """The queue's route; a queue never bound here is read from its own subscription."""
+        route = self._routes.get(queue)
+        if route is None:
+            spec = self.subscription_spec(queue, queue)
+            provisioner = self.connection.provisioner
+            if provisioner.subscription_exists(spec.path):
+                topic = provisioner.subscription_topic(spec.path)
+                spec = replace(spec, topic_id=short_name(topic))
+            else:
+                provisioner.ensure_subscription(spec)  # raises when auto-creation is off
+            route = self._routes[queue] = QueueRoute(queue, spec, exchange=queue)
+            self._remember_if_temporary(spec)
+        return route
+
+    def _remember_if_temporary(self, spec: SubscriptionSpec) -> None:
+        if spec.temporary:
+            self._temporary_subscriptions.add(spec.path)
+
+    # --- declarations ----------------------------------------------------------------------
+    def exchange_declare(
+        self,
+        exchange: str | None = None,
+        type: str = "direct",
+        durable: bool = False,
+        auto_delete: bool = False,
+        arguments: Any = None,
+        nowait: bool = False,
+        passive: bool = False,
+    ) -> None:
+        if type not in SUPPORTED_EXCHANGE_TYPES:
+            raise PubSubChannelError(
+                f"exchange {exchange!r} is of type {type!r}: the Pub/Sub transport supports "
+                f"{', '.join(sorted(SUPPORTED_EXCHANGE_TYPES))} exchanges"
+            )
+        if exchange:
+            if passive:
+                self.connection.provisioner.ensure_topic_exists(self.exchange_topic(exchange))
+            else:
+                self.connection.provisioner.ensure_topic(self.exchange_topic(exchange))
+        if not passive:
+            super().exchange_declare(
+                exchange, type, durable, auto_delete, arguments, nowait, passive=False
+            )
+
+    def _new_queue(self, queue: str, **kwargs: Any) -> None:
+        self._queue_options[queue] = kwargs
+
+    def _has_queue(self, queue: str, **kwargs: Any) -> bool:
+        return bool(self.connection.provisioner.subscription_exists(
+            self.subscription_spec(queue, queue).path
+        ))
+
+    def queue_bind(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        routing_key: str = "",
+        arguments: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        exchange = exchange or ""
+        if not exchange:
+            self.route_for(queue)
+            return
+        route = self._routes.get(queue)
+        if route is not None and route.exchange != exchange and route.routing_keys is not None:
+            raise PubSubChannelError(
+                f"queue {queue!r} is already bound to exchange {route.exchange!r}; a Pub/Sub "
+                f"subscription has one topic, so it cannot also be bound to {exchange!r}"
+            )
+        fanout = self.typeof(exchange).type == "fanout"
+        spec = self.subscription_spec(queue, exchange)
+        self.connection.provisioner.ensure_subscription(spec)
+        self._remember_if_temporary(spec)
+        if route is None or route.routing_keys is None:
+            route = self._routes[queue] = QueueRoute(
+                queue, spec, exchange, fanout=fanout, routing_keys=set()
+            )
+        assert route.routing_keys is not None
+        route.routing_keys.add(routing_key)
+        # Kombu's own binding table serves list_bindings() and queue_delete().
+        self.state.binding_declare(queue, exchange, routing_key, arguments)
+
+    def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False,
+                     **kwargs: Any) -> None:
+        route = self._routes.pop(queue, None)
+        path = route.spec.path if route else self.subscription_spec(queue, queue).path
+        self.connection.provisioner.delete_subscription(path)
+        self._temporary_subscriptions.discard(path)
+        self.state.queue_bindings_delete(queue)
+
+    def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
+        self.queue_delete(queue)
+
+    def _purge(self, queue: str) -> int:
+        """Drop every message now on the queue (a Pub/Sub seek to now); the count is unknown."""
+        path = self.route_for(queue).spec.path
+        try:
+            self.connection.clients.subscriber.seek(
+                request={"subscription": path, "time": datetime.now().astimezone()},
+                timeout=30,
+            )
+        except Exception as exc:
+            raise translate(exc, "seek", path) from exc
+        return 0
+
+    def _size(self, queue: str) -> int:
+        # Pub/Sub has no cheap exact count (only Cloud Monitoring's delayed metric).
+        return 0
+
+    # --- publishing ------------------------------------------------------------------------
+    def basic_publish(
+        self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
+    ) -> None:
+        body, body_encoding = wire.text_body(message["body"], message.get("content-encoding"))
+        message["body"] = body
+        properties = message.setdefault("properties", {})
+        properties["body_encoding"] = body_encoding
+        properties.setdefault("delivery_info", {}).update(
+            exchange=exchange or "", routing_key=routing_key or ""
+        )
+        envelope = wire.encode(message)
+        size = len(envelope.data) + sum(len(k) + len(v) for k, v in envelope.attributes.items())
+        if size > PUBSUB_MAX_MESSAGE_BYTES:
+            what = envelope.attributes.get("task") or f"message to {exchange or routing_key!r}"
+            raise MessageTooLarge(
+                f"{what} is {size:,} bytes; Pub/Sub's limit is {PUBSUB_MAX_MESSAGE_BYTES:,} bytes "
+                "per message: pass a reference (a storage URI) instead of the payload"
+            )
+        topic = self._publish_topic(exchange or "", routing_key or "")
+        pubsub_message = PubsubMessage(data=envelope.data, attributes=envelope.attributes)
+        fanout = bool(exchange) and self.typeof(exchange).type == "fanout"
+        if fanout or properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE:
+            # Events and broadcasts are transient by contract: sent in the background.
+            self.connection.background.publish(topic, pubsub_message)
+            return
+        self._publish_confirmed(topic, pubsub_message)
+
+    def _publish_topic(self, exchange: str, routing_key: str) -> str:
+        if exchange:
+            return self.exchange_topic(exchange)
+        return self.route_for(routing_key).spec.topic
+
+    def _publish_confirmed(self, topic: str, message: PubsubMessage) -> None:
+        """Return only once Pub/Sub has the message (like AMQP publisher confirms), or raise."""
+        publisher = self.connection.clients.publisher
+        deadline = time.monotonic() + self.publish_timeout_seconds
+        delay = 0.05
+        created = False
+        while True:
+            try:
+                publisher.publish(
+                    topic=topic, messages=[message],
+                    timeout=max(1.0, deadline - time.monotonic()),
+                )
+                return
+            except google_errors.NotFound as exc:
+                if not self.auto_create or created:
+                    raise translate(exc, "publish to", topic) from exc
+                self.connection.provisioner.ensure_topic(topic)
+                created = True
+            except (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise translate(exc, "publish to", topic) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except Exception as exc:
+                raise translate(exc, "publish to", topic) from exc
+
+    # --- consuming -------------------------------------------------------------------------
+    def basic_consume(
+        self, queue: str, no_ack: bool, callback: Any, consumer_tag: str, **kwargs: Any
+    ) -> Any:
+        route = self.route_for(queue)
+        result = super().basic_consume(queue, no_ack, callback, consumer_tag, **kwargs)
+        puller = self._pullers.get(queue)
+        if puller is None:
+            puller = self._pullers[queue] = Puller(self, route, no_ack=no_ack)
+            self.connection.ensure_receiving()
+        puller.kick()
+        return result
+
+    def basic_cancel(self, consumer_tag: str) -> Any:
+        queue = self._tag_to_queue.get(consumer_tag)
+        result = super().basic_cancel(consumer_tag)
+        if queue is not None and queue not in self._active_queues:
+            puller = self._pullers.pop(queue, None)
+            if puller is not None:
+                puller.stop()
+        return result
+
+    def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
+                  apply_global: bool = False) -> None:
+        super().basic_qos(prefetch_size, prefetch_count, apply_global)
+        self.kick_pullers()
+
+    def kick_pullers(self) -> None:
+        for puller in list(self._pullers.values()):
+            puller.kick()
+
+    def reserve(self, no_ack: bool) -> int:
+        """Claim room for up to N messages in the next Pull (0: no room, do not pull)."""
+        if no_ack:
+            return NO_ACK_PULL_SIZE
+        with self._capacity_lock:
+            limit = self.qos.prefetch_count or self.max_outstanding_messages
+            room = max(0, limit - len(self._tags) - self._reserved)
+            self._reserved += room
+            return room
+
+    def unreserve(self, count: int) -> None:
+        if count:
+            with self._capacity_lock:
+                self._reserved -= count
+
+    def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
+        """One message now, for basic_get (``SimpleQueue.get_nowait``); Empty if none."""
+        route = self.route_for(queue)
+        request = PullRequest(subscription=route.spec.path, max_messages=1)
+        try:
+            response = self.pull_rpc(request, timeout=timeout or self.get_timeout_seconds)
+        except Exception as exc:
+            code = getattr(exc, "code", lambda: None)()
+            if code is not None and code.name == "DEADLINE_EXCEEDED":
+                raise Empty() from None
+            raise self.pull_error(route, exc) from exc
+        for received in response.received_messages:
+            payload = self.accept(route, received, no_ack=False)
+            if payload is not None:
+                return payload
+        raise Empty()
+
+    def on_pulled(
+        self, puller: Puller, received: list[ReceivedMessage], reserved: int, *, stopped: bool
+    ) -> None:
+        """Runs on a gRPC thread: lease, check and queue each message for delivery."""
+        try:
+            for message in received:
+                if stopped or self.closed:
+                    self.connection.background.set_deadline(
+                        puller.route.spec.path, message.ack_id, 0
+                    )
+                    continue
+                payload = self.accept(puller.route, message, no_ack=puller.no_ack)
+                if payload is not None:
+                    self.connection.enqueue_delivery(self, puller.route.queue, payload)
+        finally:
+            self.unreserve(reserved)
+
+    def accept(
+        self, route: QueueRoute, received: ReceivedMessage, *, no_ack: bool
+    ) -> dict[str, Any] | None:
+        """The Kombu payload of a received message, leased; None if it was settled here."""
+        background = self.connection.background
+        subscription = route.spec.path
+        message = received.message
+        attributes = dict(message.attributes)
+        try:
+            payload = wire.decode(
+                message.data, attributes, accepted_content_types=self.accepted_content_types
+            )
+        except wire.PoisonMessage as reason:
+            self.dead_letter(route, received, str(reason))
+            return None
+        info = payload["properties"]["delivery_info"]
+        if not route.accepts(info.get("exchange", ""), info.get("routing_key", "")):
+            background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
+            return None
+        tag = uuid.uuid4().hex
+        attempt = int(received.delivery_attempt or 0)
+        payload["properties"]["delivery_tag"] = tag
+        info["redelivered"] = attempt > 1
+        headers = payload["headers"]
+        headers["delivery_attempt"] = attempt or 1
+        headers["pubsub_message_id"] = message.message_id
+        if no_ack:
+            background.ack(subscription, received.ack_id)
+            return payload
+        lease = Lease(
+            subscription, received.ack_id, message.message_id, time.monotonic(),
+            eta=eta_timestamp(headers.get("eta")), original=message,
+        )
+        with self._capacity_lock:
+            self._tags.add(tag)
+        self.connection.leases.add(tag, lease)
+        return payload
+
+    def dead_letter(self, route: QueueRoute, received: ReceivedMessage, reason: str) -> None:
+        """Send a copy with the reason to the queue's dead-letter topic, then ack."""
+        dead_letter_topic = route.spec.dead_letter_topic
+        message = received.message
+        if dead_letter_topic is None:
+            logger.warning("dropped a message of temporary queue %s: %s", route.queue, reason)
+            self.connection.background.ack(route.spec.path, received.ack_id)
+            return
+        logger.warning(
+            "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
+        )
+        attributes = dict(message.attributes)
+        attributes.update({
+            "dead_letter_reason": reason[:1024],
+            "dead_letter_queue": route.queue[:1024],
+            "dead_letter_subscription": route.spec.path,
+            "original_message_id": message.message_id,
+            "delivery_attempt": str(received.delivery_attempt or 1),
+            "dead_lettered_at": datetime.now().astimezone().isoformat(),
+        })
+        copy = PubsubMessage(data=message.data, attributes=attributes)
+        self.connection.background.dead_letter(
+            dead_letter_topic, copy, route.spec.path, received.ack_id
+        )
+
+    # --- settling ---------------------------------------------------------------------------
+    def _settle(self, delivery_tag: str) -> Lease | None:
+        lease = self.connection.leases.pop(delivery_tag)
+        with self._capacity_lock:
+            self._tags.discard(delivery_tag)
+        self.qos.ack(delivery_tag)  # Kombu's own bookkeeping of delivered messages
+        return lease
+
+    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
+        lease = self._settle(delivery_tag)
+        if lease is not None:
+            self.connection.background.ack(lease.subscription, lease.ack_id)
+        self.kick_pullers()
+
+    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        """requeue: Pub/Sub redelivers this very message (a nack), never a second copy.
+
+        Without requeue: the message goes to the queue's dead-letter topic with the reason.
+        """
+        reason = self._dead_letter_reasons.pop(delivery_tag, None)
+        lease = self._settle(delivery_tag)
+        if lease is not None:
+            if requeue:
+                self.connection.background.set_deadline(lease.subscription, lease.ack_id, 0)
+            else:
+                route = self._route_of_subscription(lease.subscription)
+                received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
+                self.dead_letter(
+                    route, received, reason or "rejected by the consumer without requeue"
+                )
+        self.kick_pullers()
+
+    def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:
+        """Say why a message is about to be rejected; the dead-letter copy carries it."""
+        self._dead_letter_reasons[delivery_tag] = reason
+
+    def _route_of_subscription(self, path: str) -> QueueRoute:
+        for route in self._routes.values():
+            if route.spec.path == path:
+                return route
+        raise PubSubChannelError(f"no queue of this channel reads {path}")
+
+    def basic_recover(self, requeue: bool = False) -> None:
+        self.release_all()
+
+    def release_all(self) -> None:
+        """Give every unsettled message back to Pub/Sub now (delayed tasks near their ETA)."""
+        with self._capacity_lock:
+            tags, self._tags = set(self._tags), set()
+        now = time.time()
+        for lease in self.connection.leases.pop_all(tags):
+            self.connection.background.set_deadline(
+                lease.subscription, lease.ack_id, lease.release_deadline(now)
+            )
+
+    # --- errors ----------------------------------------------------------------------------
+    def pull_error(self, route: QueueRoute, exc: BaseException) -> Exception:
+        code = getattr(exc, "code", None)
+        code = code() if callable(code) else None
+        if code in CONNECTION_CODES:
+            return PubSubConnectionError(
+                f"Pub/Sub unavailable while pulling {route.spec.path}: {safe_str(exc)}"
+            )
+        if code is not None and code.name == "NOT_FOUND":
+            return ResourceNotFound(f"{route.spec.path} does not exist (pull from)")
+        if code is not None and code.name == "PERMISSION_DENIED":
+            return translate(google_errors.PermissionDenied(str(exc)), "pull from", route.spec.path)
+        return PubSubChannelError(f"pull from {route.spec.path} failed: {safe_str(exc)}")
+
+    def report_pull_error(self, route: QueueRoute, exc: BaseException) -> None:
+        """Runs on a gRPC thread: the error surfaces in the consuming thread, which reconnects."""
+        if self.closed:
+            return
+        self.connection.fail(self.pull_error(route, exc))
+
+    # --- closing ---------------------------------------------------------------------------
+    def close(self) -> None:
+        if self.closed:
+            return
+        for puller in self._pullers.values():
+            puller.stop()
+        self._pullers.clear()
+        connection = self.connection
+        try:
+            self.release_all()
+            for path in list(self._temporary_subscriptions):
+                connection.background.call(
+                    partial(connection.provisioner.delete_subscription_quietly, path)
+                )
+            self._temporary_subscriptions.clear()
+        finally:
+            super().close()
+
+
+CONTENT_TYPE_ALIASES = {
+    "json": "application/json",
+    "pickle": "application/x-python-serialize",
+    "yaml": "application/x-yaml",
+    "msgpack": "application/x-msgpack",
+}
+
+
+def eta_timestamp(eta: Any) -> float | None:
+    """Celery's ``eta`` header (ISO 8601) as a Unix time, or None."""
+    if not isinstance(eta, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(eta)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.astimezone()
+    return parsed.timestamp()

@@ -1,0 +1,59 @@
+"""The gRPC clients of one process, created on first use and again after a fork.
+
+gRPC channels are expensive and do not survive ``fork()``: a prefork child that inherits its
+parent's channel must not use it, so every lookup checks the process id.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import grpc
+from google.pubsub_v1 import PublisherClient, SubscriberClient
+from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
+from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
+
+# Pub/Sub accepts messages up to 10 MB; gRPC's default receive limit is 4 MiB, and Google's
+# client opens an emulator channel without raising it, so large tasks would never arrive.
+UNLIMITED_MESSAGE_SIZE = (
+    ("grpc.max_send_message_length", -1),
+    ("grpc.max_receive_message_length", -1),
+)
+
+
+@dataclass(frozen=True)
+class PubSubClients:
+    publisher: PublisherClient
+    subscriber: SubscriberClient
+
+
+_lock = threading.Lock()
+_clients: dict[tuple[int, str | None], PubSubClients] = {}
+
+
+def clients_for_this_process() -> PubSubClients:
+    """Clients for the emulator when ``PUBSUB_EMULATOR_HOST`` is set, else for Google Cloud."""
+    emulator_host = os.environ.get("PUBSUB_EMULATOR_HOST") or None
+    key = (os.getpid(), emulator_host)
+    with _lock:
+        clients = _clients.get(key)
+        if clients is None:
+            stale = [k for k in _clients if k[0] != key[0]]
+            for k in stale:  # inherited across fork: never touch, just forget
+                del _clients[k]
+            clients = _clients[key] = _make_clients(emulator_host)
+        return clients
+
+
+def _make_clients(emulator_host: str | None) -> PubSubClients:
+    if emulator_host is None:
+        # Application Default Credentials; Google's transports already lift the size limits.
+        return PubSubClients(PublisherClient(), SubscriberClient())
+    publisher_channel = grpc.insecure_channel(emulator_host, options=UNLIMITED_MESSAGE_SIZE)
+    subscriber_channel = grpc.insecure_channel(emulator_host, options=UNLIMITED_MESSAGE_SIZE)
+    return PubSubClients(
+        PublisherClient(transport=PublisherGrpcTransport(channel=publisher_channel)),
+        SubscriberClient(transport=SubscriberGrpcTransport(channel=subscriber_channel)),
+    )

@@ -1,0 +1,222 @@
+"""Topics and subscriptions: created on declare (idempotent, race-safe), or only verified.
+
+Many workers declare the same queue at once when a job fans out: ``AlreadyExists`` is success,
+so whoever loses the race carries on. With auto-creation off (least-privilege deployments),
+every resource is checked with a get and a missing one is an error that names it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from google.api_core import exceptions as google_errors
+from google.pubsub_v1 import DeadLetterPolicy, ExpirationPolicy, RetryPolicy, Subscription, Topic
+
+from vividly_tasks.transport.clients import PubSubClients
+from vividly_tasks.transport.errors import ResourceNotFound, translate
+from vividly_tasks.transport.naming import dead_letter_id, subscription_path, topic_path
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Pub/Sub's smallest expiration TTL: temporary subscriptions of a killed process go after it.
+TEMPORARY_SUBSCRIPTION_TTL_SECONDS = 24 * 3600
+#: Pub/Sub's smallest retention, for temporary (reply, event, broadcast) subscriptions.
+TEMPORARY_RETENTION_SECONDS = 600
+ADMIN_TIMEOUT_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class SubscriptionSpec:
+    """What a queue's subscription looks like when we create it."""
+
+    project: str
+    subscription_id: str
+    topic_id: str
+    ack_deadline_seconds: int
+    max_delivery_attempts: int
+    retry_min_backoff_seconds: float
+    retry_max_backoff_seconds: float
+    temporary: bool = False
+
+    @property
+    def path(self) -> str:
+        return subscription_path(self.project, self.subscription_id)
+
+    @property
+    def topic(self) -> str:
+        return topic_path(self.project, self.topic_id)
+
+    @property
+    def dead_letter_topic(self) -> str | None:
+        if self.temporary:
+            return None
+        return topic_path(self.project, dead_letter_id(self.subscription_id))
+
+    @property
+    def dead_letter_subscription(self) -> str | None:
+        if self.temporary:
+            return None
+        return subscription_path(self.project, dead_letter_id(self.subscription_id))
+
+    def to_subscription(self) -> Subscription:
+        fields: dict[str, Any] = {
+            "name": self.path,
+            "topic": self.topic,
+            "ack_deadline_seconds": self.ack_deadline_seconds,
+            "retry_policy": RetryPolicy(
+                minimum_backoff=datetime.timedelta(seconds=self.retry_min_backoff_seconds),
+                maximum_backoff=datetime.timedelta(seconds=self.retry_max_backoff_seconds),
+            ),
+        }
+        if self.temporary:
+            fields["expiration_policy"] = ExpirationPolicy(
+                ttl=datetime.timedelta(seconds=TEMPORARY_SUBSCRIPTION_TTL_SECONDS)
+            )
+            fields["message_retention_duration"] = datetime.timedelta(
+                seconds=TEMPORARY_RETENTION_SECONDS
+            )
+        else:
+            fields["dead_letter_policy"] = DeadLetterPolicy(
+                dead_letter_topic=self.dead_letter_topic,
+                max_delivery_attempts=self.max_delivery_attempts,
+            )
+        return Subscription(**fields)
+
+
+class Provisioner:
+    """Ensures topics and subscriptions exist; remembers what it has seen."""
+
+    def __init__(self, clients: PubSubClients, *, auto_create: bool) -> None:
+        self.clients = clients
+        self.auto_create = auto_create
+        self._known: set[str] = set()
+        self._subscription_topics: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop the cache, e.g. after the broker lost its state (an emulator restart)."""
+        with self._lock:
+            self._known.clear()
+            self._subscription_topics.clear()
+
+    def ensure_topic(self, path: str) -> None:
+        if path in self._known:
+            return
+        if self.auto_create:
+            self._create_if_missing(
+                lambda: self.clients.publisher.create_topic(
+                    request=Topic(name=path), timeout=ADMIN_TIMEOUT_SECONDS
+                ),
+                "create topic", path,
+            )
+        else:
+            call(lambda: self.clients.publisher.get_topic(
+                topic=path, timeout=ADMIN_TIMEOUT_SECONDS), "get topic", path)
+        self._known.add(path)
+
+    def ensure_topic_exists(self, path: str) -> None:
+        """Verify only (a passive declare), whatever auto_create says."""
+        call(lambda: self.clients.publisher.get_topic(
+            topic=path, timeout=ADMIN_TIMEOUT_SECONDS), "get topic", path)
+
+    def ensure_subscription(self, spec: SubscriptionSpec) -> None:
+        if spec.path in self._known:
+            return
+        if spec.dead_letter_topic and spec.dead_letter_subscription:
+            # The dead-letter topic keeps what lands on it only if it has a subscription.
+            self.ensure_topic(spec.dead_letter_topic)
+            self._ensure_plain_subscription(spec.dead_letter_subscription, spec.dead_letter_topic)
+        self.ensure_topic(spec.topic)
+        if self.auto_create:
+            self._create_if_missing(
+                lambda: self.clients.subscriber.create_subscription(
+                    request=spec.to_subscription(), timeout=ADMIN_TIMEOUT_SECONDS
+                ),
+                "create subscription", spec.path,
+            )
+            topic = spec.topic
+        else:
+            topic = self.subscription_topic(spec.path)
+        with self._lock:
+            self._subscription_topics[spec.path] = topic
+            self._known.add(spec.path)
+
+    def _ensure_plain_subscription(self, path: str, topic: str) -> None:
+        if path in self._known:
+            return
+        if self.auto_create:
+            self._create_if_missing(
+                lambda: self.clients.subscriber.create_subscription(
+                    request=Subscription(name=path, topic=topic), timeout=ADMIN_TIMEOUT_SECONDS
+                ),
+                "create subscription", path,
+            )
+        else:
+            self.subscription_topic(path)
+        self._known.add(path)
+
+    def subscription_topic(self, path: str) -> str:
+        """The topic a subscription is attached to (raises ResourceNotFound if it is absent)."""
+        topic = self._subscription_topics.get(path)
+        if topic is None:
+            subscription = call(
+                lambda: self.clients.subscriber.get_subscription(
+                    subscription=path, timeout=ADMIN_TIMEOUT_SECONDS
+                ),
+                "get subscription", path,
+            )
+            topic = str(subscription.topic)
+            with self._lock:
+                self._subscription_topics[path] = topic
+        return topic
+
+    def subscription_exists(self, path: str) -> bool:
+        try:
+            self.subscription_topic(path)
+        except ResourceNotFound:
+            return False
+        return True
+
+    def delete_subscription(self, path: str) -> None:
+        try:
+            self.clients.subscriber.delete_subscription(
+                subscription=path, timeout=ADMIN_TIMEOUT_SECONDS
+            )
+        except google_errors.NotFound:
+            pass
+        except Exception as exc:
+            raise translate(exc, "delete subscription", path) from exc
+        with self._lock:
+            self._known.discard(path)
+            self._subscription_topics.pop(path, None)
+
+    def delete_subscription_quietly(self, path: str) -> None:
+        """Delete at shutdown: a failure is logged, since the subscription expires anyway."""
+        try:
+            self.delete_subscription(path)
+        except Exception as exc:
+            logger.warning("could not delete temporary subscription %s: %s", path, exc)
+
+    @staticmethod
+    def _create_if_missing(create: Callable[[], object], action: str, path: str) -> None:
+        try:
+            create()
+            logger.info("created %s", path)
+        except google_errors.AlreadyExists:
+            pass
+        except Exception as exc:
+            raise translate(exc, action, path) from exc
+
+
+def call(operation: Callable[[], T], action: str, resource: str) -> T:
+    """Run one Pub/Sub call, translating Google's errors into the transport's."""
+    try:
+        return operation()
+    except Exception as exc:
+        raise translate(exc, action, resource) from exc

@@ -1,0 +1,117 @@
+"""How a Kombu message lies on a Pub/Sub message, and back (see docs/wire-format.md).
+
+``data`` is the Kombu envelope as UTF-8 JSON: ``body`` (text as is, or base64 when it is
+binary), ``content-type``, ``content-encoding``, ``headers`` and ``properties``. Attributes
+carry what routing and people need without parsing ``data``: ``exchange``, ``routing_key``,
+``kombu-envelope`` (the format version) and, for Celery tasks, ``task`` and ``task_id``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Any
+
+ENVELOPE_ATTRIBUTE = "kombu-envelope"
+ENVELOPE_VERSION = "1"
+MAX_ATTRIBUTE_VALUE_BYTES = 1024
+DEFAULT_ACCEPTED_CONTENT_TYPES = frozenset({"application/json"})
+
+
+class PoisonMessage(ValueError):
+    """A received message that cannot become a Kombu message; ``str()`` is the reason."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A message as it is published: the bytes and the attributes."""
+
+    data: bytes
+    attributes: dict[str, str]
+
+
+def text_body(body: bytes | str, content_encoding: str | None) -> tuple[str, str | None]:
+    """The body as JSON-safe text and its ``body_encoding`` (None: as is; base64: binary)."""
+    if isinstance(body, str):
+        return body, None
+    if (content_encoding or "utf-8").lower() in ("utf-8", "utf8"):
+        try:
+            return body.decode("utf-8"), None
+        except UnicodeDecodeError:
+            pass
+    return base64.b64encode(body).decode("ascii"), "base64"
+
+
+def encode(message: dict[str, Any]) -> Envelope:
+    """Lay an augmented Kombu message (as the virtual channel builds it) onto Pub/Sub."""
+    properties = dict(message.get("properties") or {})
+    properties.pop("delivery_tag", None)
+    delivery_info = dict(properties.get("delivery_info") or {})
+    properties["delivery_info"] = {
+        "exchange": delivery_info.get("exchange", ""),
+        "routing_key": delivery_info.get("routing_key", ""),
+    }
+    envelope = {
+        "body": message.get("body", ""),
+        "content-type": message.get("content-type"),
+        "content-encoding": message.get("content-encoding"),
+        "headers": message.get("headers") or {},
+        "properties": properties,
+    }
+    headers = envelope["headers"]
+    attributes = {
+        ENVELOPE_ATTRIBUTE: ENVELOPE_VERSION,
+        "exchange": str(delivery_info.get("exchange", "")),
+        "routing_key": str(delivery_info.get("routing_key", "")),
+    }
+    for key in ("task", "id"):
+        value = headers.get(key)
+        if isinstance(value, str) and len(value.encode()) <= MAX_ATTRIBUTE_VALUE_BYTES:
+            attributes["task" if key == "task" else "task_id"] = value
+    data = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Envelope(data, attributes)
+
+
+def decode(
+    data: bytes,
+    attributes: dict[str, str],
+    *,
+    accepted_content_types: frozenset[str] = DEFAULT_ACCEPTED_CONTENT_TYPES,
+) -> dict[str, Any]:
+    """A received message as a Kombu payload, or ``PoisonMessage`` saying why it is not one."""
+    try:
+        envelope = json.loads(data)
+    except UnicodeDecodeError:
+        raise PoisonMessage("data is not UTF-8 text, so not a Kombu envelope") from None
+    except json.JSONDecodeError as exc:
+        raise PoisonMessage(f"data is not JSON ({exc.msg} at byte {exc.pos})") from None
+    if not isinstance(envelope, dict):
+        raise PoisonMessage(f"data is JSON {type(envelope).__name__}, not a Kombu envelope object")
+    missing = [key for key in ("body", "content-type", "properties") if key not in envelope]
+    if missing:
+        raise PoisonMessage(f"JSON is not a Kombu envelope: missing {', '.join(missing)}")
+    if not isinstance(envelope["properties"], dict):
+        raise PoisonMessage("Kombu envelope has non-object properties")
+    headers = envelope.get("headers") or {}
+    if not isinstance(headers, dict):
+        raise PoisonMessage("Kombu envelope has non-object headers")
+    content_type = envelope["content-type"]
+    if content_type not in accepted_content_types:
+        accepted = ", ".join(sorted(accepted_content_types))
+        raise PoisonMessage(f"content type {content_type!r} refused (accepted: {accepted})")
+    body = envelope["body"]
+    body_encoding = envelope["properties"].get("body_encoding")
+    if body_encoding == "base64":
+        try:
+            base64.b64decode(body, validate=True)
+        except (binascii.Error, TypeError):
+            raise PoisonMessage("body_encoding is base64 but the body is not") from None
+    elif body_encoding is not None or not isinstance(body, str):
+        raise PoisonMessage(f"unsupported body encoding {body_encoding!r}")
+    envelope["headers"] = headers
+    delivery_info = envelope["properties"].setdefault("delivery_info", {})
+    delivery_info.setdefault("exchange", attributes.get("exchange", ""))
+    delivery_info.setdefault("routing_key", attributes.get("routing_key", ""))
+    return dict(envelope)
