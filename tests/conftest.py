@@ -21,6 +21,7 @@ from tests.services import (
     PostgresCluster,
     ServiceProcess,
     ServiceUnavailable,
+    start_gcs_emulator,
     start_postgres,
     start_pubsub_emulator,
     start_redis,
@@ -135,3 +136,23 @@ def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(services_dir: Path) -> Iterator[ServiceProcess]:
+    service = require_service(lambda: start_gcs_emulator(services_dir))
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def gcs_storage_url(gcs_emulator: ServiceProcess, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``gs://BUCKET/PREFIX`` on the emulator, with a bucket of this test's own."""
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{gcs_emulator.port}")
+    bucket = f"test-{uuid.uuid4().hex[:12]}"
+    client = storage.Client()
+    client.create_bucket(bucket)
+    client.close()
+    return f"gs://{bucket}/lessons"

@@ -11,6 +11,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -192,3 +193,24 @@ def start_postgres() -> PostgresCluster:
         shutil.chown(service.log_path, user=user)
     service.start()
     return PostgresCluster(service, directory)
+
+
+def start_gcs_emulator(workdir: Path) -> ServiceProcess:
+    """The Cloud Storage emulator from PyPI (``gcp-storage-emulator``), in memory."""
+    binary = Path(sys.executable).with_name("gcp-storage-emulator")
+    if not binary.exists():
+        found = shutil.which("gcp-storage-emulator")
+        if found is None:
+            raise ServiceUnavailable(
+                "gcp-storage-emulator is not installed (PyPI package, in the test extra)"
+            )
+        binary = Path(found)
+    port = free_port()
+    service = ServiceProcess(
+        "gcs-emulator",
+        [str(binary), "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory"],
+        port,
+        workdir / "gcs-emulator.log",
+    )
+    service.start()
+    return service

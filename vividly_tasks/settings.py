@@ -103,6 +103,51 @@ class Settings(BaseSettings):
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Service mode HTTP port.")
 
+    # Content: the generation pipeline (vividly_tasks.content), its limits and retry policy.
+    content_max_topic_chars: int = Field(
+        default=200, ge=1, description="Longest topic accepted; longer requests fail validation."
+    )
+    content_max_field_chars: int = Field(
+        default=100,
+        ge=1,
+        description="Longest subject or grade level accepted; longer requests fail validation.",
+    )
+    content_tts_command: str = Field(
+        default="espeak-ng",
+        description="Text-to-speech program for narration; when missing, narration is silence "
+        "of the estimated reading length (logged).",
+    )
+    content_tts_voice: str = Field(default="en-us", description="Voice of the narration.")
+    content_tts_words_per_minute: int = Field(
+        default=165, ge=80, le=450, description="Speaking rate of the narration, words per minute."
+    )
+    content_text_time_limit_seconds: float = Field(
+        default=120.0, gt=0, description="Time limit of one attempt at a text request."
+    )
+    content_video_time_limit_seconds: float = Field(
+        default=1800.0, gt=0, description="Time limit of one attempt at a video request."
+    )
+    content_max_retries: int = Field(
+        default=5,
+        ge=0,
+        description="Retries of a request after a transient error (storage or database "
+        "unavailable); then it is failed and dead-lettered.",
+    )
+    content_retry_backoff_seconds: int = Field(
+        default=2,
+        ge=1,
+        description="Base of the exponential retry backoff (base * 2**retry, full jitter).",
+    )
+    content_retry_backoff_max_seconds: int = Field(
+        default=600, ge=1, description="Longest wait between two retries of a request."
+    )
+    content_claim_lease_seconds: float = Field(
+        default=60.0,
+        ge=1,
+        description="A worker's claim on a request lasts this long unless renewed (it renews "
+        "while it works); a claim left by a dead worker is taken over after it.",
+    )
+
     # Logging.
     log_level: str = Field(default="INFO", description="Root log level.")
     log_format: LogFormat = Field(

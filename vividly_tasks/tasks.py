@@ -1,15 +1,146 @@
-"""The tasks: thin verbs with explicit names; the work itself lives in the domain modules."""
+"""The tasks: thin verbs with explicit names; the work itself lives in the domain modules.
+
+``vividly.generate_content(request_id)`` maps the content runner's outcomes onto Celery:
+
+- completed / no-op (already finished) / lost (another delivery took over): return, ack.
+- busy (another delivery holds a live claim): retry after the lease's remaining time; a
+  duplicate then finds the request finished, a redelivery after a crash takes the claim over.
+- invalid input or a permanent failure: recorded as ``failed`` by the runner, then
+  ``Reject(requeue=False)``: no retry, the broker dead-letters the message.
+- transient error (storage or database unavailable): retry with exponential backoff and full
+  jitter, up to ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
+
+The retry policy is applied here rather than with ``autoretry_for``: Celery reads those options
+when the task is defined, at import, and the settings are read later, on first use.
+"""
 
 from __future__ import annotations
 
+import functools
+import logging
+import random
 import socket
 import time
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
+from celery.exceptions import Reject
+from celery.utils.time import get_exponential_backoff_interval
+
+from vividly_tasks.content.errors import InvalidRequest, PermanentFailure, TransientError
+from vividly_tasks.content.models import ContentRequest
+from vividly_tasks.content.requests import submit
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.content.status import Stage
+from vividly_tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+GENERATE_CONTENT = "vividly.generate_content"
+PROGRESS_STATE = "PROGRESS"
+#: Upper bound of the random delay added to a busy retry, so racing duplicates spread out.
+BUSY_JITTER_SECONDS = 1.0
 
 
 @shared_task(name="vividly.health_check")
 def health_check() -> dict[str, Any]:
     """Round trip through broker, worker and result backend; for smoke tests of a deployment."""
     return {"hostname": socket.gethostname(), "time": time.time()}
+
+
+@functools.cache
+def content_services(settings: Settings) -> ContentServices:
+    """This process's content services (built after the worker forked, on first use)."""
+    return ContentServices.from_settings(settings)
+
+
+@shared_task(bind=True, name=GENERATE_CONTENT)
+def generate_content(self: Task, request_id: str, transient_retries: int = 0) -> dict[str, Any]:
+    """Generate the lesson (and video) of a content request; idempotent per request id."""
+    settings: Settings = self.app.settings
+    final_attempt = transient_retries >= settings.content_max_retries
+
+    def progress(rid: str, stage: Stage, percent: int) -> None:
+        if self.request.id:
+            self.update_state(
+                state=PROGRESS_STATE,
+                meta={"request_id": rid, "stage": stage.value, "progress": percent},
+            )
+
+    log_extra = {"request_id": request_id}
+    try:
+        services = content_services(settings)
+        outcome = services.runner.run(request_id, progress=progress, final_attempt=final_attempt)
+    except (InvalidRequest, PermanentFailure) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.error("request %s failed, not retried: %s", request_id, reason, extra=log_extra)
+        raise Reject(reason, requeue=False) from exc
+    except TransientError as exc:
+        if final_attempt:
+            reason = f"gave up after {transient_retries + 1} attempts: {exc}"
+            logger.error("request %s failed: %s", request_id, reason, extra=log_extra)
+            raise Reject(reason, requeue=False) from exc
+        countdown = get_exponential_backoff_interval(
+            factor=settings.content_retry_backoff_seconds,
+            retries=transient_retries,
+            maximum=settings.content_retry_backoff_max_seconds,
+            full_jitter=True,
+        )
+        logger.warning(
+            "request %s: transient error, retry %d/%d in %d s: %s", request_id,
+            transient_retries + 1, settings.content_max_retries, countdown, exc, extra=log_extra,
+        )
+        raise self.retry(
+            exc=exc, countdown=countdown, max_retries=self.request.retries + 1,
+            kwargs={"request_id": request_id, "transient_retries": transient_retries + 1},
+        ) from exc
+    if outcome.kind == "busy":
+        countdown = outcome.retry_after_seconds + random.uniform(0, BUSY_JITTER_SECONDS)  # noqa: S311
+        logger.info(
+            "request %s is busy (%s); retry in %.1f s", request_id, outcome.detail, countdown,
+            extra=log_extra,
+        )
+        raise self.retry(
+            countdown=countdown, max_retries=self.request.retries + 1,
+            kwargs={"request_id": request_id, "transient_retries": transient_retries},
+        )
+    logger.info(
+        "request %s: delivery %s (%s)", request_id, outcome.kind, outcome.status, extra=log_extra
+    )
+    return outcome.as_dict()
+
+
+def send_generate_content(app: Any, request_id: str, modality: str) -> None:
+    """Enqueue generation; the task id is the request id, so ``AsyncResult(request_id)``
+    follows it (and Flower lists it under that id)."""
+    del modality  # one task for both; the time limit per modality is applied by the pipeline
+    app.send_task(GENERATE_CONTENT, args=[request_id], task_id=request_id)
+
+
+def submit_content_request(
+    app: Any, *, topic: str, modality: str, subject: str | None = None,
+    grade_level: str | None = None,
+) -> ContentRequest:
+    """The Python submit API: create the request row and enqueue its generation."""
+    settings: Settings = app.settings
+    services = content_services(settings)
+    return submit(
+        services.repository,
+        functools.partial(send_generate_content, app),
+        topic=topic, modality=modality, subject=subject, grade_level=grade_level,
+        max_topic_chars=settings.content_max_topic_chars,
+        max_field_chars=settings.content_max_field_chars,
+    )
+
+
+@shared_task(bind=True, name="vividly.submit_content")
+def submit_content(
+    self: Task, topic: str, modality: str, subject: str | None = None,
+    grade_level: str | None = None,
+) -> str:
+    """Create a content request and enqueue its generation; returns the request id (for
+    ``celery call`` and producers that only speak Celery)."""
+    row = submit_content_request(
+        self.app, topic=topic, modality=modality, subject=subject, grade_level=grade_level
+    )
+    return str(row.id)

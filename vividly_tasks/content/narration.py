@@ -1,0 +1,106 @@
+"""Narration: one spoken clip per section, joined into one WAV with the section timings.
+
+Speech comes from espeak-ng (``CONTENT_TTS_COMMAND``). When that program is not installed the
+narration is silence of the estimated reading length, and a warning says so: the video is still
+complete and correctly timed, just silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import wave
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE_HZ = 22050  # espeak-ng's native rate
+SAMPLE_WIDTH_BYTES = 2
+CHANNELS = 1
+PAUSE_AFTER_SECTION_SECONDS = 0.4
+MIN_SECTION_SECONDS = 1.5
+ENGINE_SILENCE = "silence"
+
+
+@dataclass(frozen=True)
+class Narration:
+    path: Path
+    #: Length of each section's clip including the pause after it; they add up to the total.
+    section_seconds: tuple[float, ...]
+    engine: str
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.section_seconds)
+
+
+@dataclass(frozen=True)
+class Voice:
+    command: str = "espeak-ng"
+    voice: str = "en-us"
+    words_per_minute: int = 165
+
+
+def estimated_seconds(text: str, words_per_minute: int) -> float:
+    return max(MIN_SECTION_SECONDS, len(text.split()) * 60.0 / words_per_minute)
+
+
+def narrate(
+    texts: Sequence[str], workdir: Path, voice: Voice, *, timeout_seconds: float
+) -> Narration:
+    """Speak each text; write ``narration.wav`` in ``workdir``."""
+    program = shutil.which(voice.command)
+    if program is None:
+        logger.warning(
+            "narration falls back to silence: text-to-speech program %r is not installed "
+            "(Debian package espeak-ng)", voice.command,
+        )
+    clips: list[bytes] = []
+    for index, text in enumerate(texts):
+        if program is None:
+            frames = _silence(estimated_seconds(text, voice.words_per_minute))
+        else:
+            frames = _speak(program, text, workdir / f"section-{index}", voice, timeout_seconds)
+        clips.append(frames + _silence(PAUSE_AFTER_SECTION_SECONDS))
+    path = workdir / "narration.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(CHANNELS)
+        out.setsampwidth(SAMPLE_WIDTH_BYTES)
+        out.setframerate(SAMPLE_RATE_HZ)
+        for clip in clips:
+            out.writeframes(clip)
+    frame_bytes = SAMPLE_WIDTH_BYTES * CHANNELS
+    seconds = tuple(len(clip) / frame_bytes / SAMPLE_RATE_HZ for clip in clips)
+    return Narration(path, seconds, ENGINE_SILENCE if program is None else voice.command)
+
+
+def _silence(seconds: float) -> bytes:
+    return b"\x00" * (round(seconds * SAMPLE_RATE_HZ) * SAMPLE_WIDTH_BYTES * CHANNELS)
+
+
+def _speak(program: str, text: str, stem: Path, voice: Voice, timeout_seconds: float) -> bytes:
+    text_path, wav_path = stem.with_suffix(".txt"), stem.with_suffix(".wav")
+    text_path.write_text(text, encoding="utf-8")
+    command = [
+        program, "-v", voice.voice, "-s", str(voice.words_per_minute),
+        "-f", str(text_path), "-w", str(wav_path),
+    ]
+    try:
+        subprocess.run(command, check=True, capture_output=True, timeout=timeout_seconds)
+    except subprocess.TimeoutExpired as exc:
+        raise TimeLimitExceeded(f"text-to-speech ran past the time limit: {exc}") from exc
+    except subprocess.CalledProcessError as exc:
+        raise PermanentFailure(
+            f"text-to-speech failed with exit {exc.returncode}: "
+            f"{exc.stderr.decode(errors='replace').strip()}"
+        ) from exc
+    with wave.open(str(wav_path), "rb") as clip:
+        params = (clip.getnchannels(), clip.getsampwidth(), clip.getframerate())
+        if params != (CHANNELS, SAMPLE_WIDTH_BYTES, SAMPLE_RATE_HZ):
+            raise PermanentFailure(f"text-to-speech wrote an unexpected WAV format {params}")
+        return clip.readframes(clip.getnframes())

@@ -1,0 +1,173 @@
+"""The pipeline stages: validate -> lesson script -> (video) narrate -> slides -> encode ->
+store. Text requests skip the video stages. No Celery here: progress goes to a reporter.
+
+Everything is built in a private work directory; only the store stage touches the artifact
+store, and it writes ``manifest.json`` last, so a complete manifest means a complete set.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from vividly_tasks.content.errors import TimeLimitExceeded
+from vividly_tasks.content.generator import LessonGenerator
+from vividly_tasks.content.lesson import render_html, render_markdown
+from vividly_tasks.content.narration import Voice, narrate
+from vividly_tasks.content.status import Stage
+from vividly_tasks.content.storage import Storage, artifact_key
+from vividly_tasks.content.validation import LessonSpec, Modality, validate
+from vividly_tasks.content.video import FRAME_RATE_FPS, HEIGHT_PX, WIDTH_PX, encode, render_slides
+
+#: Progress (percent) reached when each stage starts, per modality.
+STAGE_PERCENT: dict[Modality, dict[Stage, int]] = {
+    Modality.TEXT: {Stage.VALIDATE: 0, Stage.SCRIPT: 20, Stage.STORE: 70, Stage.COMPLETE: 100},
+    Modality.VIDEO: {
+        Stage.VALIDATE: 0, Stage.SCRIPT: 5, Stage.NARRATE: 15, Stage.SLIDES: 35,
+        Stage.ENCODE: 50, Stage.STORE: 85, Stage.COMPLETE: 100,
+    },
+}
+CONTENT_TYPES = {
+    "lesson.md": "text/markdown; charset=utf-8",
+    "lesson.html": "text/html; charset=utf-8",
+    "lesson.mp4": "video/mp4",
+    "manifest.json": "application/json",
+}
+
+
+class ProgressReporter(Protocol):
+    """Told when a stage starts; may raise ``ClaimLost`` to stop the pipeline."""
+
+    def stage(self, stage: Stage, percent: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class RequestFields:
+    """What the pipeline reads of a request row."""
+
+    id: uuid.UUID
+    topic: str | None
+    modality: str | None
+    subject: str | None = None
+    grade_level: str | None = None
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    max_topic_chars: int = 200
+    max_field_chars: int = 100
+    voice: Voice = field(default_factory=Voice)
+    text_time_limit_seconds: float = 120.0
+    video_time_limit_seconds: float = 1800.0
+
+    def time_limit_seconds(self, modality: Modality) -> float:
+        if modality is Modality.VIDEO:
+            return self.video_time_limit_seconds
+        return self.text_time_limit_seconds
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    artifacts: dict[str, str]
+    manifest: dict[str, Any]
+
+
+class _Clock:
+    """The attempt's deadline: checked between stages, and the timeout of every subprocess."""
+
+    def __init__(self, limit_seconds: float) -> None:
+        self.limit_seconds = limit_seconds
+        self.deadline = time.monotonic() + limit_seconds
+
+    def remaining(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeLimitExceeded(f"attempt ran past its {self.limit_seconds:g} s time limit")
+        return left
+
+
+def run_pipeline(
+    request: RequestFields, *, config: PipelineConfig, generator: LessonGenerator,
+    storage: Storage, reporter: ProgressReporter, workdir: Path,
+) -> PipelineResult:
+    """Run every stage for ``request``; raises ``InvalidRequest``, ``PermanentFailure``,
+    ``TransientError`` or ``ClaimLost`` (from the reporter)."""
+    reporter.stage(Stage.VALIDATE, 0)
+    spec = validate(
+        topic=request.topic, modality=request.modality, subject=request.subject,
+        grade_level=request.grade_level, max_topic_chars=config.max_topic_chars,
+        max_field_chars=config.max_field_chars,
+    )
+    percent = STAGE_PERCENT[spec.modality]
+    clock = _Clock(config.time_limit_seconds(spec.modality))
+
+    def enter(stage: Stage) -> None:
+        clock.remaining()
+        reporter.stage(stage, percent[stage])
+
+    enter(Stage.SCRIPT)
+    lesson = generator.generate(spec)
+    files = {
+        "lesson.md": _write(workdir / "lesson.md", render_markdown(lesson)),
+        "lesson.html": _write(workdir / "lesson.html", render_html(lesson)),
+    }
+    manifest: dict[str, Any] = _manifest(request.id, spec, generator.name, lesson.title)
+    manifest["sections"] = [{"heading": s.heading} for s in lesson.sections]
+
+    if spec.modality is Modality.VIDEO:
+        enter(Stage.NARRATE)
+        narration = narrate(
+            [section.narration for section in lesson.sections], workdir, config.voice,
+            timeout_seconds=clock.remaining(),
+        )
+        enter(Stage.SLIDES)
+        slides = render_slides(lesson, workdir)
+        enter(Stage.ENCODE)
+        files["lesson.mp4"] = encode(
+            lesson, slides, narration, workdir / "lesson.mp4", timeout_seconds=clock.remaining()
+        )
+        start = 0.0
+        for entry, seconds in zip(manifest["sections"], narration.section_seconds, strict=True):
+            entry |= {"start_seconds": round(start, 3), "end_seconds": round(start + seconds, 3)}
+            start += seconds
+        manifest["narration"] = {
+            "engine": narration.engine, "seconds": round(narration.total_seconds, 3),
+        }
+        manifest["video"] = {
+            "width": WIDTH_PX, "height": HEIGHT_PX, "fps": FRAME_RATE_FPS, "slides": len(slides),
+        }
+
+    enter(Stage.STORE)
+    artifacts = {
+        name: storage.put_file(artifact_key(request.id, name), path, CONTENT_TYPES[name])
+        for name, path in files.items()
+    }
+    manifest["artifacts"] = dict(artifacts)
+    manifest_path = _write(workdir / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    artifacts["manifest.json"] = storage.put_file(
+        artifact_key(request.id, "manifest.json"), manifest_path, CONTENT_TYPES["manifest.json"]
+    )
+    return PipelineResult(artifacts=artifacts, manifest=manifest)
+
+
+def _manifest(
+    request_id: uuid.UUID, spec: LessonSpec, generator: str, title: str
+) -> dict[str, Any]:
+    return {
+        "request_id": str(request_id),
+        "title": title,
+        "topic": spec.topic,
+        "subject": spec.subject,
+        "grade": spec.grade_label,
+        "modality": spec.modality.value,
+        "generator": generator,
+    }
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -1,0 +1,257 @@
+"""One delivery of a request: claim it, run the pipeline under a renewed lease, complete it.
+
+Idempotency lives here. A delivery first takes the request's claim with one conditional UPDATE
+(``ContentRepository.claim``); only one delivery can hold it. A request that is already
+``completed`` or ``failed`` makes the delivery a no-op. A request claimed by someone else whose
+lease is still live makes it ``busy`` (the task retries it after the lease's remaining time); a
+lease that ran out (its worker died) is taken over. While it works, the holder renews its lease
+from a background thread; completion is conditional on still holding the claim, so two
+deliveries racing produce exactly one completion, and both write the same keys (one artifact
+set).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from vividly_tasks.content.errors import (
+    ClaimLost,
+    DatabaseUnavailable,
+    InvalidRequest,
+    PermanentFailure,
+    TransientError,
+)
+from vividly_tasks.content.generator import LessonGenerator
+from vividly_tasks.content.models import utcnow
+from vividly_tasks.content.pipeline import PipelineConfig, RequestFields, run_pipeline
+from vividly_tasks.content.repository import Claim, ContentRepository, parse_request_id
+from vividly_tasks.content.status import Stage, is_terminal
+from vividly_tasks.content.storage import Storage
+
+logger = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str, Stage, int], None]
+OutcomeKind = Literal["completed", "noop", "busy", "lost"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a delivery did. ``busy``: retry after ``retry_after_seconds``."""
+
+    kind: OutcomeKind
+    request_id: str
+    status: str
+    detail: str = ""
+    retry_after_seconds: float = 0.0
+    attempt: int = 0
+    artifacts: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "outcome": self.kind, "request_id": self.request_id, "status": self.status,
+            "detail": self.detail, "attempt": self.attempt, "artifacts": self.artifacts,
+        }
+
+
+def holder_name() -> str:
+    """Who holds a claim: host and process, so an operator can find it."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class LeaseKeeper:
+    """Renews a claim's lease every third of its length until stopped; notes if it was lost."""
+
+    def __init__(self, repository: ContentRepository, claim: Claim, lease_seconds: float) -> None:
+        self.repository = repository
+        self.claim = claim
+        self.lease_seconds = lease_seconds
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lease-keeper", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease_seconds / 3):
+            try:
+                if not self.repository.renew(self.claim, self.lease_seconds):
+                    self.lost = True
+                    return
+            except DatabaseUnavailable as exc:
+                logger.warning("could not renew the claim on %s: %s", self.claim.request_id, exc)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class _ClaimReporter:
+    """Records each stage on the row (renewing the lease) and passes it on."""
+
+    def __init__(
+        self, repository: ContentRepository, claim: Claim, keeper: LeaseKeeper,
+        lease_seconds: float, callback: ProgressCallback | None,
+    ) -> None:
+        self.repository, self.claim, self.keeper = repository, claim, keeper
+        self.lease_seconds, self.callback = lease_seconds, callback
+
+    def stage(self, stage: Stage, percent: int) -> None:
+        request_id = str(self.claim.request_id)
+        if self.keeper.lost or not self.repository.set_stage(
+            self.claim, stage, percent, self.lease_seconds
+        ):
+            raise ClaimLost(f"request {request_id} was taken over by another delivery")
+        logger.info(
+            "request %s: stage %s (%d%%)", request_id, stage.value, percent,
+            extra={"request_id": request_id, "stage": stage.value, "progress": percent},
+        )
+        if self.callback is not None:
+            self.callback(request_id, stage, percent)
+
+
+class ContentRunner:
+    """Processes deliveries of content requests; one per worker process."""
+
+    def __init__(
+        self, *, repository: ContentRepository, storage: Storage, generator: LessonGenerator,
+        config: PipelineConfig, work_root: Path, lease_seconds: float,
+    ) -> None:
+        self.repository = repository
+        self.storage = storage
+        self.generator = generator
+        self.config = config
+        self.work_root = work_root
+        self.lease_seconds = lease_seconds
+
+    def run(
+        self, request_id: str, *, progress: ProgressCallback | None = None,
+        final_attempt: bool = False,
+    ) -> Outcome:
+        """Process one delivery. Raises ``InvalidRequest``/``PermanentFailure`` (recorded as
+        ``failed``) and ``TransientError`` (claim released for the retry, or ``failed`` when
+        ``final_attempt``)."""
+        parsed = parse_request_id(request_id)
+        if parsed is None:
+            raise InvalidRequest(f"request id {request_id!r} is not a UUID")
+        row = self.repository.get(parsed)
+        if row is None:
+            raise InvalidRequest(f"unknown request id {request_id}")
+        if is_terminal(row.status):
+            return Outcome(
+                "noop", str(parsed), row.status, "already finished", attempt=row.attempts
+            )
+        claim = self.repository.claim(
+            parsed, holder=holder_name(), lease_seconds=self.lease_seconds
+        )
+        if claim is None:
+            return self._not_claimed(parsed)
+        logger.info(
+            "request %s claimed (attempt %d)", parsed, claim.attempt,
+            extra={"request_id": str(parsed), "attempt": claim.attempt},
+        )
+        fields = RequestFields(
+            id=parsed, topic=row.topic, modality=row.modality, subject=row.subject,
+            grade_level=row.grade_level,
+        )
+        with _WorkDir(self.work_root / str(parsed), claim.token) as workdir, LeaseKeeper(
+            self.repository, claim, self.lease_seconds
+        ) as keeper:
+            reporter = _ClaimReporter(
+                self.repository, claim, keeper, self.lease_seconds, progress
+            )
+            try:
+                result = run_pipeline(
+                    fields, config=self.config, generator=self.generator, storage=self.storage,
+                    reporter=reporter, workdir=workdir,
+                )
+            except ClaimLost as exc:
+                logger.warning("%s; stopping this delivery", exc)
+                return Outcome("lost", str(parsed), "generating", str(exc), attempt=claim.attempt)
+            except InvalidRequest as exc:
+                self.repository.fail(parsed, f"invalid request: {exc.reason}", claim)
+                raise
+            except PermanentFailure as exc:
+                self.repository.fail(parsed, f"{type(exc).__name__}: {exc}", claim)
+                raise
+            except TransientError as exc:
+                self._after_transient(claim, exc, final_attempt)
+                raise
+        if not self.repository.complete(claim, result.artifacts):
+            return Outcome("lost", str(parsed), "generating", "claim lost before completion")
+        if progress is not None:
+            progress(str(parsed), Stage.COMPLETE, 100)
+        logger.info(
+            "request %s completed", parsed,
+            extra={"request_id": str(parsed), "attempt": claim.attempt},
+        )
+        return Outcome(
+            "completed", str(parsed), "completed", attempt=claim.attempt,
+            artifacts=result.artifacts,
+        )
+
+    def _not_claimed(self, request_id: uuid.UUID) -> Outcome:
+        row = self.repository.get(request_id)
+        if row is None or is_terminal(row.status):
+            status = row.status if row is not None else "unknown"
+            return Outcome("noop", str(request_id), status, "already finished")
+        wait = 1.0
+        if row.lease_expires_at is not None:
+            wait = max(1.0, (row.lease_expires_at - utcnow()).total_seconds())
+        return Outcome(
+            "busy", str(request_id), row.status, f"claimed by {row.claimed_by}",
+            retry_after_seconds=wait, attempt=row.attempts,
+        )
+
+    def _after_transient(self, claim: Claim, exc: TransientError, final_attempt: bool) -> None:
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            if final_attempt:
+                self.repository.fail(claim.request_id, f"gave up after retries: {error}", claim)
+            else:
+                self.repository.release(claim, f"attempt {claim.attempt} failed: {error}")
+        except DatabaseUnavailable as db_exc:
+            # The lease runs out on its own; the retry then takes the claim over.
+            logger.warning("could not record the failure of %s: %s", claim.request_id, db_exc)
+
+    def fail_unclaimed(self, request_id: str, error: str) -> None:
+        """Record a final failure when no claim is held (e.g. retries ran out while busy)."""
+        parsed = parse_request_id(request_id)
+        if parsed is not None:
+            self.repository.fail(parsed, error)
+
+
+class _WorkDir:
+    """``<root>/<token>``: this attempt's scratch space; earlier attempts' leftovers (a killed
+    worker's) are removed first, and ours on the way out."""
+
+    def __init__(self, root: Path, token: str) -> None:
+        self.root = root
+        self.path = root / token
+
+    def __enter__(self) -> Path:
+        if self.root.exists():
+            for stale in self.root.iterdir():
+                shutil.rmtree(stale, ignore_errors=True)
+        self.path.mkdir(parents=True)
+        return self.path
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+        with contextlib.suppress(OSError):  # another attempt's directory may have appeared
+            self.root.rmdir()

@@ -1,0 +1,58 @@
+"""The content domain wired from the settings: database, repository, storage, generator,
+runner. One per process (engines and clients must be created after a worker forks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vividly_tasks.content.database import ContentDatabase
+from vividly_tasks.content.generator import LessonGenerator, make_generator
+from vividly_tasks.content.narration import Voice
+from vividly_tasks.content.pipeline import PipelineConfig
+from vividly_tasks.content.repository import ContentRepository
+from vividly_tasks.content.runner import ContentRunner
+from vividly_tasks.content.storage import Storage, open_storage
+from vividly_tasks.settings import Settings
+
+
+def pipeline_config(settings: Settings) -> PipelineConfig:
+    return PipelineConfig(
+        max_topic_chars=settings.content_max_topic_chars,
+        max_field_chars=settings.content_max_field_chars,
+        voice=Voice(
+            command=settings.content_tts_command,
+            voice=settings.content_tts_voice,
+            words_per_minute=settings.content_tts_words_per_minute,
+        ),
+        text_time_limit_seconds=settings.content_text_time_limit_seconds,
+        video_time_limit_seconds=settings.content_video_time_limit_seconds,
+    )
+
+
+@dataclass
+class ContentServices:
+    settings: Settings
+    database: ContentDatabase
+    repository: ContentRepository
+    storage: Storage
+    generator: LessonGenerator
+    runner: ContentRunner
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, migrate: bool = True) -> ContentServices:
+        settings.ensure_local_dirs()
+        database = ContentDatabase(settings.effective_database_url)
+        if migrate:
+            database.migrate()
+        repository = ContentRepository(database)
+        storage = open_storage(settings.effective_storage_url)
+        generator = make_generator()
+        runner = ContentRunner(
+            repository=repository, storage=storage, generator=generator,
+            config=pipeline_config(settings), work_root=settings.resolved_data_dir / "work",
+            lease_seconds=settings.content_claim_lease_seconds,
+        )
+        return cls(settings, database, repository, storage, generator, runner)
+
+    def close(self) -> None:
+        self.database.dispose()

@@ -1,0 +1,20 @@
+"""Alembic environment: runs on the connection that ``migrate()`` hands over (online only)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from vividly_tasks.content.models import Base
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError(
+        "run migrations with vividly_tasks.content.database.migrate(), which passes a connection"
+    )
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()
