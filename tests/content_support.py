@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from collections.abc import Callable
@@ -33,6 +34,9 @@ def broker_params() -> list[Any]:
     return [pytest.param("redis", id="redis"), pytest.param("pubsub", id="pubsub",
                                                             marks=pubsub_marks)]
 
+
+ARTIFACTS_TEXT = {"lesson.md", "lesson.html", "manifest.json"}
+ARTIFACTS_VIDEO = ARTIFACTS_TEXT | {"lesson.mp4"}
 
 DATABASES = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id="postgresql")]
 
@@ -86,3 +90,35 @@ def frame_at(path: Path, seconds: float) -> bytes:
 def mean_abs_difference(a: bytes, b: bytes) -> float:
     assert len(a) == len(b) and a
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / len(a)
+
+
+def check_video(path: Path, manifest: dict[str, Any]) -> None:
+    """1280x720 H.264 + audio, duration of the narration, one slide (and chapter) per section."""
+    probe = ffprobe(path)
+    streams = {stream["codec_type"]: stream for stream in probe["streams"]}
+    assert {"video", "audio"} <= streams.keys()
+    video = streams["video"]
+    assert (video["width"], video["height"], video["codec_name"]) == (1280, 720, "h264")
+    narration_seconds = manifest["narration"]["seconds"]
+    assert abs(float(probe["format"]["duration"]) - narration_seconds) < 1.0
+    assert abs(float(streams["audio"]["duration"]) - narration_seconds) < 1.0
+    sections = manifest["sections"]
+    assert len(probe["chapters"]) == len(sections) == manifest["video"]["slides"] == 5
+    midpoints = [(s["start_seconds"] + s["end_seconds"]) / 2 for s in sections]
+    frames = [frame_at(path, seconds) for seconds in midpoints]
+    for i, first in enumerate(frames):
+        for second in frames[i + 1:]:
+            assert mean_abs_difference(first, second) > 1.0, "two sections share a slide"
+    if manifest["narration"]["engine"] != "silence":
+        assert max_volume_db(path) > -30.0, "the narration is audible"
+
+
+def max_volume_db(path: Path) -> float:
+    """Peak level of a file's audio, in dB (0 is full scale), by ffmpeg's volumedetect."""
+    output = subprocess.run(
+        ["ffmpeg", "-nostdin", "-i", str(path), "-vn", "-af", "volumedetect", "-f", "null", "-"],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stderr
+    match = re.search(r"max_volume: (-?[\d.]+) dB", output)
+    assert match, output[-2000:]
+    return float(match.group(1))

@@ -22,13 +22,13 @@ import redis
 
 import tests.content_faults  # noqa: F401 - registers the flaky+file storage scheme
 from tests.content_support import (
+    ARTIFACTS_TEXT,
+    ARTIFACTS_VIDEO,
     DATABASES,
     WORKER_INCLUDE,
     ContentEnv,
     broker_params,
-    ffprobe,
-    frame_at,
-    mean_abs_difference,
+    check_video,
     wait_for,
 )
 from tests.services import free_port
@@ -44,8 +44,6 @@ from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content
 
 QUEUE = "vividly"
 VIDEO_STAGES = {"narrate", "slides", "encode"}
-ARTIFACTS_TEXT = {"lesson.md", "lesson.html", "manifest.json"}
-ARTIFACTS_VIDEO = ARTIFACTS_TEXT | {"lesson.mp4"}
 
 
 @pytest.fixture(params=broker_params())
@@ -121,25 +119,6 @@ def local_path(env: ContentEnv, request_id: str, name: str) -> Path:
     storage = env.services.storage
     assert isinstance(storage, LocalStorage)
     return storage.root / artifact_key(request_id, name)
-
-
-def check_video(path: Path, manifest: dict[str, Any]) -> None:
-    """1280x720 H.264 + audio, duration of the narration, one slide (and chapter) per section."""
-    probe = ffprobe(path)
-    streams = {stream["codec_type"]: stream for stream in probe["streams"]}
-    assert {"video", "audio"} <= streams.keys()
-    video = streams["video"]
-    assert (video["width"], video["height"], video["codec_name"]) == (1280, 720, "h264")
-    narration_seconds = manifest["narration"]["seconds"]
-    assert abs(float(probe["format"]["duration"]) - narration_seconds) < 1.0
-    assert abs(float(streams["audio"]["duration"]) - narration_seconds) < 1.0
-    sections = manifest["sections"]
-    assert len(probe["chapters"]) == len(sections) == manifest["video"]["slides"] == 5
-    midpoints = [(s["start_seconds"] + s["end_seconds"]) / 2 for s in sections]
-    frames = [frame_at(path, seconds) for seconds in midpoints]
-    for i, first in enumerate(frames):
-        for second in frames[i + 1:]:
-            assert mean_abs_difference(first, second) > 1.0, "two sections share a slide"
 
 
 def received_count(worker: WorkerProcess, task_id: str) -> int:
