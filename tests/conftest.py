@@ -156,3 +156,36 @@ def gcs_storage_url(gcs_emulator: ServiceProcess, monkeypatch: pytest.MonkeyPatc
     client.create_bucket(bucket)
     client.close()
     return f"gs://{bucket}/lessons"
+
+
+@pytest.fixture
+def broker(request: pytest.FixtureRequest, ledger: redis.Redis, redis_url: str,
+           monkeypatch: pytest.MonkeyPatch) -> str:
+    """The broker named by the test's ``broker`` parameter (tests.workers.broker_params).
+
+    ``redis`` and ``pubsub`` set ``BROKER_URL``; ``embedded`` leaves it unset (Kombu's
+    filesystem broker under the test's data directory). Results go to the test's Redis.
+    """
+    name: str = getattr(request, "param", "redis")
+    if name == "redis":
+        monkeypatch.setenv("BROKER_URL", redis_url)
+    elif name == "pubsub":
+        monkeypatch.setenv("BROKER_URL", f"pubsub://{request.getfixturevalue('pubsub_project')}")
+    monkeypatch.setenv("RESULT_BACKEND", redis_url)
+    return name
+
+
+@pytest.fixture
+def start_entrypoint(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``python -m worker_entry`` processes (WorkerProcess.entrypoint); stopped at the end."""
+    started: list[WorkerProcess] = []
+
+    def start(**kwargs: Any) -> WorkerProcess:
+        log_path = tmp_path / f"entrypoint-{len(started) + 1}.log"
+        worker = WorkerProcess.entrypoint(dict(os.environ), log_path, **kwargs).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,10 +11,14 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 READY_MARKER = " ready."
 TEST_TASK_MODULE = "tests.worker_tasks"
+SUMMARY_EVENT = "worker_summary"
 
 
 class WorkerProcess:
@@ -44,6 +49,34 @@ class WorkerProcess:
             *extra_args,
         ]
         return cls(command, env, log_path)
+
+    @classmethod
+    def entrypoint(
+        cls,
+        env: Mapping[str, str],
+        log_path: Path,
+        *,
+        mode: str = "job",
+        concurrency: int = 2,
+        hostname: str | None = None,
+        extra_args: Sequence[str] = (),
+    ) -> WorkerProcess:
+        """``python -m worker_entry MODE`` with the test tasks, as Cloud Run would run it."""
+        command = [
+            sys.executable, "-m", "worker_entry", mode, "--include", TEST_TASK_MODULE,
+            "--concurrency", str(concurrency),
+            *(["--hostname", hostname] if hostname else []), *extra_args,
+        ]
+        return cls(command, env, log_path)
+
+    def json_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+
+    def summary(self) -> dict[str, Any]:
+        """The entrypoint's one summary line, parsed (fails if there is not exactly one)."""
+        records = [r for r in self.json_records() if r.get("event") == SUMMARY_EVENT]
+        assert len(records) == 1, f"expected one summary line:\n{self.logs()[-4000:]}"
+        return records[0]
 
     def start(self) -> WorkerProcess:
         env = {**self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
@@ -109,3 +142,25 @@ class WorkerProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def pubsub_transport_landed() -> bool:
+    try:
+        import vividly_tasks.transport  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def broker_params(*names: str, pubsub_xfail: str | None = None) -> list[Any]:
+    """``pytest.param`` per broker name; Pub/Sub is skipped until its transport imports.
+
+    ``pubsub_xfail`` names a known transport defect that the Pub/Sub variant exposes.
+    """
+    marks: dict[str, list[Any]] = {name: [] for name in names}
+    if "pubsub" in marks:
+        if not pubsub_transport_landed():
+            marks["pubsub"].append(pytest.mark.skip(reason="transport not landed"))
+        elif pubsub_xfail:
+            marks["pubsub"].append(pytest.mark.xfail(reason=pubsub_xfail, strict=False))
+    return [pytest.param(name, id=name, marks=marks[name]) for name in names]

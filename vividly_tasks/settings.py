@@ -87,19 +87,31 @@ class Settings(BaseSettings):
     worker_prefetch_multiplier: int = Field(
         default=1, ge=1, description="Messages leased per pool process."
     )
+    # Job-mode defaults for Cloud Run (see the README): an empty queue costs ~10 s, not the
+    # old loop's 60 s, since delivery is event-driven; the runtime budget ends a backlog run
+    # cleanly before Cloud Run's default 600 s task timeout would kill and retry it.
     worker_idle_timeout: float = Field(
-        default=60.0, gt=0, description="Job mode: exit after this many seconds without work."
+        default=10.0, gt=0, description="Job mode: exit after this many seconds without work."
     )
     worker_max_tasks: int | None = Field(
         default=None, ge=1, description="Job mode: exit after this many tasks; unset = no limit."
     )
     worker_max_runtime: float | None = Field(
-        default=None, gt=0, description="Job mode: stop taking work after this many seconds."
+        default=540.0, gt=0, description="Job mode: stop taking work after this many seconds."
     )
     worker_shutdown_grace: float = Field(
         default=8.0,
         ge=0,
         description="Seconds to finish running tasks at a stop (Cloud Run gives 10 s on SIGTERM).",
+    )
+    worker_connect_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds to reach the broker at start, then exit non-zero (Cloud Run retries).",
+    )
+    worker_health_host: str = Field(
+        default="0.0.0.0",  # noqa: S104 - Cloud Run routes to the container's own interface
+        description="Service mode: interface of the /healthz and /readyz listener.",
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Service mode HTTP port.")
 

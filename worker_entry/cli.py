@@ -1,0 +1,150 @@
+"""``vividly-worker job|service``: options from the environment (Settings), flags override.
+
+Every option defaults to "unset", so the environment variable of the same setting applies
+unless the flag is given; the merged values are validated once, by the settings object.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+from pydantic import ValidationError
+
+from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.structured_logging import configure_process_logging
+from worker_entry.exit_codes import RET_CONFIG
+from worker_entry.launcher import WorkerOptions, run_worker
+from worker_entry.run import ExitReason, Limits, Mode, WorkerRun
+from worker_entry.summary import log_summary
+
+F = TypeVar("F", bound=Callable[..., Any])
+POOLS = ("prefork", "solo", "threads")
+
+
+def worker_options(command: F) -> F:
+    """The options that both modes share."""
+    decorators = [
+        click.option("--concurrency", "-c", type=int, default=None,
+                     help="Pool processes [env WORKER_CONCURRENCY; default: one per CPU]."),
+        click.option("--pool", "-P", type=click.Choice(POOLS), default="prefork",
+                     show_default=True, help="Celery execution pool."),
+        click.option("--queues", "-Q", multiple=True,
+                     help="Queue to consume (repeatable) [default: VIVIDLY_QUEUE]."),
+        click.option("--include", "-I", multiple=True,
+                     help="Extra task module to import (repeatable)."),
+        click.option("--hostname", "-n", default=None,
+                     help="Celery node name [default: MODE-PID@HOST]."),
+        click.option("--shutdown-grace", type=float, default=None,
+                     help="Seconds running tasks get to finish at a stop; SIGTERM caps it at "
+                          "8 [env WORKER_SHUTDOWN_GRACE]."),
+        click.option("--connect-timeout", type=float, default=None,
+                     help="Seconds to reach the broker at start before exiting non-zero "
+                          "[env WORKER_CONNECT_TIMEOUT]."),
+        click.option("--loglevel", "-l", default=None, help="Log level [env LOG_LEVEL]."),
+    ]
+    for decorate in reversed(decorators):
+        command = decorate(command)
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Run the vividly Celery worker as a Cloud Run Job or as a long-lived service."""
+
+
+@cli.command()
+@click.option("--idle-timeout", type=float, default=None,
+              help="Exit 0 after this many seconds without work [env WORKER_IDLE_TIMEOUT].")
+@click.option("--max-tasks", type=int, default=None,
+              help="Exit 0 after exactly this many tasks [env WORKER_MAX_TASKS].")
+@click.option("--max-runtime", type=float, default=None,
+              help="Stop taking work after this many seconds [env WORKER_MAX_RUNTIME].")
+@worker_options
+def job(**options: Any) -> None:
+    """Drain the queue and exit: on idle, after N tasks, at the runtime budget, or SIGTERM."""
+    started_at = time.monotonic()
+    settings = load_settings(options, started_at, "job")
+    limits = Limits(
+        idle_timeout_seconds=settings.worker_idle_timeout,
+        max_tasks=settings.worker_max_tasks,
+        max_runtime_seconds=settings.worker_max_runtime,
+        shutdown_grace_seconds=settings.worker_shutdown_grace,
+    )
+    sys.exit(run_worker(common_options("job", limits, settings, options), settings,
+                        started_at=started_at))
+
+
+@cli.command()
+@click.option("--port", type=int, default=None,
+              help="HTTP port for /healthz and /readyz [env PORT].")
+@click.option("--host", default=None,
+              help="Interface for the HTTP listener [env WORKER_HEALTH_HOST].")
+@worker_options
+def service(**options: Any) -> None:
+    """Run until SIGTERM, with liveness (/healthz) and readiness (/readyz) on $PORT."""
+    started_at = time.monotonic()
+    settings = load_settings(options, started_at, "service")
+    limits = Limits(shutdown_grace_seconds=settings.worker_shutdown_grace)
+    worker = common_options("service", limits, settings, options)
+    sys.exit(run_worker(worker, settings, started_at=started_at))
+
+
+#: CLI option -> settings field it overrides.
+OVERRIDES = {
+    "idle_timeout": "worker_idle_timeout",
+    "max_tasks": "worker_max_tasks",
+    "max_runtime": "worker_max_runtime",
+    "shutdown_grace": "worker_shutdown_grace",
+    "connect_timeout": "worker_connect_timeout",
+    "concurrency": "worker_concurrency",
+    "loglevel": "log_level",
+    "port": "port",
+    "host": "worker_health_host",
+}
+
+
+def load_settings(options: dict[str, Any], started_at: float, mode: Mode) -> Settings:
+    """The environment's settings with the given flags on top; exit RET_CONFIG if invalid."""
+    overrides = {
+        field: options[option] for option, field in OVERRIDES.items()
+        if options.get(option) is not None
+    }
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        configure_process_logging("json", "INFO")
+        problems = "; ".join(
+            f"{environment_variable(str(error['loc'][0]))}: {error['msg']}"
+            if error["loc"] and str(error["loc"][0]) in Settings.model_fields
+            else error["msg"]
+            for error in exc.errors()
+        )
+        log_summary(WorkerRun(mode, Limits(), started_at=started_at),
+                    reason=ExitReason.BAD_CONFIGURATION, exit_code=RET_CONFIG,
+                    detail=f"invalid configuration: {problems}")
+        logging.shutdown()
+        sys.exit(RET_CONFIG)
+
+
+def common_options(mode: Mode, limits: Limits, settings: Settings,
+                   options: dict[str, Any]) -> WorkerOptions:
+    return WorkerOptions(
+        mode=mode,
+        limits=limits,
+        connect_timeout_seconds=settings.worker_connect_timeout,
+        pool=options["pool"],
+        queues=tuple(options["queues"]),
+        include=tuple(options["include"]),
+        hostname=options["hostname"],
+        health_host=settings.worker_health_host,
+        port=settings.port,
+    )
+
+
+def main() -> None:
+    cli(prog_name="vividly-worker")

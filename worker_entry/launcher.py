@@ -1,0 +1,219 @@
+"""Run the ordinary Celery worker of the app with this run's bootsteps, and say how it ended.
+
+Both modes share everything here: the app, the pool, the counting, the grace on a stop. The
+only difference is which bootsteps are added: ``JobLimits`` for a job, ``ConsumingFlag`` and
+``HealthServer`` for a service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from celery.signals import worker_shutting_down
+from celery.utils.nodenames import default_nodename, host_format
+from kombu.exceptions import OperationalError
+
+from vividly_tasks.app import VividlyCelery, create_app
+from vividly_tasks.settings import Settings
+from vividly_tasks.structured_logging import configure_process_logging
+from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
+from worker_entry.health_server import ConsumingFlag, HealthConfig, HealthServer, HealthState
+from worker_entry.job_limits import JobLimits
+from worker_entry.run import (
+    NORMAL_STOPS,
+    SIGTERM_HARD_EXIT_SECONDS,
+    ExitReason,
+    Limits,
+    Mode,
+    WorkerRun,
+)
+from worker_entry.summary import log_summary
+
+logger = logging.getLogger(__name__)
+
+#: A job gives up on a broker lost mid-run after this many reconnection attempts (kombu
+#: waits 2, 4, 6 s between them): a retried execution is better than one that hangs. A
+#: service retries forever and reports the outage on /readyz instead.
+JOB_RECONNECT_MAX_RETRIES = 3
+#: Seconds a broker probe may take (readiness, and the post-mortem of a failed run).
+PROBE_TIMEOUT_SECONDS = 3.0
+#: Signals that end a run normally, as Celery names them in ``worker_shutting_down``.
+STOP_SIGNALS = {"SIGTERM": ExitReason.SIGTERM, "SIGINT": ExitReason.SIGINT}
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What the command line chose; everything else comes from the settings."""
+
+    mode: Mode
+    limits: Limits
+    connect_timeout_seconds: float
+    pool: str = "prefork"
+    queues: Sequence[str] = ()
+    include: Sequence[str] = ()
+    hostname: str | None = None
+    health_host: str = "0.0.0.0"  # noqa: S104 - Cloud Run routes to the container's interface
+    port: int = 8080
+
+
+def build_app(settings: Settings, mode: Mode) -> VividlyCelery:
+    app = create_app(settings)
+    app.conf.update(
+        broker_connection_max_retries=JOB_RECONNECT_MAX_RETRIES if mode == "job" else None,
+    )
+    app.set_default()
+    return app
+
+
+def check_broker(app: VividlyCelery, timeout_seconds: float) -> None:
+    """Connect, retrying for at most ``timeout_seconds``; raise if the broker never answers.
+
+    The attempt runs in a thread that is abandoned at the deadline, because a transport's
+    client library may retry inside one connect call for longer than asked.
+    """
+    failure: list[BaseException] = []
+
+    def on_error(exc: Exception, interval: float) -> None:
+        logger.warning("broker not reachable yet: %r; retrying in %.1f s", exc, interval)
+
+    def attempt() -> None:
+        try:
+            with app.connection_for_read() as connection:
+                connection.ensure_connection(
+                    errback=on_error, max_retries=None, interval_start=0.5,
+                    interval_step=0.5, interval_max=2.0, timeout=timeout_seconds,
+                )
+        except BaseException as exc:  # handed to the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=attempt, name="vividly-broker-check", daemon=True)
+    thread.start()
+    thread.join(timeout_seconds + PROBE_TIMEOUT_SECONDS)
+    if thread.is_alive():
+        raise TimeoutError(f"no answer within {timeout_seconds:g} s")
+    if failure:
+        raise failure[0]
+
+
+def broker_error_kind(app: VividlyCelery, exc: Exception) -> ExitReason:
+    """Connection errors mean "unreachable"; anything else (unknown scheme, bad URL) is config."""
+    try:
+        with app.connection_for_read() as connection:
+            errors = (*connection.connection_errors, *connection.recoverable_connection_errors)
+    except Exception:
+        return ExitReason.BAD_CONFIGURATION
+    if isinstance(exc, (*errors, OperationalError, OSError, TimeoutError)):
+        return ExitReason.BROKER_UNREACHABLE
+    return ExitReason.BAD_CONFIGURATION
+
+
+def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float) -> int:
+    """Run one worker to its end; log the summary line; return the exit code."""
+    configure_process_logging(settings.log_format, settings.log_level)
+    run = WorkerRun(options.mode, options.limits, started_at=started_at)
+    app = build_app(settings, options.mode)
+
+    try:
+        check_broker(app, options.connect_timeout_seconds)
+    except Exception as exc:
+        reason = broker_error_kind(app, exc)
+        code = RET_CONNECT if reason is ExitReason.BROKER_UNREACHABLE else RET_CONFIG
+        detail = (
+            f"broker {mask(app)} not reachable within "
+            f"{options.connect_timeout_seconds:g} s: {exc!r}"
+            if code == RET_CONNECT
+            else f"broker {mask(app)} cannot be used: {exc!r}"
+        )
+        log_summary(run, reason=reason, exit_code=code, detail=detail)
+        return code
+
+    worker = app.Worker(**worker_kwargs(app, options, run))
+
+    def on_shutting_down(sig: str = "", **_: Any) -> None:
+        reason = STOP_SIGNALS.get(sig)
+        if reason is not None:
+            run.note_stop(reason, options.limits.sigterm_grace_seconds, SIGTERM_HARD_EXIT_SECONDS)
+
+    def exit_overdue() -> None:
+        # Still here at the end of the budget: a broker call is stuck past its timeout. What
+        # is unacknowledged comes back when its lease or visibility timeout ends.
+        reason = run.stop_reason or ExitReason.WORKER_ERROR
+        code = RET_OK if reason in NORMAL_STOPS else RET_ERROR
+        log_summary(run, reason=reason, exit_code=code,
+                    detail="forced exit: the worker did not stop in time")
+        logging.shutdown()
+        os._exit(code)
+
+    run.on_overdue = exit_overdue
+
+    worker_shutting_down.connect(on_shutting_down, weak=False)
+    run.counters.connect()
+    run.start_grace_watch()
+    try:
+        worker.start()
+    finally:
+        run.close()
+        run.counters.disconnect()
+        worker_shutting_down.disconnect(on_shutting_down)
+    code, end_reason, end_detail = outcome(app, run, worker.exitcode)
+    log_summary(run, reason=end_reason, exit_code=code, detail=end_detail)
+    return code
+
+
+def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) -> dict[str, Any]:
+    """Arguments for ``app.Worker``; the ``vividly_*`` ones reach our bootsteps."""
+    app.steps["consumer"].add(JobLimits)
+    app.steps["consumer"].add(ConsumingFlag)
+    app.steps["worker"].add(HealthServer)
+    kwargs: dict[str, Any] = {
+        "hostname": host_format(
+            default_nodename(options.hostname or f"{options.mode}-{os.getpid()}@%h")
+        ),
+        "pool_cls": options.pool,
+        "loglevel": app.settings.log_level,
+        "include": list(options.include),
+        "queues": list(options.queues) or None,
+        # The banner is plain text on stdout; Cloud Logging wants one JSON object a line.
+        "quiet": True,
+        # A job exits in seconds: mingle (1 s spent asking other workers for revoked ids at
+        # start-up) and gossip buy it nothing. A service keeps Celery's defaults.
+        "without_mingle": options.mode == "job",
+        "without_gossip": options.mode == "job",
+        "vividly_run": run,
+    }
+    if options.mode == "service":
+        kwargs["vividly_health"] = HealthConfig(
+            options.health_host, options.port, lambda: check_broker_once(app)
+        )
+        kwargs["vividly_health_state"] = HealthState()
+    return kwargs
+
+
+def check_broker_once(app: VividlyCelery) -> None:
+    with app.connection_for_read(connect_timeout=PROBE_TIMEOUT_SECONDS) as connection:
+        connection.ensure_connection(max_retries=0, timeout=PROBE_TIMEOUT_SECONDS)
+
+
+def outcome(
+    app: VividlyCelery, run: WorkerRun, worker_exitcode: Any
+) -> tuple[int, ExitReason, str | None]:
+    """Exit code, reason and detail of a run whose worker has returned."""
+    if run.stop_reason is not None and run.stop_reason in NORMAL_STOPS:
+        return RET_OK, run.stop_reason, None
+    if worker_exitcode in (0, None):
+        # Celery stopped itself cleanly (e.g. ``celery control shutdown``).
+        return RET_OK, ExitReason.SHUTDOWN, None
+    try:
+        check_broker_once(app)
+    except Exception as exc:
+        return RET_CONNECT, ExitReason.BROKER_UNREACHABLE, f"broker connection lost: {exc!r}"
+    return RET_ERROR, ExitReason.WORKER_ERROR, f"worker exited with {worker_exitcode!r} (see log)"
+
+
+def mask(app: VividlyCelery) -> str:
+    return str(app.settings.redacted()["broker_url"])
