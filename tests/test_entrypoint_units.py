@@ -1,0 +1,52 @@
+"""The entrypoint's pure parts, in process: limits, the summary's arithmetic, settings merging."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_entry import exit_codes
+from worker_entry.cli import OVERRIDES, load_settings
+from worker_entry.run import SIGTERM_BUDGET_SECONDS, ExitReason, Limits, WorkerRun
+from worker_entry.summary import summary_record
+
+
+def test_the_sigterm_grace_fits_cloud_runs_budget() -> None:
+    assert Limits(shutdown_grace_seconds=30).sigterm_grace_seconds < SIGTERM_BUDGET_SECONDS
+    assert Limits(shutdown_grace_seconds=3).sigterm_grace_seconds == 3
+
+
+def test_exit_codes_are_distinct_and_only_ok_is_zero() -> None:
+    codes = {name: value for name, value in vars(exit_codes).items() if name.startswith("RET_")}
+    assert len(set(codes.values())) == len(codes)
+    assert [name for name, value in codes.items() if value == 0] == ["RET_OK"]
+
+
+def test_summary_rates_final_outcomes_and_copies_cloud_run_fields(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CLOUD_RUN_TASK_INDEX", "3")
+    monkeypatch.setenv("CLOUD_RUN_EXECUTION", "job-x7k2p")
+    run = WorkerRun("job", Limits())
+    for field, times in (("succeeded", 3), ("failed", 1), ("retried", 2)):
+        for _ in range(times):
+            run.counters._add(field)
+    record = summary_record(run, reason=ExitReason.IDLE, exit_code=0)
+    assert record["processed"] == 6
+    assert record["success_rate"] == 0.75
+    assert record["cloud_run_task_index"] == 3
+    assert record["cloud_run_execution"] == "job-x7k2p"
+    assert "cloud_run_task_attempt" not in record
+
+
+def test_flags_override_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WORKER_IDLE_TIMEOUT", "45")
+    monkeypatch.setenv("WORKER_MAX_TASKS", "7")
+    settings = load_settings({"idle_timeout": 2.5, "max_tasks": None}, 0.0, "job")
+    assert settings.worker_idle_timeout == 2.5
+    assert settings.worker_max_tasks == 7
+
+
+def test_every_override_names_a_setting() -> None:
+    from vividly_tasks.settings import Settings
+
+    assert set(OVERRIDES.values()) <= set(Settings.model_fields)
