@@ -134,6 +134,8 @@ class WorkerRun:
         self.counters = TaskCounters()
         self.stop_reason: ExitReason | None = None
         self.finished = threading.Event()
+        #: Called by the grace watch as a stop begins (not in a signal handler).
+        self.on_stopping: Callable[[], None] | None = None
         #: Called by the grace watch if the worker overstays its stop (logs, then exits).
         self.on_overdue: Callable[[], None] | None = None
         self._stop_requested = threading.Event()
@@ -199,6 +201,11 @@ class WorkerRun:
             "worker stopping: %s", self.stop_reason,
             extra={"exit_reason": str(self.stop_reason), "grace_seconds": grace},
         )
+        if self.on_stopping is not None:
+            try:
+                self.on_stopping()
+            except Exception:  # the stop flag is set anyway; this only hastens it
+                logger.exception("could not hasten the stop")
         if self.finished.wait(max(0.0, self._stop_requested_at + grace - time.monotonic())):
             return
         logger.warning(
