@@ -66,7 +66,7 @@ def own_broker(
     broker_params("redis", "pubsub", pubsub_xfail=(
         "transport: after the emulator restarts, the worker reconnects but its consumer "
         "never starts consuming again (a call in the re-declaration blocks)"
-    )),
+    ), run_xfail=False),
     indirect=True,
 )
 def test_readiness_follows_the_broker_and_sigterm_stops_within_10_s(

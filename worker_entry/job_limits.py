@@ -17,7 +17,7 @@ from celery import bootsteps
 from celery.signals import task_received
 from celery.worker import state as worker_state
 
-from worker_entry.run import ExitReason, WorkerRun
+from worker_entry.run import ExitReason, Limits, WorkerRun
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class JobLimits(bootsteps.StartStopStep):  # type: ignore[misc]
         self.stop(c)
 
     @property
-    def _limits(self) -> Any:
+    def _limits(self) -> Limits:
         assert self.run is not None
         return self.run.limits
 
@@ -114,7 +114,10 @@ class JobLimits(bootsteps.StartStopStep):  # type: ignore[misc]
             limits.max_runtime_seconds is not None
             and self.run.runtime_seconds >= limits.max_runtime_seconds
         ):
-            if self.taking_work:
+            # On an event loop this tick runs between its polls: cancel now, so that the rest
+            # of this turn delivers nothing new. A threaded timer (no event loop) must not
+            # touch the channel the loop is draining; Celery's stop cancels it there.
+            if self.taking_work and c.hub is not None:
                 self._stop_taking_work(c)
             self.run.request_stop(ExitReason.MAX_RUNTIME)
         elif not self.taking_work and not busy and now - self.last_activity >= SETTLE_SECONDS:

@@ -155,7 +155,8 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
         # remote-control shutdown, sent to this worker alone, arrives within one polling
         # interval instead, and stops the loop from inside.
         if not worker.use_eventloop:
-            app.control.shutdown(destination=[worker.hostname])
+            with app.connection_for_write() as connection:
+                app.control.shutdown(destination=[worker.hostname], connection=connection)
 
     run.on_stopping = hasten_stop
     run.on_overdue = exit_overdue
