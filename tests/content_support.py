@@ -12,27 +12,47 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import redis
 
 from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.services import ContentServices
+from vividly_tasks.settings import Settings
 
 T = TypeVar("T")
 
 #: Flip to True when vividly_tasks.transport (the Pub/Sub transport) has landed: that is the
 #: only change needed to run every content worker test over Pub/Sub as well.
-PUBSUB_TRANSPORT_LANDED = False
+PUBSUB_TRANSPORT_LANDED = True
 
+QUEUE = "vividly"
 #: Workers of the content tests also load the fault-injecting storage.
 WORKER_INCLUDE = ["--include", "tests.worker_tasks,tests.content_faults"]
 
 
 def broker_params() -> list[Any]:
-    """``redis`` and ``pubsub``; the latter skipped until the transport has landed."""
-    pubsub_marks = [] if PUBSUB_TRANSPORT_LANDED else [
-        pytest.mark.skip(reason="transport not landed")
+    """The brokers a content test runs on: Pub/Sub, the product's broker, once it has landed;
+    Redis otherwise (Pub/Sub then shows as skipped)."""
+    if PUBSUB_TRANSPORT_LANDED:
+        return [pytest.param("pubsub", id="pubsub")]
+    return [
+        pytest.param("redis", id="redis"),
+        pytest.param("pubsub", id="pubsub", marks=pytest.mark.skip(reason="transport not landed")),
     ]
-    return [pytest.param("redis", id="redis"), pytest.param("pubsub", id="pubsub",
-                                                            marks=pubsub_marks)]
+
+
+def matrix_params() -> list[Any]:
+    """(broker, database) pairs of the content worker tests. Every acceptance test runs over
+    Pub/Sub on SQLite and on PostgreSQL, and over Redis on SQLite (the other broker, cheaply);
+    before the transport landed: Redis on both databases, Pub/Sub skipped."""
+    if PUBSUB_TRANSPORT_LANDED:
+        pairs = [("pubsub", "sqlite"), ("pubsub", "postgresql"), ("redis", "sqlite")]
+        return [pytest.param(pair, id=f"{pair[1]}-{pair[0]}") for pair in pairs]
+    skip = pytest.mark.skip(reason="transport not landed")
+    return [
+        *(pytest.param(("redis", db), id=f"{db}-redis") for db in ("sqlite", "postgresql")),
+        *(pytest.param(("pubsub", db), id=f"{db}-pubsub", marks=skip)
+          for db in ("sqlite", "postgresql")),
+    ]
 
 
 ARTIFACTS_TEXT = {"lesson.md", "lesson.html", "manifest.json"}
@@ -45,7 +65,7 @@ DATABASES = [pytest.param("sqlite", id="sqlite"), pytest.param("postgresql", id=
 class ContentEnv:
     """What a content worker test has: the test process's own view of database and storage."""
 
-    broker: str
+    broker: BrokerProbe
     database: str
     services: ContentServices
 
@@ -122,3 +142,88 @@ def max_volume_db(path: Path) -> float:
     match = re.search(r"max_volume: (-?[\d.]+) dB", output)
     assert match, output[-2000:]
     return float(match.group(1))
+
+
+class BrokerProbe:
+    """What a test can see of the broker: messages waiting or unacknowledged, dead letters.
+
+    Redis shows its queue and its ``unacked`` hash while workers run. Pub/Sub shows nothing
+    of leased messages, so there the workers are stopped first (a stopping worker releases
+    what it holds at once) and the subscription must then have nothing left to deliver.
+    """
+
+    def __init__(self, kind: str, redis_url: str, project: str | None = None) -> None:
+        self.kind = kind
+        self.redis_url = redis_url
+        self.project = project
+
+    def _redis_backlog(self) -> tuple[int, int]:
+        with redis.Redis.from_url(self.redis_url) as client:
+            return int(client.llen(QUEUE)), int(client.hlen("unacked"))
+
+    def _subscription(self, dead_letter: bool = False) -> str:
+        from vividly_tasks.transport.naming import dead_letter_id, resource_id, subscription_path
+
+        settings = Settings()
+        subscription = resource_id(settings.pubsub_prefix, settings.default_queue)
+        if dead_letter:
+            subscription = dead_letter_id(subscription)
+        assert self.project is not None
+        return subscription_path(self.project, subscription)
+
+    def _pull(self, subscription: str, *, release: bool) -> list[Any]:
+        from google.api_core.exceptions import DeadlineExceeded
+        from google.cloud import pubsub_v1
+
+        subscriber = pubsub_v1.SubscriberClient()
+        try:
+            # The emulator holds an empty pull until its deadline: keep that short.
+            response = subscriber.pull(subscription=subscription, max_messages=100, timeout=2)
+            received = list(response.received_messages)
+            if received and release:
+                subscriber.modify_ack_deadline(
+                    subscription=subscription, ack_ids=[m.ack_id for m in received],
+                    ack_deadline_seconds=0,
+                )
+            return received
+        except DeadlineExceeded:
+            return []
+        finally:
+            subscriber.close()
+
+    def waiting(self) -> int:
+        """Messages enqueued and not delivered (no worker running)."""
+        if self.kind == "redis":
+            return self._redis_backlog()[0]
+        return len(self._pull(self._subscription(), release=True))
+
+    def assert_all_acknowledged(self, workers: list[Any], timeout: float = 60.0) -> None:
+        if self.kind == "redis":
+            wait_for(lambda: self._redis_backlog() == (0, 0), timeout,
+                     "every delivery to be acknowledged")
+            return
+        for worker in workers:
+            worker.stop()
+        leftover = self._pull(self._subscription(), release=True)
+        assert not leftover, f"unacknowledged messages: {leftover}"
+
+    def dead_letter_reasons(self) -> list[str] | None:
+        """Reasons on the dead-letter topic (Pub/Sub); None where the broker has none."""
+        if self.kind != "pubsub":
+            return None
+        received = self._pull(self._subscription(dead_letter=True), release=False)
+        return [m.message.attributes.get("dead_letter_reason", "") for m in received]
+
+
+def configure_broker(
+    kind: str, request: pytest.FixtureRequest, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> BrokerProbe:
+    """Point BROKER_URL at ``kind`` (results always go to Redis); return its probe."""
+    project = None
+    if kind == "pubsub":
+        project = request.getfixturevalue("pubsub_project")
+        monkeypatch.setenv("BROKER_URL", f"pubsub://{project}")
+    else:
+        monkeypatch.setenv("BROKER_URL", redis_url)
+    monkeypatch.setenv("RESULT_BACKEND", redis_url)
+    return BrokerProbe(kind, redis_url, project)

@@ -16,6 +16,7 @@ from tests.content_support import (
     ContentEnv,
     broker_params,
     check_video,
+    configure_broker,
     wait_for,
 )
 from tests.workers import WorkerProcess
@@ -63,16 +64,12 @@ def gcs_env(
     request: pytest.FixtureRequest, gcs_storage_url: str, redis_url: str, tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[ContentEnv]:
-    if request.param == "pubsub":
-        monkeypatch.setenv("BROKER_URL", f"pubsub://{request.getfixturevalue('pubsub_project')}")
-    else:
-        monkeypatch.setenv("BROKER_URL", redis_url)
-    monkeypatch.setenv("RESULT_BACKEND", redis_url)
+    probe = configure_broker(str(request.param), request, redis_url, monkeypatch)
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'content.sqlite'}")
     monkeypatch.setenv("STORAGE_URL", gcs_storage_url)
     monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "300")
     services = ContentServices.from_settings(Settings())
-    yield ContentEnv(str(request.param), "sqlite", services)
+    yield ContentEnv(probe, "sqlite", services)
     services.close()
 
 
