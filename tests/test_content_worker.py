@@ -104,11 +104,15 @@ def received_count(worker: WorkerProcess, task_id: str) -> int:
 def test_text_and_video_complete_with_progress_visible_mid_task(
     content_env: ContentEnv, app: VividlyCelery, start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    start_content_worker(start_worker, concurrency=2)
-    text_id = submit_request(
-        content_env, app, topic="Fractions", modality="text", subject="Mathematics",
-        grade_level="4",
-    )
+    worker = start_content_worker(start_worker, concurrency=2)
+    assert "content database migrated" in worker.logs()
+    # The text request goes through the submit task (as `celery call` would send it), the
+    # video one through the Python API.
+    text_id = app.send_task(
+        "vividly.submit_content",
+        kwargs={"topic": "Fractions", "modality": "text", "subject": "Mathematics",
+                "grade_level": "4"},
+    ).get(timeout=30)
     video_id = submit_request(
         content_env, app, topic="Photosynthesis", modality="video", subject="Biology",
         grade_level="7",
@@ -195,7 +199,7 @@ def test_sigkill_during_the_video_stage_is_completed_by_the_redelivery(
     content_env: ContentEnv, app: VividlyCelery, start_worker: Callable[..., WorkerProcess],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "165")  # a longer encode to land in
+    monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "220")  # a longer encode to land in
     worker = start_content_worker(start_worker, concurrency=1)
     request_id = submit_request(content_env, app, topic="Plate tectonics", modality="video")
 

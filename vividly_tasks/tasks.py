@@ -25,12 +25,13 @@ from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import Reject
+from celery.signals import celeryd_after_setup
 from celery.utils.time import get_exponential_backoff_interval
 
 from vividly_tasks.content.errors import InvalidRequest, PermanentFailure, TransientError
 from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.requests import submit
-from vividly_tasks.content.services import ContentServices
+from vividly_tasks.content.services import ContentServices, migrate
 from vividly_tasks.content.status import Stage
 from vividly_tasks.settings import Settings
 
@@ -46,6 +47,16 @@ BUSY_JITTER_SECONDS = 1.0
 def health_check() -> dict[str, Any]:
     """Round trip through broker, worker and result backend; for smoke tests of a deployment."""
     return {"hostname": socket.gethostname(), "time": time.time()}
+
+
+@celeryd_after_setup.connect
+def migrate_content_database(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """A worker brings the content schema up to date once, at start, before its pool forks
+    (a database it cannot reach stops it there, with the reason)."""
+    settings = getattr(getattr(instance, "app", None), "settings", None)
+    if isinstance(settings, Settings):
+        migrate(settings)
+        logger.info("content database migrated")
 
 
 @functools.cache

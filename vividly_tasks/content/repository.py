@@ -106,10 +106,9 @@ class ContentRepository:
         with self.database.session() as session:
             return session.execute(statement).rowcount == 1  # type: ignore[attr-defined,no-any-return]
 
-    def mark_queued(self, request_id: uuid.UUID, task_id: str | None = None) -> bool:
+    def mark_queued(self, request_id: uuid.UUID) -> bool:
         """pending -> queued after the broker accepted the message (no-op if a worker already
         claimed it, which the guard makes safe)."""
-        del task_id
         return self._transition(request_id, Status.QUEUED, error=None, queued_at=utcnow())
 
     def record_enqueue_error(self, request_id: uuid.UUID, error: str) -> None:

@@ -40,6 +40,7 @@ class ContentServices:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, migrate: bool = True) -> ContentServices:
+        """Wire everything; ``migrate`` first brings the schema up to date (cheap when it is)."""
         settings.ensure_local_dirs()
         database = ContentDatabase(settings.effective_database_url)
         if migrate:
@@ -56,3 +57,13 @@ class ContentServices:
 
     def close(self) -> None:
         self.database.dispose()
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the content database of ``settings`` to the newest schema (workers at start, the
+    CLI, deployment jobs); leaves no connection open, so it is safe before a fork."""
+    database = ContentDatabase(settings.effective_database_url)
+    try:
+        database.migrate()
+    finally:
+        database.dispose()
