@@ -262,20 +262,21 @@ database. Produced by `bench/content.py`; rerun it to refresh this page:
 .venv/bin/python bench/content.py --video-runs 3 --output docs/content.md
 ```
 
-Setup: {machine}, measured {date}. One Celery worker (`--concurrency 1`, prefork) per broker
-(the Pub/Sub emulator through `vividly_tasks.transport`, and a private Redis), SQLite, local
-storage; the offline generator; espeak-ng narration at 165 words a minute;
-ffmpeg (libx264 `veryfast`, `stillimage`, 12 fps, AAC 96 kb/s). Memory is the peak summed
-resident set of the worker's process group (worker, pool process, espeak-ng and ffmpeg while they
-run), sampled every 20 ms. A warm-up text request runs first, so imports and migrations are not
-counted.
+Setup: {machine}, measured {date}.
+One Celery worker (`--concurrency 1`, prefork) per broker: the Pub/Sub emulator through
+`vividly_tasks.transport`, and a private Redis. SQLite, local storage, the offline generator,
+espeak-ng narration at 165 words a minute, ffmpeg (libx264 `veryfast`, `stillimage`, 12 fps,
+AAC 96 kb/s). Memory is the peak summed resident set of the worker's process group (worker,
+pool process, espeak-ng and ffmpeg while they run), sampled every 20 ms. A warm-up text request
+runs first, so imports and first connections are not counted.
 
 {table}
 
 The machine is shared with other test runs, so a single figure can be off by a second or two;
-the medians are the ones to compare. For comparison, the hand-written worker this product replaces expected under 30 s for a text
-request and 2-5 minutes for a video. Encoding dominates a video and grows with its narrated
-length; the slides are stills, so the frame rate is kept low and the encoder tuned for them.
+the medians are the ones to compare. For comparison, the hand-written worker this product
+replaces expected under 30 s for a text request and 2-5 minutes for a video. Encoding dominates
+a video and grows with its narrated length; the slides are stills, so the frame rate is kept
+low and the encoder tuned for them.
 """
 
 
