@@ -396,3 +396,17 @@ def test_an_attempt_past_its_time_limit_fails(
     final = repository.get(row.id)
     assert final is not None and final.status == Status.FAILED
     assert final.error is not None and "time limit" in final.error
+
+
+def test_an_unreachable_database_is_a_transient_error(tmp_path: Path) -> None:
+    from tests.services import free_port
+    from vividly_tasks.content.errors import DatabaseUnavailable, TransientError
+
+    database = ContentDatabase(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
+    repository = ContentRepository(database)
+    with pytest.raises(DatabaseUnavailable) as caught:
+        repository.get(uuid.uuid4())
+    assert isinstance(caught.value, TransientError)
+    with pytest.raises(DatabaseUnavailable):
+        _runner(repository, tmp_path).run(str(uuid.uuid4()))
+    database.dispose()
