@@ -5,7 +5,7 @@ Runs ``python -m worker_entry job --idle-timeout T`` against an empty queue for 
 emulator when installed, each started privately on a free port and stopped by PID), and
 writes the figures to docs/entrypoint.md next to the old loop's. Not a timed test:
 
-    .venv/bin/python bench/idle_exit.py [--repeat 3] [--timeouts 1 5 30]
+    .venv/bin/python bench/idle_exit.py [--repeat 3] [--timeouts 1 5 30] [--pools prefork]
 """
 
 from __future__ import annotations
@@ -69,11 +69,14 @@ BROKERS: dict[str, BrokerEnv] = {
 }
 
 
-def one_run(env: dict[str, str], workdir: Path, idle_timeout: float) -> tuple[float, float]:
+def one_run(
+    env: dict[str, str], workdir: Path, idle_timeout: float, pool: str
+) -> tuple[float, float]:
     """(start-up, wall) in seconds: process start to " ready.", and to exit."""
     log = workdir / f"job-{uuid.uuid4().hex[:6]}.log"
     worker = WorkerProcess(
-        [sys.executable, "-m", "worker_entry", "job", "--idle-timeout", str(idle_timeout)],
+        [sys.executable, "-m", "worker_entry", "job", "--idle-timeout", str(idle_timeout),
+         "--pool", pool],
         env, log,
     ).start()
     ready_at = None
@@ -90,13 +93,16 @@ def one_run(env: dict[str, str], workdir: Path, idle_timeout: float) -> tuple[fl
 @dataclass(frozen=True)
 class Row:
     broker: str
+    pool: str
     idle: float
     startup: float
     wall: float
     runs: int
 
 
-def measure(brokers: list[str], timeouts: list[float], repeat: int) -> list[Row]:
+def measure(
+    brokers: list[str], timeouts: list[float], repeat: int, pools: list[str]
+) -> list[Row]:
     rows: list[Row] = []
     for name in brokers:
         with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as tmp:
@@ -112,13 +118,15 @@ def measure(brokers: list[str], timeouts: list[float], repeat: int) -> list[Row]
                     **{k: v for k, v in os.environ.items() if not k.startswith("WORKER_")},
                     **broker_env, "VIVIDLY_DATA_DIR": str(workdir / "data"),
                 }
-                for timeout in timeouts:
-                    runs = [one_run(env, workdir, timeout) for _ in range(repeat)]
-                    startup = statistics.median(r[0] for r in runs)
-                    wall = statistics.median(r[1] for r in runs)
-                    rows.append(Row(name, timeout, startup, wall, len(runs)))
-                    print(f"{name:9s} idle {timeout:4g} s: start-up {startup:5.2f} s, "
-                          f"wall {wall:6.2f} s, over idle {wall - timeout:5.2f} s")
+                for pool in pools:
+                    for timeout in timeouts:
+                        runs = [one_run(env, workdir, timeout, pool) for _ in range(repeat)]
+                        startup = statistics.median(r[0] for r in runs)
+                        wall = statistics.median(r[1] for r in runs)
+                        rows.append(Row(name, pool, timeout, startup, wall, len(runs)))
+                        print(f"{name:9s} {pool:8s} idle {timeout:4g} s: start-up "
+                              f"{startup:5.2f} s, wall {wall:6.2f} s, "
+                              f"over idle {wall - timeout:5.2f} s")
             finally:
                 context.__exit__(None, None, None)
     return rows
@@ -126,8 +134,8 @@ def measure(brokers: list[str], timeouts: list[float], repeat: int) -> list[Row]
 
 def write_doc(rows: list[Row]) -> None:
     table = "\n".join(
-        f"| {r.broker} | {r.idle:g} | {r.startup:.2f} | {r.wall:.2f} | {r.wall - r.idle:.2f} "
-        f"| {r.runs} |"
+        f"| {r.broker} | {r.pool} | {r.idle:g} | {r.startup:.2f} | {r.wall:.2f} "
+        f"| {r.wall - r.idle:.2f} | {r.runs} |"
         for r in rows
     )
     text = DOC_PATH.read_text() if DOC_PATH.exists() else ""
@@ -136,8 +144,8 @@ def write_doc(rows: list[Row]) -> None:
         f"{begin}\n"
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
         f"({os.cpu_count()} CPUs), median of the runs:\n\n"
-        "| broker | `--idle-timeout` (s) | start-up (s) | wall, start to exit (s) "
-        "| wall - idle (s) | runs |\n|---|---|---|---|---|---|\n"
+        "| broker | pool | `--idle-timeout` (s) | start-up (s) | wall, start to exit (s) "
+        "| wall - idle (s) | runs |\n|---|---|---|---|---|---|---|\n"
         f"{table}\n{end}"
     )
     if begin in text and end in text:
@@ -152,9 +160,11 @@ def main() -> None:
     parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=list(BROKERS))
     parser.add_argument("--timeouts", nargs="+", type=float, default=[1.0, 5.0, 30.0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--pools", nargs="+", default=["prefork"],
+                        choices=["prefork", "threads", "solo"])
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    rows = measure(args.brokers, args.timeouts, args.repeat)
+    rows = measure(args.brokers, args.timeouts, args.repeat, args.pools)
     if not args.no_write:
         write_doc(rows)
         print(f"wrote {DOC_PATH}")
