@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 import uuid
 import wave
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from vividly_tasks.content.narration import ENGINE_SILENCE, Voice, narrate
 from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
 from vividly_tasks.content.requests import resubmit, submit
-from vividly_tasks.content.runner import ContentRunner
+from vividly_tasks.content.runner import ContentRunner, LeaseKeeper
 from vividly_tasks.content.status import Stage, Status
 from vividly_tasks.content.storage import (
     INCOMING_DIR,
@@ -410,3 +411,17 @@ def test_an_unreachable_database_is_a_transient_error(tmp_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable):
         _runner(repository, tmp_path).run(str(uuid.uuid4()))
     database.dispose()
+
+
+def test_the_lease_keeper_renews_a_claim_from_its_thread(repository: ContentRepository) -> None:
+    row = repository.insert(topic="Fractions", modality="video")
+    claim = repository.claim(row.id, holder="slow-worker", lease_seconds=0.5)
+    assert claim is not None
+    with LeaseKeeper(repository, claim, lease_seconds=0.5) as keeper:
+        time.sleep(1.2)  # more than twice the lease: only renewals keep it
+        assert repository.claim(row.id, holder="other", lease_seconds=1) is None
+        assert not keeper.lost
+    time.sleep(0.6)
+    assert repository.claim(row.id, holder="other", lease_seconds=1) is not None, (
+        "without renewals the lease runs out and the claim is taken over"
+    )
