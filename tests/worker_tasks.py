@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import redis
 from celery import shared_task
@@ -38,3 +39,38 @@ def log_something(text: str) -> None:
     from celery.utils.log import get_task_logger
 
     get_task_logger(__name__).info("task says %s", text)
+
+
+@shared_task(name="tests.sum_all")
+def sum_all(values: list[int]) -> int:
+    return sum(values)
+
+
+@shared_task(name="tests.size_of")
+def size_of(data: str) -> int:
+    return len(data)
+
+
+@shared_task(name="tests.flaky", bind=True, max_retries=5)
+def flaky(self: Any, token: str, failures: int) -> int:
+    """Fails ``failures`` times (retrying with a countdown), then records one success."""
+    if self.request.retries < failures:
+        raise self.retry(countdown=1)
+    with _ledger() as ledger:
+        ledger.rpush(LEDGER_KEY, token)
+    return int(self.request.retries)
+
+
+@shared_task(name="tests.spawn_canvas")
+def spawn_canvas() -> dict[str, str]:
+    """Starts a chain and a chord from inside a task (so from a prefork child)."""
+    from celery import chain, chord
+
+    chained = chain(add.s(1, 2), add.s(3)).apply_async()
+    chorded = chord([add.s(i, i) for i in range(4)], sum_all.s()).apply_async()
+    return {"chain": chained.id, "chord": chorded.id}
+
+
+@shared_task(name="tests.delivery_attempt", bind=True)
+def delivery_attempt(self: Any) -> int:
+    return int(self.request.get("delivery_attempt") or 0)

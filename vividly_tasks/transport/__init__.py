@@ -29,14 +29,16 @@ Transport Options
 * ``max_delivery_attempts`` (int, 5): Pub/Sub's dead-letter policy on created subscriptions.
 * ``retry_min_backoff_seconds`` / ``retry_max_backoff_seconds`` (float, 1 / 600): Pub/Sub's
   retry policy on created subscriptions.
-* ``pull_timeout_seconds`` (float, 30): gRPC deadline of one Pull (reissued on timeout,
-  cancelled at close).
+* ``pull_timeout_seconds`` (float, 1): gRPC deadline of one Pull; an empty Pull is reissued at
+  once (messages arriving meanwhile are delivered immediately), and closing waits up to this
+  long for the Pull in flight instead of cancelling it (see receiver.py for why).
 * ``max_outstanding_messages`` (int, 100): leased messages per channel when the consumer sets
   no prefetch count.
 * ``get_timeout_seconds`` (float, 1): how long ``basic_get`` waits for a message.
 * ``publish_timeout_seconds`` (float, 60): deadline of a confirmed publish, retries included.
-* ``accept_content`` (list or comma-separated str, ``application/json``): content types
-  accepted on receipt; others are dead-lettered without being decoded.
+* ``accept_content`` (list or comma-separated str, ``application/json,text/plain,
+  application/data``): content types accepted on receipt; others (pickle above all) are
+  dead-lettered without being decoded.
 """
 
 from __future__ import annotations

@@ -134,17 +134,22 @@ class BackgroundCalls:
 
     def _send(self, batch: Batch) -> None:
         subscriber, publisher = self.clients.subscriber, self.clients.publisher
+        logger.debug(
+            "sending %d ack(s), %d deadline change(s), %d publish(es), %d dead letter(s)",
+            sum(map(len, batch.acks.values())), sum(map(len, batch.deadlines.values())),
+            sum(map(len, batch.publishes.values())), len(batch.dead_letters),
+        )
         for topic, messages in batch.publishes.items():
             for chunk in chunks(messages, MESSAGES_PER_PUBLISH):
                 self._retrying(
                     partial(publisher.publish, topic=topic, messages=chunk,
-                            timeout=CALL_TIMEOUT_SECONDS),
+                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
                     f"publish {len(chunk)} message(s) to {short_name(topic)}",
                 )
         for topic, message, subscription, ack_id in batch.dead_letters:
             copied = self._retrying(
                 partial(publisher.publish, topic=topic, messages=[message],
-                        timeout=CALL_TIMEOUT_SECONDS),
+                        timeout=CALL_TIMEOUT_SECONDS, retry=None),
                 f"dead-letter a message of {short_name(subscription)} to {short_name(topic)}",
             )
             if copied:
@@ -155,7 +160,7 @@ class BackgroundCalls:
             for ids in chunks(ack_ids, ACK_IDS_PER_REQUEST):
                 self._retrying(
                     partial(subscriber.acknowledge, subscription=subscription, ack_ids=ids,
-                            timeout=CALL_TIMEOUT_SECONDS),
+                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
                     f"acknowledge {len(ids)} message(s) on {short_name(subscription)}",
                 )
         for (subscription, seconds), ack_ids in batch.deadlines.items():
@@ -163,7 +168,7 @@ class BackgroundCalls:
                 self._retrying(
                     partial(subscriber.modify_ack_deadline, subscription=subscription,
                             ack_ids=ids, ack_deadline_seconds=seconds,
-                            timeout=CALL_TIMEOUT_SECONDS),
+                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
                     f"set a {seconds} s deadline on {len(ids)} message(s) "
                     f"of {short_name(subscription)}",
                 )

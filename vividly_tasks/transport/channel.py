@@ -35,7 +35,7 @@ from vividly_tasks.transport.errors import (
 from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.provisioning import SubscriptionSpec
-from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller
+from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller, pull_metadata
 
 if TYPE_CHECKING:
     from vividly_tasks.transport.transport import Transport
@@ -46,6 +46,8 @@ SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout"})
 TRANSIENT_DELIVERY_MODE = 1
 #: Messages pulled at once for consumers that ack on receipt (remote control, events).
 NO_ACK_PULL_SIZE = 100
+#: How long closing a channel waits for its releases and acks to reach Pub/Sub.
+CLOSE_FLUSH_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass
@@ -89,8 +91,9 @@ class Channel(virtual.Channel):
     #: Retry policy of created subscriptions: backoff of a nacked or expired message.
     default_retry_min_backoff_seconds = 1.0
     default_retry_max_backoff_seconds = 600.0
-    #: gRPC deadline of one Pull; a Pull that times out is reissued, one in flight is cancelled.
-    default_pull_timeout_seconds = 30.0
+    #: gRPC deadline of one Pull. Short, because a Pull is never cancelled while it may still
+    #: receive messages (see receiver.py): closing waits up to this long for the one in flight.
+    default_pull_timeout_seconds = 1.0
     #: Outstanding messages per channel when the consumer sets no prefetch count.
     default_max_outstanding_messages = 100
     #: Seconds that basic_get (SimpleQueue.get_nowait) waits for a message.
@@ -98,7 +101,7 @@ class Channel(virtual.Channel):
     #: Deadline of a confirmed publish, retries included.
     default_publish_timeout_seconds = 60.0
     #: Content types accepted on receipt; others are dead-lettered unread (pickle never runs).
-    default_accept_content = ("application/json",)
+    default_accept_content = ("application/json", "text/plain", "application/data")
 
     connection: Transport
 
@@ -112,6 +115,7 @@ class Channel(virtual.Channel):
         self._capacity_lock = threading.Lock()
         self._temporary_subscriptions: set[str] = set()
         self._dead_letter_reasons: dict[str, str] = {}
+        self._stopping: list[Puller] = []  # cancelled consumers whose last Pull may be in flight
 
     # --- options -------------------------------------------------------------------------
     @property
@@ -163,7 +167,7 @@ class Channel(virtual.Channel):
 
     @property
     def pull_rpc(self) -> Any:
-        return self.connection.clients.subscriber.transport.pull
+        return self.connection.clients.pull
 
     # --- names and routes ----------------------------------------------------------------
     def subscription_spec(self, queue: str, topic_name: str) -> SubscriptionSpec:
@@ -336,12 +340,14 @@ class Channel(virtual.Channel):
             try:
                 publisher.publish(
                     topic=topic, messages=[message],
-                    timeout=max(1.0, deadline - time.monotonic()),
+                    timeout=max(1.0, deadline - time.monotonic()), retry=None,
                 )
                 return
             except google_errors.NotFound as exc:
                 if not self.auto_create or created:
                     raise translate(exc, "publish to", topic) from exc
+                # Declared once, gone now: the broker lost its state (an emulator restart).
+                self.connection.provisioner.forget(topic)
                 self.connection.provisioner.ensure_topic(topic)
                 created = True
             except (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded) as exc:
@@ -372,6 +378,7 @@ class Channel(virtual.Channel):
             puller = self._pullers.pop(queue, None)
             if puller is not None:
                 puller.stop()
+                self._stopping.append(puller)
         return result
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
@@ -403,7 +410,10 @@ class Channel(virtual.Channel):
         route = self.route_for(queue)
         request = PullRequest(subscription=route.spec.path, max_messages=1)
         try:
-            response = self.pull_rpc(request, timeout=timeout or self.get_timeout_seconds)
+            response = self.pull_rpc(
+                request, timeout=timeout or self.get_timeout_seconds,
+                metadata=pull_metadata(route.spec.path),
+            )
         except Exception as exc:
             code = getattr(exc, "code", lambda: None)()
             if code is not None and code.name == "DEADLINE_EXCEEDED":
@@ -415,22 +425,15 @@ class Channel(virtual.Channel):
                 return payload
         raise Empty()
 
-    def on_pulled(
-        self, puller: Puller, received: list[ReceivedMessage], reserved: int, *, stopped: bool
-    ) -> None:
+    def on_pulled(self, puller: Puller, received: list[ReceivedMessage], *, stopped: bool) -> None:
         """Runs on a gRPC thread: lease, check and queue each message for delivery."""
-        try:
-            for message in received:
-                if stopped or self.closed:
-                    self.connection.background.set_deadline(
-                        puller.route.spec.path, message.ack_id, 0
-                    )
-                    continue
-                payload = self.accept(puller.route, message, no_ack=puller.no_ack)
-                if payload is not None:
-                    self.connection.enqueue_delivery(self, puller.route.queue, payload)
-        finally:
-            self.unreserve(reserved)
+        for message in received:
+            if stopped or self.closed:  # arrived after the consumer stopped: give it back
+                self.connection.background.set_deadline(puller.route.spec.path, message.ack_id, 0)
+                continue
+            payload = self.accept(puller.route, message, no_ack=puller.no_ack)
+            if payload is not None:
+                self.connection.enqueue_delivery(self, puller.route.queue, payload)
 
     def accept(
         self, route: QueueRoute, received: ReceivedMessage, *, no_ack: bool
@@ -545,10 +548,13 @@ class Channel(virtual.Channel):
         with self._capacity_lock:
             tags, self._tags = set(self._tags), set()
         now = time.time()
-        for lease in self.connection.leases.pop_all(tags):
+        released = self.connection.leases.pop_all(tags)
+        for lease in released:
             self.connection.background.set_deadline(
                 lease.subscription, lease.ack_id, lease.release_deadline(now)
             )
+        if released:
+            logger.info("released %d unstarted message(s) back to Pub/Sub", len(released))
 
     # --- errors ----------------------------------------------------------------------------
     def pull_error(self, route: QueueRoute, exc: BaseException) -> Exception:
@@ -559,6 +565,10 @@ class Channel(virtual.Channel):
                 f"Pub/Sub unavailable while pulling {route.spec.path}: {safe_str(exc)}"
             )
         if code is not None and code.name == "NOT_FOUND":
+            if self.auto_create:
+                # We created it, so the broker lost it (an emulator restart): reconnecting
+                # declares it again.
+                return PubSubConnectionError(f"{route.spec.path} vanished (broker restarted?)")
             return ResourceNotFound(f"{route.spec.path} does not exist (pull from)")
         if code is not None and code.name == "PERMISSION_DENIED":
             return translate(google_errors.PermissionDenied(str(exc)), "pull from", route.spec.path)
@@ -574,17 +584,26 @@ class Channel(virtual.Channel):
     def close(self) -> None:
         if self.closed:
             return
-        for puller in self._pullers.values():
+        pullers = list(self._pullers.values()) + self._stopping
+        for puller in pullers:
             puller.stop()
         self._pullers.clear()
         connection = self.connection
         try:
+            # Release only once no Pull of ours is in flight: Pub/Sub would hand the
+            # released messages straight back to it.
+            deadline = time.monotonic() + self.pull_timeout_seconds + 1
+            for puller in pullers:
+                puller.wait_idle(max(0.0, deadline - time.monotonic()))
+            self._stopping.clear()
             self.release_all()
             for path in list(self._temporary_subscriptions):
                 connection.background.call(
                     partial(connection.provisioner.delete_subscription_quietly, path)
                 )
             self._temporary_subscriptions.clear()
+            # Send the releases now: a worker may exit right after closing its channels.
+            connection.background.flush(CLOSE_FLUSH_TIMEOUT_SECONDS)
         finally:
             super().close()
 

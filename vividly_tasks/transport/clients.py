@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 
 import grpc
-from google.pubsub_v1 import PublisherClient, SubscriberClient
+from google.pubsub_v1 import PublisherClient, PullRequest, PullResponse, SubscriberClient
 from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
@@ -23,10 +24,22 @@ UNLIMITED_MESSAGE_SIZE = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass
 class PubSubClients:
     publisher: PublisherClient
     subscriber: SubscriberClient
+
+    @cached_property
+    def pull(self) -> grpc.UnaryUnaryMultiCallable:
+        """The bare Pull stub: its ``.future()`` can be cancelled, which a worker's shutdown
+        needs and Google's wrapped method does not offer. It sits on the client's own gRPC
+        channel, below Google's logging interceptor (which blocks futures at DEBUG level)."""
+        channel = self.subscriber.transport.grpc_channel
+        return channel.unary_unary(
+            "/google.pubsub.v1.Subscriber/Pull",
+            request_serializer=PullRequest.serialize,
+            response_deserializer=PullResponse.deserialize,
+        )
 
 
 _lock = threading.Lock()

@@ -99,11 +99,11 @@ class Provisioner:
         self._subscription_topics: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def forget(self) -> None:
-        """Drop the cache, e.g. after the broker lost its state (an emulator restart)."""
+    def forget(self, path: str) -> None:
+        """Drop a resource from the cache: the broker lost it (an emulator restart)."""
         with self._lock:
-            self._known.clear()
-            self._subscription_topics.clear()
+            self._known.discard(path)
+            self._subscription_topics.pop(path, None)
 
     def ensure_topic(self, path: str) -> None:
         if path in self._known:
@@ -128,12 +128,17 @@ class Provisioner:
     def ensure_subscription(self, spec: SubscriptionSpec) -> None:
         if spec.path in self._known:
             return
-        if spec.dead_letter_topic and spec.dead_letter_subscription:
-            # The dead-letter topic keeps what lands on it only if it has a subscription.
-            self.ensure_topic(spec.dead_letter_topic)
-            self._ensure_plain_subscription(spec.dead_letter_subscription, spec.dead_letter_topic)
-        self.ensure_topic(spec.topic)
-        if self.auto_create:
+        if not self.auto_create:
+            # Verify-only: the subscription must exist (its dead-letter policy came with it).
+            topic = self.subscription_topic(spec.path)
+        else:
+            if spec.dead_letter_topic and spec.dead_letter_subscription:
+                # A dead-letter topic keeps what lands on it only if it has a subscription.
+                self.ensure_topic(spec.dead_letter_topic)
+                self._ensure_plain_subscription(
+                    spec.dead_letter_subscription, spec.dead_letter_topic
+                )
+            self.ensure_topic(spec.topic)
             self._create_if_missing(
                 lambda: self.clients.subscriber.create_subscription(
                     request=spec.to_subscription(), timeout=ADMIN_TIMEOUT_SECONDS
@@ -141,8 +146,6 @@ class Provisioner:
                 "create subscription", spec.path,
             )
             topic = spec.topic
-        else:
-            topic = self.subscription_topic(spec.path)
         with self._lock:
             self._subscription_topics[spec.path] = topic
             self._known.add(spec.path)
@@ -150,15 +153,12 @@ class Provisioner:
     def _ensure_plain_subscription(self, path: str, topic: str) -> None:
         if path in self._known:
             return
-        if self.auto_create:
-            self._create_if_missing(
-                lambda: self.clients.subscriber.create_subscription(
-                    request=Subscription(name=path, topic=topic), timeout=ADMIN_TIMEOUT_SECONDS
-                ),
-                "create subscription", path,
-            )
-        else:
-            self.subscription_topic(path)
+        self._create_if_missing(
+            lambda: self.clients.subscriber.create_subscription(
+                request=Subscription(name=path, topic=topic), timeout=ADMIN_TIMEOUT_SECONDS
+            ),
+            "create subscription", path,
+        )
         self._known.add(path)
 
     def subscription_topic(self, path: str) -> str:

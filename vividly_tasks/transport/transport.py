@@ -126,7 +126,8 @@ class Transport(virtual.Transport):
         project = self.project
         try:
             self.clients.publisher.list_topics(
-                request={"project": f"projects/{project}", "page_size": 1}, timeout=timeout
+                request={"project": f"projects/{project}", "page_size": 1},
+                timeout=timeout, retry=None,  # one attempt: Celery owns reconnect policy
             )
         except google_errors.PermissionDenied:
             pass  # reachable; least-privilege identities may not list topics
