@@ -8,7 +8,12 @@ from typing import Any
 from google.pubsub_v1 import PubsubMessage, ReceivedMessage
 
 from vividly_tasks.transport.clients import clients_for_this_process
-from vividly_tasks.transport.naming import dead_letter_id, resource_id, subscription_path, topic_path
+from vividly_tasks.transport.naming import (
+    dead_letter_id,
+    resource_id,
+    subscription_path,
+    topic_path,
+)
 
 
 def pull_all(path: str, *, expect: int, timeout: float = 15.0) -> list[ReceivedMessage]:

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 import redis
@@ -87,7 +86,8 @@ def test_celery_inspect_ping_cli_answers_quickly(
     start_worker().wait_ready()
     started = time.monotonic()
     output = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "vividly_tasks", "inspect", "ping", "--timeout", "1"],
+        [sys.executable, "-m", "celery", "-A", "vividly_tasks", "inspect", "ping",
+         "--timeout", "1"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=True,
     ).stdout
     assert "pong" in output
