@@ -128,7 +128,7 @@ def stage_seconds(log: str, request_id: str) -> dict[str, float]:
             continue
         if "stage" in record:
             marks.append((record["stage"], datetime.fromisoformat(record["time"])))
-        elif record["message"] == f"request {request_id} completed":
+        elif record["message"].startswith(f"request {request_id} completed"):
             marks.append(("complete", datetime.fromisoformat(record["time"])))
     return {
         stage: (end - start).total_seconds()

@@ -372,12 +372,16 @@ def _runner(repository: ContentRepository, tmp_path: Path, **config: float) -> C
 
 
 def test_the_runner_completes_once_and_redelivery_is_a_no_op(
-    repository: ContentRepository, tmp_path: Path
+    repository: ContentRepository, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     row = repository.insert(topic="Magnets", modality="text", grade_level="4")
     runner = _runner(repository, tmp_path)
     seen: list[tuple[str, int]] = []
-    outcome = runner.run(str(row.id), progress=lambda _, stage, pct: seen.append((stage, pct)))
+    with caplog.at_level(logging.INFO, logger="vividly_tasks.content.runner"):
+        outcome = runner.run(
+            str(row.id), progress=lambda _, stage, pct: seen.append((stage, pct))
+        )
+    assert "(text: encode, narrate, slides skipped)" in caplog.text
     assert outcome.kind == "completed"
     assert seen == [("validate", 0), ("script", 20), ("store", 70), ("complete", 100)]
     assert set(outcome.artifacts) == {"lesson.md", "lesson.html", "manifest.json"}

@@ -31,6 +31,10 @@ STAGE_PERCENT: dict[Modality, dict[Stage, int]] = {
         Stage.ENCODE: 50, Stage.STORE: 85, Stage.COMPLETE: 100,
     },
 }
+#: Stages a text request skips (the saving is logged at completion).
+VIDEO_ONLY_STAGES = frozenset(
+    STAGE_PERCENT[Modality.VIDEO].keys() - STAGE_PERCENT[Modality.TEXT].keys()
+)
 CONTENT_TYPES = {
     "lesson.md": "text/markdown; charset=utf-8",
     "lesson.html": "text/html; charset=utf-8",

@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,7 +35,12 @@ from vividly_tasks.content.errors import (
 )
 from vividly_tasks.content.generator import LessonGenerator
 from vividly_tasks.content.models import utcnow
-from vividly_tasks.content.pipeline import PipelineConfig, RequestFields, run_pipeline
+from vividly_tasks.content.pipeline import (
+    VIDEO_ONLY_STAGES,
+    PipelineConfig,
+    RequestFields,
+    run_pipeline,
+)
 from vividly_tasks.content.repository import Claim, ContentRepository, parse_request_id
 from vividly_tasks.content.status import Stage, is_terminal
 from vividly_tasks.content.storage import Storage
@@ -162,6 +168,7 @@ class ContentRunner:
             "request %s claimed (attempt %d)", parsed, claim.attempt,
             extra={"request_id": str(parsed), "attempt": claim.attempt},
         )
+        started = time.monotonic()
         fields = RequestFields(
             id=parsed, topic=row.topic, modality=row.modality, subject=row.subject,
             grade_level=row.grade_level,
@@ -193,9 +200,16 @@ class ContentRunner:
             return Outcome("lost", str(parsed), "generating", "claim lost before completion")
         if progress is not None:
             progress(str(parsed), Stage.COMPLETE, 100)
+        seconds = time.monotonic() - started
+        skipped = sorted(VIDEO_ONLY_STAGES) if result.manifest["modality"] == "text" else []
         logger.info(
-            "request %s completed", parsed,
-            extra={"request_id": str(parsed), "attempt": claim.attempt},
+            "request %s completed in %.2f s%s", parsed, seconds,
+            f" (text: {', '.join(skipped)} skipped)" if skipped else "",
+            extra={
+                "request_id": str(parsed), "attempt": claim.attempt,
+                "modality": result.manifest["modality"], "duration_seconds": round(seconds, 3),
+                "skipped_stages": skipped,
+            },
         )
         return Outcome(
             "completed", str(parsed), "completed", attempt=claim.attempt,
