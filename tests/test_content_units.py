@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -429,3 +430,23 @@ def test_the_lease_keeper_renews_a_claim_from_its_thread(repository: ContentRepo
     assert repository.claim(row.id, holder="other", lease_seconds=1) is not None, (
         "without renewals the lease runs out and the claim is taken over"
     )
+
+
+def test_an_unexpected_error_fails_the_request_instead_of_leaving_it_claimed(
+    repository: ContentRepository, tmp_path: Path
+) -> None:
+    from vividly_tasks.content.errors import PermanentFailure
+
+    class BrokenGenerator:
+        name = "broken"
+
+        def generate(self, spec: object) -> NoReturn:
+            raise RuntimeError("boom")
+
+    row = repository.insert(topic="Magnets", modality="text")
+    runner = _runner(repository, tmp_path)
+    runner.generator = BrokenGenerator()
+    with pytest.raises(PermanentFailure, match="internal error: RuntimeError: boom"):
+        runner.run(str(row.id))
+    final = repository.get(row.id)
+    assert final is not None and final.status == Status.FAILED and final.claim_token is None

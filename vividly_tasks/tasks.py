@@ -33,6 +33,7 @@ from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.requests import submit
 from vividly_tasks.content.services import ContentServices, migrate
 from vividly_tasks.content.status import Stage
+from vividly_tasks.content.storage import open_storage
 from vividly_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -50,13 +51,15 @@ def health_check() -> dict[str, Any]:
 
 
 @celeryd_after_setup.connect
-def migrate_content_database(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """A worker brings the content schema up to date once, at start, before its pool forks
-    (a database it cannot reach stops it there, with the reason)."""
+def prepare_content(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """At a worker's start, before its pool forks: bring the content schema up to date and
+    open the artifact storage once, so a database it cannot reach or a storage URL it cannot
+    use stops it there, with the reason, rather than fail every task."""
     settings = getattr(getattr(instance, "app", None), "settings", None)
     if isinstance(settings, Settings):
         migrate(settings)
-        logger.info("content database migrated")
+        open_storage(settings.effective_storage_url)
+        logger.info("content database migrated; storage %s", settings.effective_storage_url)
 
 
 @functools.cache

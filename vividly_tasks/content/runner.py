@@ -196,6 +196,14 @@ class ContentRunner:
             except TransientError as exc:
                 self._after_transient(claim, exc, final_attempt)
                 raise
+            except Exception as exc:
+                # A bug, not the request's fault: record it and dead-letter the message, so it
+                # can be replayed once fixed, rather than leave the request claimed forever.
+                logger.exception("request %s: unexpected error", parsed,
+                                 extra={"request_id": str(parsed)})
+                error = f"internal error: {type(exc).__name__}: {exc}"
+                self.repository.fail(parsed, error, claim)
+                raise PermanentFailure(error) from exc
         if not self.repository.complete(claim, result.artifacts):
             return Outcome("lost", str(parsed), "generating", "claim lost before completion")
         if progress is not None:
