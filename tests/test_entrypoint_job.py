@@ -94,14 +94,7 @@ def test_empty_queue_exits_zero_after_the_idle_timeout(
     print(f"{broker}: start-up {startup:.2f} s, wall {wall:.2f} s with --idle-timeout 5")
 
 
-@pytest.mark.parametrize(
-    "broker",
-    broker_params("redis", "pubsub", pubsub_xfail=(
-        "transport: a message pulled but not yet delivered when the consumer is cancelled is "
-        "not released at close; it comes back only after its ack deadline"
-    )),
-    indirect=True,
-)
+@pytest.mark.parametrize("broker", broker_params("redis", "pubsub"), indirect=True)
 def test_max_tasks_runs_exactly_n_and_leaves_the_rest_for_the_next_worker(
     broker: str, ledger: redis.Redis, start_entrypoint: Callable[..., WorkerProcess]
 ) -> None:
@@ -141,14 +134,7 @@ def test_three_jobs_share_a_backlog_and_run_each_task_exactly_once(
     assert sum(s["succeeded"] for s in summaries) == len(tokens)
 
 
-@pytest.mark.parametrize(
-    "broker",
-    broker_params("redis", "pubsub", pubsub_xfail=(
-        "transport: the release of a held ETA message at close sometimes does not reach "
-        "Pub/Sub before the process exits; it then waits for its ack deadline"
-    )),
-    indirect=True,
-)
+@pytest.mark.parametrize("broker", broker_params("redis", "pubsub"), indirect=True)
 def test_a_task_due_after_the_idle_timeout_runs_on_time_in_the_next_job(
     broker: str, ledger: redis.Redis, start_entrypoint: Callable[..., WorkerProcess]
 ) -> None:
