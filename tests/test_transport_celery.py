@@ -203,6 +203,20 @@ def test_poison_messages_are_dead_lettered_while_tasks_keep_running(
     assert app.send_task("tests.add", (1, 2)).get(timeout=30) == 3
 
 
+def test_rejected_and_unknown_tasks_are_dead_lettered_with_a_reason(
+    app: Celery, pubsub_broker: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    start_worker().wait_ready()
+    app.send_task("tests.reject_me", ("the lesson topic is empty",))
+    app.send_task("tests.no_such_task")
+    assert app.send_task("tests.add", (1, 1)).get(timeout=30) == 2
+    reasons = sorted(m.message.attributes["dead_letter_reason"]
+                     for m in dead_letters(pubsub_broker, PREFIX, QUEUE, expect=2))
+    assert reasons[0] == "rejected without requeue by the consumer (task tests.no_such_task; " \
+        "the worker log says why)"
+    assert reasons[1] == "tests.reject_me: the lesson topic is empty"
+
+
 def test_fifty_short_lived_producers_lose_nothing(
     app: Celery, ledger: redis.Redis, start_worker: Callable[..., WorkerProcess]
 ) -> None:

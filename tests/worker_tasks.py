@@ -74,3 +74,10 @@ def spawn_canvas() -> dict[str, str]:
 @shared_task(name="tests.delivery_attempt", bind=True)
 def delivery_attempt(self: Any) -> int:
     return int(self.request.get("delivery_attempt") or 0)
+
+
+@shared_task(name="tests.reject_me")
+def reject_me(reason: str) -> None:
+    from celery.exceptions import Reject
+
+    raise Reject(reason, requeue=False)

@@ -65,7 +65,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> VividlyCelery:
     """Build the app; configuration is resolved lazily from ``settings`` (or the environment)."""
     transport.register()
-    app = VividlyCelery("vividly_tasks", settings=settings, include=TASK_MODULES)
+    app = VividlyCelery(
+        "vividly_tasks", settings=settings, include=TASK_MODULES,
+        task_cls="vividly_tasks.dead_letters:VividlyTask",
+    )
     app.add_defaults(lambda: celery_config(app.settings))
 
     def use_structured_logs(logger: logging.Logger, **_: Any) -> None:

@@ -16,7 +16,6 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "text"]
-PublishMode = Literal["confirm", "batched"]
 
 
 class Settings(BaseSettings):
@@ -73,11 +72,6 @@ class Settings(BaseSettings):
     )
     pubsub_max_delivery_attempts: int = Field(
         default=5, ge=5, le=100, description="Delivery attempts before Pub/Sub dead-letters."
-    )
-    pubsub_publish_mode: PublishMode = Field(
-        default="confirm",
-        description="confirm: apply_async waits for Pub/Sub; batched: returns sooner, "
-        "flushes on close.",
     )
 
     # Worker.
@@ -206,7 +200,8 @@ class Settings(BaseSettings):
                 "ack_deadline_seconds": self.pubsub_ack_deadline_seconds,
                 "max_lease_seconds": self.pubsub_max_lease_seconds,
                 "max_delivery_attempts": self.pubsub_max_delivery_attempts,
-                "publish_mode": self.pubsub_publish_mode,
+                # Celery's messages are JSON; anything else is dead-lettered unread.
+                "accept_content": "application/json",
             }
         return {}
 

@@ -525,9 +525,11 @@ class Channel(virtual.Channel):
             else:
                 route = self._route_of_subscription(lease.subscription)
                 received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
-                self.dead_letter(
-                    route, received, reason or "rejected by the consumer without requeue"
-                )
+                task = lease.original.attributes.get("task") if lease.original else None
+                self.dead_letter(route, received, reason or (
+                    f"rejected without requeue by the consumer (task {task or 'unknown'}; "
+                    "the worker log says why)"
+                ))
         self.kick_pullers()
 
     def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:

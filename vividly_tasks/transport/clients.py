@@ -34,7 +34,9 @@ class PubSubClients:
         """The bare Pull stub: its ``.future()`` can be cancelled, which a worker's shutdown
         needs and Google's wrapped method does not offer. It sits on the client's own gRPC
         channel, below Google's logging interceptor (which blocks futures at DEBUG level)."""
-        channel = self.subscriber.transport.grpc_channel
+        transport = self.subscriber.transport
+        assert isinstance(transport, SubscriberGrpcTransport)  # we never use the REST one
+        channel = transport.grpc_channel
         return channel.unary_unary(
             "/google.pubsub.v1.Subscriber/Pull",
             request_serializer=PullRequest.serialize,

@@ -1,0 +1,50 @@
+"""Rejection reasons reach the dead-letter copy of a message.
+
+A task that raises ``celery.exceptions.Reject(reason, requeue=False)`` has its message rejected
+by the worker's main process; on Pub/Sub that publishes a copy to the queue's dead-letter topic.
+Celery's own reject carries no reason, so this request class (Celery's documented extension
+point, ``Task.Request``) tells the channel the reason just before Celery rejects.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Reject
+from celery.worker.request import Request
+
+MAX_REASON_CHARS = 1000
+
+
+class DeadLetterReasonRequest(Request):  # type: ignore[misc]
+    def on_failure(self, exc_info: Any, send_failed_event: bool = True,
+                   return_ok: bool = False) -> None:
+        exc = getattr(exc_info.exception, "exc", exc_info.exception)
+        if isinstance(exc, Reject) and not exc.requeue:
+            note_reason(self.message, f"{self.task_name}: {plain_reason(exc)}")
+        super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
+
+
+def plain_reason(exc: Reject) -> str:
+    """The reason as the task gave it: across the pool it arrives as its repr()."""
+    reason = exc.reason
+    if isinstance(reason, str) and len(reason) >= 2 and reason[0] == reason[-1] in "'\"":
+        with contextlib.suppress(ValueError, SyntaxError):
+            reason = ast.literal_eval(reason)
+    return str(reason or repr(exc))
+
+
+def note_reason(message: Any, reason: str) -> None:
+    """Attach ``reason`` to a message about to be rejected (if its channel keeps reasons)."""
+    setter = getattr(message.channel, "set_dead_letter_reason", None)
+    if setter is not None:
+        setter(message.delivery_tag, reason[:MAX_REASON_CHARS])
+
+
+class VividlyTask(Task):  # type: ignore[misc]
+    """Base class of every task of the app."""
+
+    Request = DeadLetterReasonRequest
