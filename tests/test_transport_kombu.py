@@ -170,6 +170,24 @@ def test_reject_without_requeue_dead_letters_with_a_reason(
     queue.close()
 
 
+def test_pubsub_dead_letters_after_max_delivery_attempts(
+    connection: Connection, pubsub_project: str
+) -> None:
+    queue = connection.SimpleQueue("always-requeued")
+    queue.put("hot potato")
+    attempts = []
+    for _ in range(5):
+        message = queue.get(timeout=10)
+        attempts.append(message.headers["delivery_attempt"])
+        message.requeue()
+    assert attempts == [1, 2, 3, 4, 5]
+    with pytest.raises(Empty):
+        queue.get(timeout=2)
+    [dead] = dead_letters(pubsub_project, PREFIX, "always-requeued", expect=1)
+    assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    queue.close()
+
+
 def test_poison_messages_are_dead_lettered_and_consuming_goes_on(
     connection: Connection, pubsub_project: str
 ) -> None:
