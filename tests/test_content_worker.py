@@ -268,6 +268,8 @@ def test_invalid_inputs_fail_fast_with_their_reason_and_no_retry(
     reasons = content_env.broker.dead_letter_reasons()
     if reasons is not None:  # the broker keeps dead letters: every rejected message is there
         assert len(reasons) == len(rows) + len(unknown), reasons
+        assert all(f"{GENERATE_CONTENT}: InvalidRequest: " in r for r in reasons), reasons
+        assert f"{GENERATE_CONTENT}: InvalidRequest: topic is empty" in reasons
 
 
 # --- 6: storage failing for the first two attempts ----------------------------------------------
