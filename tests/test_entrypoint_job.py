@@ -22,7 +22,7 @@ from vividly_tasks import create_app
 #: What Celery's prefork pool needs to stop after the run ends: billiard's children sleep
 #: 1 s on exit so their last message is read. The embedded broker adds up to two 2-s turns of
 #: Celery's blocking loop (its transport has no event loop to wake).
-SHUTDOWN_ALLOWANCE_SECONDS = {"redis": 3.0, "pubsub": 3.0, "embedded": 7.0}
+SHUTDOWN_ALLOWANCE_SECONDS = {"redis": 4.0, "pubsub": 4.0, "embedded": 7.0}
 SUMMARY_FIELDS = {
     "event", "mode", "exit_reason", "exit_code", "received", "processed", "succeeded",
     "failed", "retried", "success_rate", "runtime_seconds", "severity", "time", "message",

@@ -19,7 +19,7 @@ from vividly_tasks.settings import Settings, environment_variable
 from vividly_tasks.structured_logging import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG
 from worker_entry.launcher import WorkerOptions, run_worker
-from worker_entry.run import ExitReason, Limits, Mode, WorkerRun
+from worker_entry.run import ExitReason, Limits, Mode, WorkerRun, process_age_seconds
 from worker_entry.summary import log_summary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +41,7 @@ def worker_options(command: F) -> F:
                      help="Celery node name [default: MODE-PID@HOST]."),
         click.option("--shutdown-grace", type=float, default=None,
                      help="Seconds running tasks get to finish at a stop; SIGTERM caps it at "
-                          "8 [env WORKER_SHUTDOWN_GRACE]."),
+                          "7 [env WORKER_SHUTDOWN_GRACE]."),
         click.option("--connect-timeout", type=float, default=None,
                      help="Seconds to reach the broker at start before exiting non-zero "
                           "[env WORKER_CONNECT_TIMEOUT]."),
@@ -67,7 +67,7 @@ def cli() -> None:
 @worker_options
 def job(**options: Any) -> None:
     """Drain the queue and exit: on idle, after N tasks, at the runtime budget, or SIGTERM."""
-    started_at = time.monotonic()
+    started_at = time.monotonic() - process_age_seconds()
     settings = load_settings(options, started_at, "job")
     limits = Limits(
         idle_timeout_seconds=settings.worker_idle_timeout,
@@ -87,7 +87,7 @@ def job(**options: Any) -> None:
 @worker_options
 def service(**options: Any) -> None:
     """Run until SIGTERM, with liveness (/healthz) and readiness (/readyz) on $PORT."""
-    started_at = time.monotonic()
+    started_at = time.monotonic() - process_age_seconds()
     settings = load_settings(options, started_at, "service")
     limits = Limits(shutdown_grace_seconds=settings.worker_shutdown_grace)
     worker = common_options("service", limits, settings, options)

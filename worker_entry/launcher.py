@@ -12,6 +12,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from celery.signals import worker_shutting_down
@@ -133,33 +134,9 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
         return code
 
     worker = app.Worker(**worker_kwargs(app, options, run))
-
-    def on_shutting_down(sig: str = "", **_: Any) -> None:
-        reason = STOP_SIGNALS.get(sig)
-        if reason is not None:
-            run.note_stop(reason, options.limits.sigterm_grace_seconds, SIGTERM_HARD_EXIT_SECONDS)
-
-    def exit_overdue() -> None:
-        # Still here at the end of the budget: a broker call is stuck past its timeout. What
-        # is unacknowledged comes back when its lease or visibility timeout ends.
-        reason = run.stop_reason or ExitReason.WORKER_ERROR
-        code = RET_OK if reason in NORMAL_STOPS else RET_ERROR
-        log_summary(run, reason=reason, exit_code=code,
-                    detail="forced exit: the worker did not stop in time")
-        logging.shutdown()
-        os._exit(code)
-
-    def hasten_stop() -> None:
-        # Without an event loop (the embedded filesystem broker) Celery checks its stop flag
-        # only between 2-s drains of the broker, and drains once more before it acts. Its own
-        # remote-control shutdown, sent to this worker alone, arrives within one polling
-        # interval instead, and stops the loop from inside.
-        if not worker.use_eventloop:
-            with app.connection_for_write() as connection:
-                app.control.shutdown(destination=[worker.hostname], connection=connection)
-
-    run.on_stopping = hasten_stop
-    run.on_overdue = exit_overdue
+    on_shutting_down = partial(note_stop_signal, run)
+    run.on_stopping = partial(hasten_stop, app, worker)
+    run.on_overdue = partial(exit_overdue, run)
 
     worker_shutting_down.connect(on_shutting_down, weak=False)
     run.counters.connect()
@@ -173,6 +150,34 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
     code, end_reason, end_detail = outcome(app, run, worker.exitcode)
     log_summary(run, reason=end_reason, exit_code=code, detail=end_detail)
     return code
+
+
+def note_stop_signal(run: WorkerRun, sig: str = "", **_: Any) -> None:
+    """Celery's own SIGTERM/SIGINT handler started a warm shutdown: bound it by the budget."""
+    reason = STOP_SIGNALS.get(sig)
+    if reason is not None:
+        run.note_stop(reason, run.limits.sigterm_grace_seconds, SIGTERM_HARD_EXIT_SECONDS)
+
+
+def hasten_stop(app: VividlyCelery, worker: Any) -> None:
+    """Without an event loop (the embedded filesystem broker) Celery checks its stop flag only
+    between 2-s drains of the broker, and drains once more before it acts. Its own
+    remote-control shutdown, sent to this worker alone, arrives within one polling interval
+    instead, and stops the loop from inside."""
+    if not worker.use_eventloop:
+        with app.connection_for_write() as connection:
+            app.control.shutdown(destination=[worker.hostname], connection=connection)
+
+
+def exit_overdue(run: WorkerRun) -> None:
+    """Still here at the end of the budget: a broker call is stuck past its timeout. Log the
+    summary and go; what was unacknowledged comes back when its lease or visibility ends."""
+    reason = run.stop_reason or ExitReason.WORKER_ERROR
+    code = RET_OK if reason in NORMAL_STOPS else RET_ERROR
+    log_summary(run, reason=reason, exit_code=code,
+                detail="forced exit: the worker did not stop in time")
+    logging.shutdown()
+    os._exit(code)
 
 
 def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) -> dict[str, Any]:
@@ -219,7 +224,7 @@ def outcome(
         # Celery stopped itself cleanly (e.g. ``celery control shutdown``).
         return RET_OK, ExitReason.SHUTDOWN, None
     try:
-        check_broker_once(app)
+        check_broker(app, PROBE_TIMEOUT_SECONDS)
     except Exception as exc:
         return RET_CONNECT, ExitReason.BROKER_UNREACHABLE, f"broker connection lost: {exc!r}"
     return RET_ERROR, ExitReason.WORKER_ERROR, f"worker exited with {worker_exitcode!r} (see log)"

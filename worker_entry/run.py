@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from celery.signals import task_failure, task_received, task_retry, task_success
@@ -27,14 +28,30 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["job", "service"]
 
-#: Cloud Run sends SIGKILL 10 s after SIGTERM; keep 2 s of that for the cold shutdown itself.
+#: Cloud Run sends SIGKILL 10 s after SIGTERM; keep 3 s of that for the cold shutdown and the
+#: process exit (the prefork pool alone takes 1-2 s to stop on a busy machine).
 SIGTERM_BUDGET_SECONDS = 10.0
-COLD_SHUTDOWN_RESERVE_SECONDS = 2.0
+COLD_SHUTDOWN_RESERVE_SECONDS = 3.0
 #: After SIGTERM, a worker still alive at this point (a broker call that ignores its timeout)
 #: exits by itself, summary first, rather than be SIGKILLed without one.
 SIGTERM_HARD_EXIT_SECONDS = 9.5
 #: After another stop's grace, how long the cold shutdown may take before the same hard exit.
 COLD_SHUTDOWN_LIMIT_SECONDS = 10.0
+
+
+def process_age_seconds() -> float:
+    """Seconds since this process started (Linux ``/proc``), 0.0 where that is unknown.
+
+    The runtime budget and the summary's runtime count from process start, as Cloud Run's task
+    timeout does, not from when the imports were done (1-2 s later).
+    """
+    try:
+        # Fields after the command name; starttime is field 22 of proc(5), in clock ticks.
+        fields = Path("/proc/self/stat").read_text().rpartition(")")[2].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError, AttributeError):
+        return 0.0
 
 
 class ExitReason(enum.StrEnum):
