@@ -63,10 +63,7 @@ def own_broker(
 
 @pytest.mark.parametrize(
     "own_broker",
-    broker_params("redis", "pubsub", pubsub_xfail=(
-        "transport: after the emulator restarts, the reconnected consumer fails with "
-        "AttributeError: 'NoneType' object has no attribute 'leases' (the worker exits 1)"
-    ), run_xfail=False),
+    broker_params("redis", "pubsub"),
     indirect=True,
 )
 def test_readiness_follows_the_broker_and_sigterm_stops_within_10_s(

@@ -63,6 +63,20 @@ def test_tasks_results_retries_and_canvas_from_a_prefork_child(
     assert app.send_task("tests.delivery_attempt").get(timeout=30) == 1
 
 
+def test_children_forked_while_grpc_runs_still_publish_and_control_still_answers(
+    app: Celery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    # Each pool process is replaced after one task, so forks happen while the parent's gRPC
+    # threads are busy pulling: the children must open their own channels and the parent's
+    # must keep working.
+    start_worker(extra_args=["--max-tasks-per-child", "1"]).wait_ready()
+    for _ in range(4):
+        ids = app.send_task("tests.spawn_canvas").get(timeout=30)
+        assert app.AsyncResult(ids["chain"]).get(timeout=30) == 6
+        assert app.AsyncResult(ids["chord"]).get(timeout=30) == 12
+    assert app.control.ping(timeout=1.0)
+
+
 def test_inspect_ping_broadcast_and_to_one_named_worker(
     app: Celery, start_worker: Callable[..., WorkerProcess]
 ) -> None:

@@ -15,13 +15,15 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import PubsubMessage
 
-from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.naming import short_name
+
+if TYPE_CHECKING:
+    from vividly_tasks.transport.clients import PubSubClients
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

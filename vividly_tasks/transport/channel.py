@@ -107,6 +107,8 @@ class Channel(virtual.Channel):
 
     def __init__(self, connection: Transport, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
+        #: Kept past close(): a task that outlives its channel's connection still acks.
+        self.pubsub = connection.clients
         self._routes: dict[str, QueueRoute] = {}
         self._queue_options: dict[str, dict[str, Any]] = {}
         self._pullers: dict[str, Puller] = {}
@@ -167,7 +169,7 @@ class Channel(virtual.Channel):
 
     @property
     def pull_rpc(self) -> Any:
-        return self.connection.clients.pull
+        return self.pubsub.pull
 
     # --- names and routes ----------------------------------------------------------------
     def subscription_spec(self, queue: str, topic_name: str) -> SubscriptionSpec:
@@ -285,7 +287,7 @@ class Channel(virtual.Channel):
         """Drop every message now on the queue (a Pub/Sub seek to now); the count is unknown."""
         path = self.route_for(queue).spec.path
         try:
-            self.connection.clients.subscriber.seek(
+            self.pubsub.subscriber.seek(
                 request={"subscription": path, "time": datetime.now().astimezone()},
                 timeout=30,
             )
@@ -321,7 +323,7 @@ class Channel(virtual.Channel):
         fanout = bool(exchange) and self.typeof(exchange).type == "fanout"
         if fanout or properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE:
             # Events and broadcasts are transient by contract: sent in the background.
-            self.connection.background.publish(topic, pubsub_message)
+            self.pubsub.background.publish(topic, pubsub_message)
             return
         self._publish_confirmed(topic, pubsub_message)
 
@@ -332,7 +334,7 @@ class Channel(virtual.Channel):
 
     def _publish_confirmed(self, topic: str, message: PubsubMessage) -> None:
         """Return only once Pub/Sub has the message (like AMQP publisher confirms), or raise."""
-        publisher = self.connection.clients.publisher
+        publisher = self.pubsub.publisher
         deadline = time.monotonic() + self.publish_timeout_seconds
         delay = 0.05
         created = False
@@ -429,7 +431,7 @@ class Channel(virtual.Channel):
         """Runs on a gRPC thread: lease, check and queue each message for delivery."""
         for message in received:
             if stopped or self.closed:  # arrived after the consumer stopped: give it back
-                self.connection.background.set_deadline(puller.route.spec.path, message.ack_id, 0)
+                self.pubsub.background.set_deadline(puller.route.spec.path, message.ack_id, 0)
                 continue
             payload = self.accept(puller.route, message, no_ack=puller.no_ack)
             if payload is not None:
@@ -439,7 +441,7 @@ class Channel(virtual.Channel):
         self, route: QueueRoute, received: ReceivedMessage, *, no_ack: bool
     ) -> dict[str, Any] | None:
         """The Kombu payload of a received message, leased; None if it was settled here."""
-        background = self.connection.background
+        background = self.pubsub.background
         subscription = route.spec.path
         message = received.message
         attributes = dict(message.attributes)
@@ -466,11 +468,13 @@ class Channel(virtual.Channel):
             return payload
         lease = Lease(
             subscription, received.ack_id, message.message_id, time.monotonic(),
+            ack_deadline_seconds=self.ack_deadline_seconds,
+            max_lease_seconds=self.connection.option("max_lease_seconds", float),
             eta=eta_timestamp(headers.get("eta")), original=message,
         )
         with self._capacity_lock:
             self._tags.add(tag)
-        self.connection.leases.add(tag, lease)
+        self.pubsub.leases.add(tag, lease)
         return payload
 
     def dead_letter(self, route: QueueRoute, received: ReceivedMessage, reason: str) -> None:
@@ -479,7 +483,7 @@ class Channel(virtual.Channel):
         message = received.message
         if dead_letter_topic is None:
             logger.warning("dropped a message of temporary queue %s: %s", route.queue, reason)
-            self.connection.background.ack(route.spec.path, received.ack_id)
+            self.pubsub.background.ack(route.spec.path, received.ack_id)
             return
         logger.warning(
             "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
@@ -494,13 +498,13 @@ class Channel(virtual.Channel):
             "dead_lettered_at": datetime.now().astimezone().isoformat(),
         })
         copy = PubsubMessage(data=message.data, attributes=attributes)
-        self.connection.background.dead_letter(
+        self.pubsub.background.dead_letter(
             dead_letter_topic, copy, route.spec.path, received.ack_id
         )
 
     # --- settling ---------------------------------------------------------------------------
     def _settle(self, delivery_tag: str) -> Lease | None:
-        lease = self.connection.leases.pop(delivery_tag)
+        lease = self.pubsub.leases.pop(delivery_tag)
         with self._capacity_lock:
             self._tags.discard(delivery_tag)
         self.qos.ack(delivery_tag)  # Kombu's own bookkeeping of delivered messages
@@ -509,7 +513,7 @@ class Channel(virtual.Channel):
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
         lease = self._settle(delivery_tag)
         if lease is not None:
-            self.connection.background.ack(lease.subscription, lease.ack_id)
+            self.pubsub.background.ack(lease.subscription, lease.ack_id)
         self.kick_pullers()
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -521,7 +525,7 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             if requeue:
-                self.connection.background.set_deadline(lease.subscription, lease.ack_id, 0)
+                self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, 0)
             else:
                 route = self._route_of_subscription(lease.subscription)
                 received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
@@ -550,9 +554,9 @@ class Channel(virtual.Channel):
         with self._capacity_lock:
             tags, self._tags = set(self._tags), set()
         now = time.time()
-        released = self.connection.leases.pop_all(tags)
+        released = self.pubsub.leases.pop_all(tags)
         for lease in released:
-            self.connection.background.set_deadline(
+            self.pubsub.background.set_deadline(
                 lease.subscription, lease.ack_id, lease.release_deadline(now)
             )
         if released:
@@ -598,14 +602,19 @@ class Channel(virtual.Channel):
             for puller in pullers:
                 puller.wait_idle(max(0.0, deadline - time.monotonic()))
             self._stopping.clear()
-            self.release_all()
+            if connection.lost:
+                # Celery is replacing a broken connection while tasks may still run: their
+                # messages keep their leases (extended per process) and are acked when done.
+                logger.info("connection lost: keeping %d lease(s) of this channel", len(self._tags))
+            else:
+                self.release_all()
             for path in list(self._temporary_subscriptions):
-                connection.background.call(
+                self.pubsub.background.call(
                     partial(connection.provisioner.delete_subscription_quietly, path)
                 )
             self._temporary_subscriptions.clear()
             # Send the releases now: a worker may exit right after closing its channels.
-            connection.background.flush(CLOSE_FLUSH_TIMEOUT_SECONDS)
+            self.pubsub.background.flush(CLOSE_FLUSH_TIMEOUT_SECONDS)
         finally:
             super().close()
 

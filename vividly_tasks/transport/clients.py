@@ -1,11 +1,15 @@
-"""The gRPC clients of one process, created on first use and again after a fork.
+"""Everything Pub/Sub of one process: gRPC clients, the background-call thread, the leases.
 
 gRPC channels are expensive and do not survive ``fork()``: a prefork child that inherits its
-parent's channel must not use it, so every lookup checks the process id.
+parent's channel must not use it, so every lookup checks the process id. The background thread
+and the lease book are per process too, not per connection: a message received on a connection
+that Celery then replaces (a reconnect) keeps its lease and can still be acked when its task
+ends, instead of being handed to another worker while it runs.
 """
 
 from __future__ import annotations
 
+import atexit
 import os
 import threading
 from dataclasses import dataclass
@@ -16,8 +20,13 @@ from google.pubsub_v1 import PublisherClient, PullRequest, PullResponse, Subscri
 from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
+from vividly_tasks.transport.background import BackgroundCalls
+from vividly_tasks.transport.leases import LeaseBook
+
 # Pub/Sub accepts messages up to 10 MB; gRPC's default receive limit is 4 MiB, and Google's
 # client opens an emulator channel without raising it, so large tasks would never arrive.
+#: At interpreter exit, how long to wait for acks and background publishes still queued.
+EXIT_FLUSH_TIMEOUT_SECONDS = 5.0
 UNLIMITED_MESSAGE_SIZE = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
@@ -28,6 +37,16 @@ UNLIMITED_MESSAGE_SIZE = (
 class PubSubClients:
     publisher: PublisherClient
     subscriber: SubscriberClient
+
+    @cached_property
+    def background(self) -> BackgroundCalls:
+        calls = BackgroundCalls(self)
+        atexit.register(calls.flush, EXIT_FLUSH_TIMEOUT_SECONDS)
+        return calls
+
+    @cached_property
+    def leases(self) -> LeaseBook:
+        return LeaseBook(self.background)
 
     @cached_property
     def pull(self) -> grpc.UnaryUnaryMultiCallable:

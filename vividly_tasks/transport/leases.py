@@ -2,8 +2,8 @@
 
 A message is leased from the moment a pull returns it until it is acked, released or
 dead-lettered: while it is prefetched, while Celery holds it for its ETA, and while it runs.
-A keeper thread extends all leases every third of the ack deadline, up to
-``max_lease_seconds`` after receipt, so a two-hour video render is never redelivered to a
+A keeper thread (one per process) extends each lease every third of its ack deadline, up to
+its ``max_lease_seconds`` after receipt, so a two-hour video render is never redelivered to a
 second worker while it runs.
 """
 
@@ -32,8 +32,15 @@ class Lease:
     ack_id: str
     message_id: str
     received_at: float  # time.monotonic()
+    ack_deadline_seconds: int
+    max_lease_seconds: float
     eta: float | None = None  # time.time() of a Celery ETA/countdown, if any
     original: PubsubMessage | None = None  # kept for an exact dead-letter copy
+    extended_at: float = 0.0  # time.monotonic() of the last extension (0: at receipt)
+
+    def extension_due(self, now: float) -> bool:
+        last = self.extended_at or self.received_at
+        return now - last >= max(1.0, self.ack_deadline_seconds / 3)
 
     def release_deadline(self, now: float) -> int:
         """Seconds until Pub/Sub should redeliver this message when we let it go.
@@ -48,21 +55,15 @@ class Lease:
 
 
 class LeaseBook:
-    """The unsettled leases of one connection, and the thread that keeps them alive."""
+    """The unsettled leases of one process, and the thread that keeps them alive."""
 
-    def __init__(
-        self,
-        calls: BackgroundCalls,
-        *,
-        ack_deadline_seconds: int,
-        max_lease_seconds: float,
-    ) -> None:
+    #: How often the keeper looks at the leases; each is extended when its own step is due.
+    TICK_SECONDS = 1.0
+
+    def __init__(self, calls: BackgroundCalls) -> None:
         self.calls = calls
-        self.ack_deadline_seconds = ack_deadline_seconds
-        self.max_lease_seconds = max_lease_seconds
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
-        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def add(self, tag: str, lease: Lease) -> None:
@@ -78,40 +79,33 @@ class LeaseBook:
         with self._lock:
             return self._leases.pop(tag, None)
 
-    def pop_all(self, tags: set[str] | None = None) -> list[Lease]:
+    def pop_all(self, tags: set[str]) -> list[Lease]:
         with self._lock:
-            chosen = list(self._leases) if tags is None else [t for t in tags if t in self._leases]
-            return [self._leases.pop(tag) for tag in chosen]
+            return [self._leases.pop(tag) for tag in tags if tag in self._leases]
 
     def __len__(self) -> int:
         return len(self._leases)
 
-    def stop(self) -> None:
-        self._stop.set()
-
-    @property
-    def extension_interval_seconds(self) -> float:
-        return max(1.0, self.ack_deadline_seconds / 3)
-
     def _keep_alive(self) -> None:
-        while not self._stop.wait(self.extension_interval_seconds):
-            self.extend_all()
+        while True:
+            time.sleep(self.TICK_SECONDS)
+            self.extend_due()
 
-    def extend_all(self) -> None:
+    def extend_due(self) -> None:
         now = time.monotonic()
-        expired: list[tuple[str, Lease]] = []
         with self._lock:
             current = list(self._leases.items())
         for tag, lease in current:
-            if now - lease.received_at > self.max_lease_seconds:
-                expired.append((tag, lease))
-                continue
-            self.calls.set_deadline(lease.subscription, lease.ack_id, self.ack_deadline_seconds)
-        for tag, lease in expired:
-            with self._lock:
-                self._leases.pop(tag, None)
-            logger.warning(
-                "message %s held for over %.0f s (max_lease_seconds): no longer extending its "
-                "lease, so Pub/Sub will redeliver it",
-                lease.message_id, self.max_lease_seconds,
-            )
+            if now - lease.received_at > lease.max_lease_seconds:
+                with self._lock:
+                    self._leases.pop(tag, None)
+                logger.warning(
+                    "message %s held for over %.0f s (max_lease_seconds): no longer extending "
+                    "its lease, so Pub/Sub will redeliver it",
+                    lease.message_id, lease.max_lease_seconds,
+                )
+            elif lease.extension_due(now):
+                lease.extended_at = now
+                self.calls.set_deadline(
+                    lease.subscription, lease.ack_id, lease.ack_deadline_seconds
+                )

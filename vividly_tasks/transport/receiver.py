@@ -103,8 +103,9 @@ class Puller:
             self._handle(future, reserved, stopped=stopped)
         finally:
             self._idle.set()
-        if not stopped:
-            self.kick()
+        # The room this Pull reserved is free again, for this consumer or a sibling on the
+        # same channel (which may have found no room while this Pull was in flight).
+        self.channel.kick_pullers()
 
     def _handle(self, future: Any, reserved: int, *, stopped: bool) -> None:
         if future.cancelled():

@@ -74,6 +74,9 @@ class Transport(virtual.Transport):
         self._error: Exception | None = None
         self._wake_read, self._wake_write = -1, -1
         self._registered_loop: Any = None
+        #: Set once Pub/Sub became unreachable: Celery will replace this connection, and the
+        #: messages its channels hold stay leased (see Channel.close).
+        self.lost = False
 
     # --- per-connection machinery, created on first use ---------------------------------
     @cached_property
@@ -106,17 +109,13 @@ class Transport(virtual.Transport):
     def provisioner(self) -> Provisioner:
         return Provisioner(self.clients, auto_create=self.option("auto_create", bool))
 
-    @cached_property
+    @property
     def background(self) -> BackgroundCalls:
-        return BackgroundCalls(self.clients)
+        return self.clients.background
 
-    @cached_property
+    @property
     def leases(self) -> LeaseBook:
-        return LeaseBook(
-            self.background,
-            ack_deadline_seconds=self.option("ack_deadline_seconds", int),
-            max_lease_seconds=self.option("max_lease_seconds", float),
-        )
+        return self.clients.leases
 
     # --- connecting ------------------------------------------------------------------------
     def establish_connection(self) -> Transport:
@@ -152,10 +151,6 @@ class Transport(virtual.Transport):
         try:
             super().close_connection(connection)  # closes channels: releases their leases
         finally:
-            if "leases" in self.__dict__:
-                self.leases.stop()
-            if "background" in self.__dict__:
-                self.background.stop()
             if self._registered_loop is not None and self._wake_read >= 0:
                 with contextlib.suppress(Exception):
                     self._registered_loop.remove(self._wake_read)
@@ -175,6 +170,8 @@ class Transport(virtual.Transport):
     def fail(self, error: Exception) -> None:
         """Runs on a gRPC thread: the consuming thread raises ``error`` at its next turn."""
         with self._ready_condition:
+            if isinstance(error, PubSubConnectionError):
+                self.lost = True
             if self._error is None:
                 self._error = error
             self._ready_condition.notify_all()
