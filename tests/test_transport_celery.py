@@ -290,7 +290,7 @@ def test_inspect_leaves_no_subscriptions_and_a_clean_stop_removes_its_own(
     worker = start_worker().wait_ready()
     with_worker = set(list_subscriptions(pubsub_broker))
     for _ in range(50):
-        app.control.ping(timeout=0.5)
+        app.control.ping(timeout=0.2)
     time.sleep(1)
     after_pings = set(list_subscriptions(pubsub_broker))
     assert after_pings == with_worker, sorted(after_pings - with_worker)
