@@ -1,0 +1,1 @@
+"""Benchmark scripts; a package so that workers can import ``bench.transport``'s tasks."""

@@ -1,0 +1,792 @@
+"""Our Pub/Sub transport against Kombu's ``gcpubsub`` and Redis, with one harness, in one run.
+
+Starts its own Pub/Sub emulator and Redis on loopback (stopped by PID at the end), then for
+each broker -- ours (``pubsub://bench-<n>``), Kombu's ``gcpubsub://projects/bench-<n>`` and
+Redis, each on a fresh emulator project / Redis database -- runs real prefork workers
+(``--concurrency 2``, the same prefetch multiplier, events on, results in Redis) and measures:
+publish rate, drain rate of a queued backlog, apply_async -> task start latency, idle CPU,
+warm shutdown and the ``celery inspect ping`` CLI; plus the bare google-cloud-pubsub client's
+publish -> delivery floor on the same emulator. Writes docs/benchmarks-transport.md and prints
+the table. Not a timed test:
+
+    .venv/bin/python bench/transport.py [--quick] [--brokers ours gcpubsub redis] [--no-write]
+
+Workers import this module (``--include bench.transport``) for its two tasks; everything the
+harness needs is imported inside ``main()`` so that the worker pays nothing for it.
+"""
+
+# Imports of the harness sit inside functions on purpose: workers import this module for its
+# tasks and should not load the test harness, the emulator client or the app factory twice.
+# ruff: noqa: PLC0415
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from typing import Any
+
+import redis
+from celery import shared_task
+from celery.signals import worker_ready
+
+LEDGER_ENV = "BENCH_LEDGER_URL"
+DONE_KEY = "bench:done"  # one completion time (time.time()) per no-op task
+STAMP_KEY = "bench:stamps"  # [token, start time] per latency sample
+READY_KEY = "bench:ready"  # time.time() of the worker's worker_ready signal
+
+
+@functools.cache
+def _ledger_of(pid: int) -> redis.Redis:
+    return redis.Redis.from_url(os.environ[LEDGER_ENV])
+
+
+def ledger() -> redis.Redis:
+    """This process's ledger connection (a pool child gets its own after the fork)."""
+    return _ledger_of(os.getpid())
+
+
+@shared_task(name="bench.noop")
+def noop() -> None:
+    """A no-op task that records when it finished, so completions are counted without results."""
+    ledger().rpush(DONE_KEY, repr(time.time()))
+
+
+@shared_task(name="bench.stamp")
+def stamp(token: str) -> None:
+    """Records the time it started (the latency sample's end)."""
+    started = time.time()
+    ledger().rpush(STAMP_KEY, json.dumps([token, started]))
+
+
+@worker_ready.connect(weak=False)
+def _record_ready(**_: Any) -> None:
+    if os.environ.get(LEDGER_ENV):
+        ledger().set(READY_KEY, repr(time.time()))
+
+
+
+# ------------------------------------------------------------------------------------------
+# The harness (runs only in the benchmark process).
+# ------------------------------------------------------------------------------------------
+import argparse  # noqa: E402 - the tasks above stay at the top, for the workers
+import contextlib  # noqa: E402
+import platform  # noqa: E402
+import queue as queue_module  # noqa: E402
+import random  # noqa: E402
+import shlex  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Callable  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from importlib import metadata  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DOC_PATH = REPO_ROOT / "docs" / "benchmarks-transport.md"
+
+
+def markers(prefetch_multiplier: int) -> tuple[str, str]:
+    """The doc block this run rewrites: one for the default prefetch, one per other value."""
+    which = "" if prefetch_multiplier == 1 else f" --prefetch-multiplier {prefetch_multiplier}"
+    return f"<!-- bench/transport.py{which} begin -->", f"<!-- bench/transport.py{which} end -->"
+
+
+BROKERS = ("ours", "gcpubsub", "redis")
+TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis"}
+PACKAGES = ("celery", "kombu", "google-cloud-pubsub", "grpcio", "google-cloud-monitoring",
+            "redis", "protobuf")
+# Product settings that the caller's shell might carry; the benchmark sets its own.
+PRODUCT_ENV = ("BROKER_URL", "CELERY_BROKER_URL", "RESULT_BACKEND", "WORKER_CONCURRENCY",
+               "WORKER_PREFETCH_MULTIPLIER", "VIVIDLY_QUEUE", "LOG_FORMAT", "LOG_LEVEL")
+
+WORKER_READY_TIMEOUT = 60.0
+SAMPLE_TIMEOUT = 10.0  # one latency sample
+SHUTDOWN_TIMEOUT = 30.0
+PING_TIMEOUT = 40.0
+STALL_TIMEOUT = 30.0  # a drain with no completion for this long has failed
+
+
+class Failed(Exception):
+    """A measurement that did not produce a figure; its message is the reason."""
+
+
+@dataclass
+class Sizes:
+    tasks: int  # published, then drained
+    samples: int  # latency samples (after warm-up)
+    warmup: int
+    floor_samples: int
+    idle_seconds: float
+    pings: int
+
+
+FULL = Sizes(tasks=2000, samples=20, warmup=3, floor_samples=20, idle_seconds=20.0, pings=3)
+QUICK = Sizes(tasks=200, samples=8, warmup=2, floor_samples=8, idle_seconds=5.0, pings=1)
+
+
+@dataclass
+class Figures:
+    """One broker's column: a value per measure, or the reason it failed."""
+
+    values: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def measure(self, name: str, function: Callable[[], float]) -> float | None:
+        try:
+            value = function()
+        except Failed as exc:
+            self.failures[name] = str(exc)
+            print(f"    {name}: failed: {exc}", flush=True)
+            return None
+        except Exception as exc:  # the run always finishes: any error is a failed figure
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self.failures[name] = reason[:200]
+            print(f"    {name}: failed: {reason[:200]}", flush=True)
+            return None
+        self.values[name] = value
+        print(f"    {name}: {value:.4g}", flush=True)
+        return value
+
+
+# --- processes ---------------------------------------------------------------------------
+def process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def cpu_ticks(pids: list[int]) -> int:
+    """utime + stime of the processes (all their threads), in clock ticks."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+    return total
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+# --- the bare client's floor -------------------------------------------------------------
+def measure_floor(project: str, samples: int) -> dict[str, list[float]]:
+    """publish -> delivery with google-cloud-pubsub alone: unary Pull waiting, StreamingPull."""
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient(
+        batch_settings=pubsub_v1.types.BatchSettings(max_messages=1)  # no 10 ms batching wait
+    )
+    subscriber = pubsub_v1.SubscriberClient()
+    topics, paths = {}, {}
+    for kind in ("pull", "streaming"):  # a topic each: no message reaches the other's queue
+        topics[kind] = publisher.topic_path(project, f"floor-{kind}")
+        publisher.create_topic(name=topics[kind])
+        paths[kind] = subscriber.subscription_path(project, f"floor-{kind}")
+        subscriber.create_subscription(name=paths[kind], topic=topics[kind])
+    results: dict[str, list[float]] = {"pull": [], "streaming": [], "publish": []}
+    warmup = 3
+
+    def publish(kind: str) -> float:
+        sent = time.time()
+        publisher.publish(topics[kind], b"x").result(timeout=10)
+        results["publish"].append(time.time() - sent)
+        return sent
+
+    # Unary Pull: one Pull waiting on the server, then publish.
+    def pull(arrived: list[float]) -> None:
+        response = subscriber.pull(
+            request={"subscription": paths["pull"], "max_messages": 1}, timeout=10, retry=None,
+        )
+        arrived.append(time.time())
+        if response.received_messages:
+            subscriber.acknowledge(
+                request={"subscription": paths["pull"],
+                         "ack_ids": [m.ack_id for m in response.received_messages]}
+            )
+
+    for i in range(warmup + samples):
+        arrived: list[float] = []
+        thread = threading.Thread(target=pull, args=(arrived,), daemon=True)
+        thread.start()
+        time.sleep(0.3 + random.random() * 0.2)  # noqa: S311 - jitter, not crypto
+        sent = publish("pull")
+        thread.join(12)
+        if arrived and i >= warmup:
+            results["pull"].append(arrived[0] - sent)
+    # StreamingPull (the high-level client's subscribe()), the stream open and idle.
+    arrivals: queue_module.Queue[float] = queue_module.Queue()
+
+    def callback(message: Any) -> None:
+        arrivals.put(time.time())
+        message.ack()
+
+    future = subscriber.subscribe(paths["streaming"], callback)
+    try:
+        time.sleep(1.0)
+        for i in range(warmup + samples):
+            time.sleep(0.3 + random.random() * 0.2)  # noqa: S311
+            while not arrivals.empty():  # nothing stale may pass for this sample's arrival
+                arrivals.get_nowait()
+            sent = publish("streaming")
+            with contextlib.suppress(queue_module.Empty):
+                arrived_at = arrivals.get(timeout=10)
+                if i >= warmup:
+                    results["streaming"].append(arrived_at - sent)
+    finally:
+        future.cancel()
+        with contextlib.suppress(Exception):
+            future.result(timeout=10)
+        subscriber.close()
+        publisher.stop()
+    return results
+
+
+# --- one broker --------------------------------------------------------------------------
+@dataclass
+class BrokerRun:
+    name: str
+    env: dict[str, str]
+    ledger_url: str
+    workdir: Path
+    sizes: Sizes
+    prefetch_multiplier: int
+    figures: Figures = field(default_factory=Figures)
+    worker: Any = None
+    app: Any = None
+
+    @property
+    def ledger(self) -> redis.Redis:
+        return redis.Redis.from_url(self.ledger_url)
+
+    # The publishing app lives in this process; settings passed explicitly, not from env.
+    def make_app(self) -> Any:
+        from vividly_tasks import create_app
+        from vividly_tasks.settings import Settings
+
+        settings = Settings(
+            broker_url=self.env["BROKER_URL"],
+            result_backend=self.env["RESULT_BACKEND"],
+            data_dir=Path(self.env["VIVIDLY_DATA_DIR"]),
+            worker_prefetch_multiplier=self.prefetch_multiplier,
+            worker_concurrency=2,
+            log_format="text",
+        )
+        app = create_app(settings)
+        app.conf.broker_connection_timeout = 10
+        return app
+
+    def declare_queue(self) -> None:
+        """Create the task queue (topic/subscription) so that nothing published is dropped."""
+        with self.app.connection_for_write() as connection:
+            task_queue = self.app.amqp.queues[self.app.conf.task_default_queue]
+            task_queue(connection.default_channel).declare()
+
+    def publish(self) -> float:
+        task = self.app.tasks["bench.noop"]
+        self.declare_queue()
+        task.apply_async()  # connect and warm up outside the timing
+        self.ledger.delete(DONE_KEY)
+        count = self.sizes.tasks
+        with self.app.producer_or_acquire() as producer:
+            started = time.perf_counter()
+            for _ in range(count - 1):
+                task.apply_async(producer=producer)
+            elapsed = time.perf_counter() - started
+        return (count - 1) / elapsed
+
+    def start_worker(self) -> float:
+        from tests.workers import WorkerProcess
+
+        command = [
+            sys.executable, "-m", "celery", "-A", "vividly_tasks", "worker",
+            "--include", "bench.transport", "--hostname", f"bench-{self.name}@%h",
+            "--concurrency", "2", "--pool", "prefork", "--loglevel", "INFO", "-E",
+            "--prefetch-multiplier", str(self.prefetch_multiplier),
+        ]
+        self.ledger.delete(READY_KEY)
+        self.worker = WorkerProcess(command, self.env, self.workdir / f"worker-{self.name}.log")
+        started = time.time()
+        self.worker.start()
+        deadline = time.monotonic() + WORKER_READY_TIMEOUT
+        while (ready := self.ledger.get(READY_KEY)) is None:
+            self.check_worker_alive()
+            if time.monotonic() > deadline:
+                raise Failed(f"worker not ready in {WORKER_READY_TIMEOUT:.0f} s")
+            time.sleep(0.01)
+        return float(ready) - started
+
+    def check_worker_alive(self) -> None:
+        process = self.worker.process if self.worker else None
+        if process is None:
+            raise Failed("no worker")
+        if process.poll() is not None:
+            tail = self.worker.logs().strip().splitlines()[-1:] or ["(no log)"]
+            raise Failed(f"worker exited with {process.returncode}: {tail[0][:120]}")
+
+    def drain(self, expected: int) -> float:
+        ready = float(self.ledger.get(READY_KEY) or 0)
+        done = 0
+        last_progress = time.monotonic()
+        while done < expected:
+            count = int(self.ledger.llen(DONE_KEY))
+            if count > done:
+                done, last_progress = count, time.monotonic()
+            elif time.monotonic() - last_progress > STALL_TIMEOUT:
+                raise Failed(f"{done} of {expected} done, then none for {STALL_TIMEOUT:.0f} s")
+            self.check_worker_alive()
+            time.sleep(0.02)
+        times = sorted(float(t) for t in self.ledger.lrange(DONE_KEY, 0, -1))
+        before_ready = sum(1 for t in times if t < ready)
+        if before_ready:
+            self.figures.notes.append(f"{before_ready} backlog task(s) done before worker_ready")
+        if len(times) > expected:
+            self.figures.notes.append(f"drain: {len(times) - expected} extra run(s) (duplicates)")
+        return expected / (times[expected - 1] - ready)
+
+    def latency(self) -> list[float]:
+        task = self.app.tasks["bench.stamp"]
+        ledger = self.ledger
+        ledger.delete(STAMP_KEY)
+        samples: list[float] = []
+        misses = 0
+        with self.app.producer_or_acquire() as producer:
+            for i in range(self.sizes.warmup + self.sizes.samples):
+                time.sleep(0.2 + random.random() * 0.3)  # noqa: S311 - the worker is idle
+                token = uuid.uuid4().hex
+                sent = time.time()
+                task.apply_async((token,), producer=producer)
+                deadline = time.monotonic() + SAMPLE_TIMEOUT
+                while True:
+                    remaining = deadline - time.monotonic()
+                    item = ledger.blpop([STAMP_KEY], timeout=max(0.01, remaining))
+                    if item is not None:
+                        got, started = json.loads(item[1])
+                        if got == token:
+                            if i >= self.sizes.warmup:
+                                samples.append(started - sent)
+                            break
+                    if time.monotonic() >= deadline:
+                        misses += 1
+                        break
+                if misses >= 3:
+                    raise Failed(f"{misses} tasks did not start within {SAMPLE_TIMEOUT:.0f} s")
+        if misses:
+            self.figures.notes.append(f"latency: {misses} sample(s) timed out, left out")
+        if not samples:
+            raise Failed("no sample")
+        return samples
+
+    def idle_cpu(self) -> float:
+        self.check_worker_alive()
+        time.sleep(2.0)  # let the latency run's leftovers (acks, events) settle
+        pids = process_tree(self.worker.pid)
+        before, started = cpu_ticks(pids), time.monotonic()
+        time.sleep(self.sizes.idle_seconds)
+        pids = sorted(set(pids) | set(process_tree(self.worker.pid)))
+        after, elapsed = cpu_ticks(pids), time.monotonic() - started
+        self.check_worker_alive()
+        return 100.0 * (after - before) / os.sysconf("SC_CLK_TCK") / elapsed
+
+    def ping_once(self) -> float:
+        command = [sys.executable, "-m", "celery", "-A", "vividly_tasks", "inspect", "ping"]
+        env = {**self.env, "PYTHONPATH": str(REPO_ROOT)}
+        started = time.monotonic()
+        try:
+            result = subprocess.run(
+                command, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
+                timeout=PING_TIMEOUT, check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise Failed(f"CLI still running after {PING_TIMEOUT:.0f} s (killed)") from None
+        wall = time.monotonic() - started
+        if result.returncode != 0 or "pong" not in result.stdout:
+            said = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
+            raise Failed(f"no pong in {wall:.1f} s (exit {result.returncode}: {said[0][:100]})")
+        return wall
+
+    def ping(self) -> float:
+        return statistics.median(self.ping_once() for _ in range(self.sizes.pings))
+
+    def shutdown(self) -> float:
+        self.check_worker_alive()
+        started = time.monotonic()
+        self.worker.send_signal(signal.SIGTERM)
+        try:
+            self.worker.wait(SHUTDOWN_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise Failed(f"still running {SHUTDOWN_TIMEOUT:.0f} s after SIGTERM") from None
+        return time.monotonic() - started
+
+    def close(self) -> None:
+        if self.worker is not None:
+            self.worker.kill_group()
+        if self.app is not None:
+            with contextlib.suppress(Exception):
+                self.app.close()
+            with contextlib.suppress(Exception):
+                self.app.pool.force_close_all()
+
+
+def run_broker(run: BrokerRun) -> Figures:
+    figures = run.figures
+    print(f"== {run.name}: {run.env['BROKER_URL']} (load {load_average()})", flush=True)
+    try:
+        run.app = run.make_app()
+        published = figures.measure("publish", run.publish)
+        figures.measure("start_ready", run.start_worker)
+        if run.worker is not None and run.worker.process.poll() is None:
+            expected = run.sizes.tasks if published is not None else 0
+            if expected:
+                figures.measure("drain", lambda: run.drain(expected))
+            else:
+                figures.failures["drain"] = "nothing was queued (publish failed)"
+            samples: list[float] = []
+
+            def latency_median() -> float:
+                samples.extend(run.latency())
+                return statistics.median(samples)
+
+            if figures.measure("latency_median", latency_median) is not None:
+                figures.values["latency_p95"] = percentile(samples, 95)
+                figures.values["latency_samples"] = len(samples)
+            else:
+                figures.failures["latency_p95"] = figures.failures["latency_median"]
+            figures.measure("idle_cpu", run.idle_cpu)
+            figures.measure("ping", run.ping)
+            figures.measure("shutdown", run.shutdown)
+        else:
+            for name in ("drain", "latency_median", "latency_p95", "idle_cpu", "ping",
+                         "shutdown"):
+                figures.failures[name] = "no worker"
+    finally:
+        run.close()
+    return figures
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    rank = max(1, round(pct / 100 * len(ordered) + 0.4999))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+# --- the report ----------------------------------------------------------------------------
+ROWS = (
+    # key, label, unit scale, format, better ("high"/"low")
+    ("publish", "publish rate, apply_async from one process (tasks/s)", 1.0, "{:,.0f}", "high"),
+    ("drain", "drain {tasks:,} queued no-op tasks (tasks/s)", 1.0, "{:,.0f}", "high"),
+    ("latency_median", "apply_async -> task starts, median (ms)", 1000.0, "{:.1f}", "low"),
+    ("latency_p95", "apply_async -> task starts, p95 (ms)", 1000.0, "{:.1f}", "low"),
+    ("latency_over_floor", "median minus the bare client's floor (ms)", 1000.0, "{:+.1f}",
+     "low"),
+    ("idle_cpu", "idle worker CPU over {idle:g} s (% of one core)", 1.0, "{:.2f}", "low"),
+    ("shutdown", "warm shutdown of an idle worker, SIGTERM -> exit (s)", 1.0, "{:.2f}", "low"),
+    ("ping", "`celery -A vividly_tasks inspect ping` CLI, wall (s, median of {pings})", 1.0,
+     "{:.2f}", "low"),
+    ("start_ready", "worker start -> ready (s)", 1.0, "{:.2f}", "low"),
+)
+
+
+def cell(figures: Figures | None, key: str, scale: float, fmt: str) -> str:
+    if figures is None:
+        return "not run"
+    if key in figures.values:
+        return fmt.format(figures.values[key] * scale)
+    return f"failed: {figures.failures.get(key, 'not measured')}"
+
+
+def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
+    if a is None or b is None or key not in a.values or key not in b.values:
+        return "-"
+    if key == "latency_over_floor" or b.values[key] == 0:
+        return "-"
+    return f"{a.values[key] / b.values[key]:.2f}x"
+
+
+def verdicts(results: dict[str, Figures], floor: float | None) -> list[str]:
+    ours, redis_ = results.get("ours"), results.get("redis")
+    if ours is None:
+        return []
+    v = ours.values
+    lines = []
+
+    def line(ok: bool | None, text: str) -> None:
+        mark = "unknown" if ok is None else ("met" if ok else "**missed**")
+        lines.append(f"- {mark}: {text}")
+
+    if "drain" in v and redis_ and "drain" in redis_.values:
+        r = redis_.values["drain"]
+        line(v["drain"] >= 0.9 * r,
+             f"drain within 10 % of Redis's: {v['drain']:,.0f} vs {r:,.0f} tasks/s "
+             f"({100 * (v['drain'] / r - 1):+.0f} %)")
+    else:
+        line(None, "drain within 10 % of Redis's: a figure is missing")
+    if "latency_median" in v and floor is not None:
+        line(v["latency_median"] - floor <= 0.005,
+             f"latency median within 5 ms of the floor: {1000 * v['latency_median']:.1f} ms vs "
+             f"floor {1000 * floor:.1f} ms ({1000 * (v['latency_median'] - floor):+.1f} ms)")
+    else:
+        line(None, "latency within 5 ms of the floor: a figure is missing")
+    if "shutdown" in v:
+        line(v["shutdown"] < 2.0, f"idle shutdown under 2 s: {v['shutdown']:.2f} s")
+    if "ping" in v:
+        line(v["ping"] < 2.0, f"`inspect ping` CLI under 2 s: {v['ping']:.2f} s")
+    if "idle_cpu" in v and redis_ and "idle_cpu" in redis_.values:
+        line(v["idle_cpu"] <= redis_.values["idle_cpu"],
+             f"idle CPU no more than Redis's: {v['idle_cpu']:.2f} % vs "
+             f"{redis_.values['idle_cpu']:.2f} % of a core")
+    return lines
+
+
+def source_description() -> str:
+    """Which code was measured: the tree's git HEAD and whether vividly_tasks/ differs from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, check=True, timeout=10).stdout
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--",
+                                "vividly_tasks"], capture_output=True, text=True, check=True,
+                               timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "not a git checkout"
+    state = "with uncommitted changes in vividly_tasks/" if dirty.strip() else "clean"
+    return f"commit {head.strip()} ({state})"
+
+
+def machine() -> list[str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for text_line in Path("/proc/cpuinfo").read_text().splitlines():
+            if text_line.startswith("model name"):
+                model = text_line.split(":", 1)[1].strip()
+                break
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
+                            check=False).stdout.split()
+    redis_version = next((w.split("=", 1)[1] for w in server if w.startswith("v=")), "?")
+    emulator = sorted(Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib").glob("*.jar"))
+    return [
+        f"- machine: {os.cpu_count()} CPUs (nproc), {model}; {platform.platform()}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}",
+        f"- Redis server {redis_version}; Pub/Sub emulator "
+        f"{emulator[0].stem if emulator else '(unknown)'}",
+    ]
+
+
+def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]],
+           sizes: Sizes, args: argparse.Namespace, loads: list[str], stamp_: str,
+           command: str) -> str:
+    pooled = {k: pooled_values(floors, k) for k in ("pull", "streaming")}
+    floor_medians = {k: statistics.median(v) for k, v in pooled.items() if v}
+    floor = min(floor_medians.values()) if floor_medians else None
+    for figures in results.values():
+        if floor is not None and "latency_median" in figures.values:
+            figures.values["latency_over_floor"] = figures.values["latency_median"] - floor
+        elif "latency_over_floor" not in figures.failures:
+            figures.failures["latency_over_floor"] = (
+                "no floor" if floor is None else figures.failures.get("latency_median", "-")
+            )
+    names = [b for b in BROKERS if b in results]
+    header = ("| measure | " + " | ".join(TITLES[n] for n in names)
+              + " | ours / Redis | ours / gcpubsub |")
+    lines = [header, "|---" * (len(names) + 3) + "|"]
+    ours = results.get("ours")
+    for key, template, scale, fmt, _ in ROWS:
+        label = template.format(tasks=sizes.tasks, idle=sizes.idle_seconds, pings=sizes.pings)
+        cells = [cell(results.get(n), key, scale, fmt) for n in names]
+        cells += [ratio(ours, results.get("redis"), key), ratio(ours, results.get("gcpubsub"), key)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    floor_lines = []
+    for kind, title in (("pull", "unary Pull waiting"), ("streaming", "StreamingPull open")):
+        values = pooled.get(kind) or []
+        if values:
+            per_round = ", ".join(
+                f"{name} {1000 * statistics.median(f[kind]):.1f}"
+                for name, f in floors.items() if f.get(kind)
+            )
+            floor_lines.append(
+                f"- bare google-cloud-pubsub client, publish -> delivery with a {title}: "
+                f"median {1000 * statistics.median(values):.1f} ms, "
+                f"p95 {1000 * percentile(values, 95):.1f} ms over {len(values)} samples "
+                f"(medians per round, ms: {per_round})"
+            )
+        else:
+            floor_lines.append(f"- bare client floor ({title}): failed")
+    publish_rtt = pooled_values(floors, "publish")
+    if publish_rtt:
+        floor_lines.append(
+            "- bare client, one confirmed publish (`publish().result()`, batching off): median "
+            f"{1000 * statistics.median(publish_rtt):.1f} ms, i.e. at most "
+            f"{1 / statistics.median(publish_rtt):,.0f} confirmed publishes/s from one thread"
+        )
+    if floor is not None:
+        floor_lines.append(f"- the floor used for the target: {1000 * floor:.1f} ms "
+                           "(the lower of the two medians)")
+    notes = [f"- {name}: {note}" for name in names for note in results[name].notes]
+    begin, end = markers(args.prefetch_multiplier)
+    text = [
+        begin,
+        f"Run {stamp_} with `{command}`"
+        + (" (**quick smoke run, small N**)" if args.quick else "") + ".",
+        "",
+        f"- code measured: {args.describe or source_description()}",
+        *machine(),
+        f"- load average (1/5/15 min) at start: {loads[0]}; at end: {loads[-1]} "
+        "(other engineers' tests share this 2-core machine)",
+        f"- harness: prefork worker `--concurrency 2 --prefetch-multiplier "
+        f"{args.prefetch_multiplier} -E`, acks late (the app's setting), results in Redis "
+        "for all brokers, one emulator and one Redis started by the script; a fresh emulator "
+        "project per Pub/Sub broker, separate Redis databases per broker; latency: "
+        f"{sizes.warmup} warm-up + {sizes.samples} samples, the worker idle 0.2-0.5 s "
+        "before each",
+        "",
+        *lines,
+        "",
+        *floor_lines,
+        "",
+        "Targets of issue 3 (ours):",
+        "",
+        *verdicts(results, floor),
+    ]
+    if notes:
+        text += ["", "Run notes:", "", *notes]
+    text.append(end)
+    return "\n".join(text)
+
+
+def pooled_values(floors: dict[str, dict[str, list[float]]], kind: str) -> list[float]:
+    return [x for f in floors.values() for x in f.get(kind, [])]
+
+
+def write_doc(block: str, prefetch_multiplier: int) -> None:
+    begin, end = markers(prefetch_multiplier)
+    text = DOC_PATH.read_text() if DOC_PATH.exists() else (
+        "# Transport benchmark: our `pubsub://` vs Kombu's `gcpubsub://` vs Redis\n\n"
+        "Produced by `bench/transport.py` (see bench/README.md); the block between the markers "
+        "is rewritten by each run.\n\n"
+    )
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text += block + "\n"
+    DOC_PATH.write_text(text)
+
+
+# --- main --------------------------------------------------------------------------------
+def broker_url(name: str, project: str, redis_port: int) -> str:
+    if name == "ours":
+        return f"pubsub://{project}"
+    if name == "gcpubsub":
+        return f"gcpubsub://projects/{project}"
+    return f"redis://127.0.0.1:{redis_port}/1"
+
+
+def broker_env(name: str, index: int, project: str, redis_port: int, workdir: Path,
+               prefetch_multiplier: int) -> dict[str, str]:
+    """The worker's (and the CLI's) environment: settings of vividly_tasks/settings.py."""
+    base = f"redis://127.0.0.1:{redis_port}"
+    return {
+        **os.environ,
+        "BROKER_URL": broker_url(name, project, redis_port),
+        "RESULT_BACKEND": f"{base}/{10 + index}",
+        LEDGER_ENV: f"{base}/{20 + index}",
+        "VIVIDLY_DATA_DIR": str(workdir / f"data-{name}"),
+        "WORKER_PREFETCH_MULTIPLIER": str(prefetch_multiplier),
+        "WORKER_CONCURRENCY": "2",
+        "LOG_FORMAT": "text",
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+
+
+def floor_round(floors: dict[str, dict[str, list[float]]], label: str, run_id: str,
+                sizes: Sizes) -> None:
+    try:
+        floors[label] = measure_floor(f"bench-{run_id}-floor-{label}", sizes.floor_samples)
+        print(f"== floor ({label}): " + ", ".join(
+            f"{k} {1000 * statistics.median(v):.1f} ms"
+            for k, v in floors[label].items() if v and k != "publish"), flush=True)
+    except Exception as exc:
+        print(f"== floor ({label}) failed: {exc}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
+    parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=BROKERS)
+    parser.add_argument("--prefetch-multiplier", type=int, default=1,
+                        help="the same for every broker (the product's default is 1)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--describe", help="what code is measured, for the doc "
+                        "(default: the tree's git HEAD and whether vividly_tasks/ is clean)")
+    args = parser.parse_args()
+    # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the services get stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    sizes = QUICK if args.quick else FULL
+    command = shlex.join([".venv/bin/python", "bench/transport.py", *sys.argv[1:]])
+    sys.path.insert(0, str(REPO_ROOT))
+    from tests.services import start_pubsub_emulator, start_redis
+
+    for name in PRODUCT_ENV:
+        os.environ.pop(name, None)
+    loads = [load_average()]
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    run_id = uuid.uuid4().hex[:6]
+    results: dict[str, Figures] = {}
+    floors: dict[str, dict[str, list[float]]] = {}
+    services: list[Any] = []
+    with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
+        workdir = Path(tmp)
+        try:
+            redis_server = start_redis(workdir)
+            services.append(redis_server)
+            emulator = start_pubsub_emulator(workdir)
+            services.append(emulator)
+            os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.port}"
+            print(f"emulator on {emulator.port}, redis on {redis_server.port}; "
+                  f"load {loads[0]}", flush=True)
+
+            floor_round(floors, "start", run_id, sizes)
+            for index, name in enumerate(args.brokers):
+                project = f"bench-{run_id}-{index}"
+                env = broker_env(name, index, project, redis_server.port, workdir,
+                                 args.prefetch_multiplier)
+                run = BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
+                                args.prefetch_multiplier)
+                try:
+                    results[name] = run_broker(run)
+                except Exception as exc:
+                    run.figures.notes.append(f"run aborted: {type(exc).__name__}: {exc}")
+                    results[name] = run.figures
+            floor_round(floors, "end", run_id, sizes)
+        finally:
+            for service in reversed(services):
+                service.stop()
+        loads.append(load_average())
+    block = render(results, floors, sizes, args, loads, started_at, command)
+    print(block)
+    if not args.no_write:
+        write_doc(block, args.prefetch_multiplier)
+        print(f"wrote {DOC_PATH}")
+
+
+if __name__ == "__main__":
+    main()
