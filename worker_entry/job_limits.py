@@ -122,10 +122,10 @@ class JobLimits(bootsteps.StartStopStep):  # type: ignore[misc]
             self.run.request_stop(ExitReason.MAX_RUNTIME)
         elif not self.taking_work and not busy and now - self.last_activity >= SETTLE_SECONDS:
             # All N tasks are done (or given back as far-off ETAs): nothing left to finish.
-            self.run.request_stop(ExitReason.MAX_TASKS)
+            self.run.request_stop(ExitReason.MAX_TASKS, nothing_at_hand=True)
         elif (
             limits.idle_timeout_seconds is not None
             and not busy
             and now - self.last_activity >= limits.idle_timeout_seconds
         ):
-            self.run.request_stop(ExitReason.IDLE)
+            self.run.request_stop(ExitReason.IDLE, nothing_at_hand=True)

@@ -165,18 +165,25 @@ class WorkerRun:
     def runtime_seconds(self) -> float:
         return time.monotonic() - self.started_at
 
-    def request_stop(self, reason: ExitReason) -> bool:
-        """Stop the worker the way Celery's own signal handlers do (``state.should_stop``).
+    def request_stop(self, reason: ExitReason, *, nothing_at_hand: bool = False) -> bool:
+        """Stop the worker the way Celery's own signal handlers do.
 
-        The consumer loop raises ``WorkerShutdown`` at its next turn; Celery's warm shutdown
-        then stops consuming, lets the running tasks finish and gives back what was only
-        prefetched. The grace watch bounds that by the shutdown grace. Returns False if a stop
-        was already under way.
+        Normally a warm shutdown (``state.should_stop``): the consumer loop raises
+        ``WorkerShutdown`` at its next turn, Celery stops consuming, lets the running tasks
+        finish and gives back what was only prefetched; the grace watch bounds that by the
+        shutdown grace. With ``nothing_at_hand`` (nothing reserved, running or due: an idle
+        job, or one whose N tasks are all done) there is nothing to finish, so it is Celery's
+        cold shutdown (``state.should_terminate``), which skips the prefork pool's second of
+        sleep per child; a message that slips in meanwhile is still given back, unacked.
+        Returns False if a stop was already under way.
         """
         grace = self.limits.shutdown_grace_seconds
         if not self.note_stop(reason, grace, grace + COLD_SHUTDOWN_LIMIT_SECONDS):
             return False
-        if worker_state.should_stop is None:
+        if nothing_at_hand:
+            if worker_state.should_terminate is None:
+                worker_state.should_terminate = RET_OK
+        elif worker_state.should_stop is None:
             worker_state.should_stop = RET_OK
         return True
 
