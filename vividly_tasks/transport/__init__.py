@@ -29,9 +29,11 @@ Transport Options
 * ``max_delivery_attempts`` (int, 5): Pub/Sub's dead-letter policy on created subscriptions.
 * ``retry_min_backoff_seconds`` / ``retry_max_backoff_seconds`` (float, 1 / 600): Pub/Sub's
   retry policy on created subscriptions.
-* ``pull_timeout_seconds`` (float, 1): gRPC deadline of one Pull; an empty Pull is reissued at
-  once (messages arriving meanwhile are delivered immediately), and closing waits up to this
-  long for the Pull in flight instead of cancelling it (see receiver.py for why).
+* ``pull_timeout_seconds`` (float, 3): gRPC deadline of one task-queue Pull; an empty Pull is
+  reissued at once (messages arriving meanwhile are delivered immediately), and closing waits
+  for the Pulls in flight instead of cancelling them (see receiver.py for why).
+* ``broadcast_pull_timeout_seconds`` (float, 30): the same for consumers that ack on receipt
+  (remote control, events); those Pulls are cancelled at once on close.
 * ``max_outstanding_messages`` (int, 100): leased messages per channel when the consumer sets
   no prefetch count.
 * ``get_timeout_seconds`` (float, 1): how long ``basic_get`` waits for a message.

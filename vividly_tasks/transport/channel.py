@@ -91,9 +91,12 @@ class Channel(virtual.Channel):
     #: Retry policy of created subscriptions: backoff of a nacked or expired message.
     default_retry_min_backoff_seconds = 1.0
     default_retry_max_backoff_seconds = 600.0
-    #: gRPC deadline of one Pull. Short, because a Pull is never cancelled while it may still
-    #: receive messages (see receiver.py): closing waits up to this long for the one in flight.
-    default_pull_timeout_seconds = 1.0
+    #: gRPC deadline of one task-queue Pull. Short, because such a Pull is never cancelled
+    #: while it may still receive messages (see receiver.py): closing waits for it.
+    default_pull_timeout_seconds = 3.0
+    #: gRPC deadline of one Pull of an ack-on-receipt consumer (broadcasts, events), which is
+    #: cancelled at once on close: long, so an idle worker makes few calls.
+    default_broadcast_pull_timeout_seconds = 30.0
     #: Outstanding messages per channel when the consumer sets no prefetch count.
     default_max_outstanding_messages = 100
     #: Seconds that basic_get (SimpleQueue.get_nowait) waits for a message.
@@ -147,6 +150,10 @@ class Channel(virtual.Channel):
     @cached_property
     def pull_timeout_seconds(self) -> float:
         return self.connection.option("pull_timeout_seconds", float)
+
+    @cached_property
+    def broadcast_pull_timeout_seconds(self) -> float:
+        return self.connection.option("broadcast_pull_timeout_seconds", float)
 
     @cached_property
     def max_outstanding_messages(self) -> int:
@@ -514,7 +521,9 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             self.pubsub.background.ack(lease.subscription, lease.ack_id)
-        self.kick_pullers()
+        # The next Pull starts on the background thread: starting a gRPC call costs the
+        # event loop more than the ack itself.
+        self.pubsub.background.call(self.kick_pullers)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """requeue: Pub/Sub redelivers this very message (a nack), never a second copy.
@@ -598,9 +607,11 @@ class Channel(virtual.Channel):
         try:
             # Release only once no Pull of ours is in flight: Pub/Sub would hand the
             # released messages straight back to it.
-            deadline = time.monotonic() + self.pull_timeout_seconds + 1
+            started = time.monotonic()
+            deadline = started + self.pull_timeout_seconds + 1
             for puller in pullers:
                 puller.wait_idle(max(0.0, deadline - time.monotonic()))
+            logger.debug("closing: last pulls done after %.3f s", time.monotonic() - started)
             self._stopping.clear()
             if connection.lost:
                 # Celery is replacing a broken connection while tasks may still run: their

@@ -3,11 +3,12 @@
 Each Pull is a gRPC future: the server holds it until messages arrive (no poll-and-sleep), its
 callback hands the messages to the channel and starts the next Pull while there is capacity.
 
-A Pull is never cancelled while it may still be handed messages: Pub/Sub (and its emulator) can
-deliver into a Pull whose client already gave up, and such messages stay leased to nobody until
-their ack deadline. So Pulls are short (``pull_timeout_seconds``; the server answers an empty
-Pull just before its deadline) and ``stop()`` lets the one in flight finish, releasing anything
-it still brings. Only consumers that ack on receipt (broadcasts, events) are cancelled at once.
+A task-queue Pull is never cancelled while it may still be handed messages: Pub/Sub (and its
+emulator) can deliver into a Pull whose client already gave up, and such messages stay leased
+to nobody until their ack deadline. So those Pulls are short (``pull_timeout_seconds``; the
+emulator answers an empty Pull about 0.9 s before its deadline) and ``stop()`` lets the ones in
+flight finish, releasing anything they still bring. Consumers that ack on receipt (broadcasts,
+events) lose nothing that matters to a cancel, so they pull long and are cancelled at once.
 """
 
 from __future__ import annotations
@@ -43,23 +44,34 @@ def pull_metadata(subscription: str) -> tuple[tuple[str, str], ...]:
 
 
 class Puller:
-    """The pull loop of one consumer on one subscription."""
+    """The pull loop of one consumer on one subscription.
+
+    Several Pulls may be in flight, each holding its own share of the channel's room: when a
+    task is acked while a Pull waits, the freed slot gets a Pull of its own instead of waiting
+    behind the first one, and the total never exceeds the prefetch count.
+    """
 
     def __init__(self, channel: Channel, route: QueueRoute, *, no_ack: bool) -> None:
         self.channel = channel
         self.route = route
         self.no_ack = no_ack
         self._lock = threading.Lock()
-        self._future: Any = None
-        self._reserved = 0
+        self._in_flight: dict[Any, int] = {}  # Pull future -> room it reserved
         self._stopped = False
         self._idle = threading.Event()
         self._idle.set()
 
+    @property
+    def timeout_seconds(self) -> float:
+        # Ack-on-receipt consumers are cancelled at once on stop, so they can wait long.
+        if self.no_ack:
+            return self.channel.broadcast_pull_timeout_seconds
+        return self.channel.pull_timeout_seconds
+
     def kick(self) -> None:
-        """Start a Pull if none is in flight and the channel has room for more messages."""
+        """Start a Pull if the channel has room for more messages (and this consumer is on)."""
         with self._lock:
-            if self._stopped or self._future is not None:
+            if self._stopped or (self.no_ack and self._in_flight):
                 return
             count = self.channel.reserve(self.no_ack)
             if count == 0:
@@ -67,27 +79,28 @@ class Puller:
             request = PullRequest(subscription=self.route.spec.path, max_messages=count)
             try:
                 future = self.channel.pull_rpc.future(
-                    request, timeout=self.channel.pull_timeout_seconds,
+                    request, timeout=self.timeout_seconds,
                     metadata=pull_metadata(self.route.spec.path),
                 )
             except Exception as exc:
                 self._unreserve(count)
                 self.channel.report_pull_error(self.route, exc)
                 return
-            self._future, self._reserved = future, count
+            self._in_flight[future] = count
             self._idle.clear()
         future.add_done_callback(self._on_done)
 
     def stop(self) -> None:
-        """No more Pulls; an ack-on-receipt consumer's Pull in flight is cancelled at once."""
+        """No more Pulls; an ack-on-receipt consumer's Pulls in flight are cancelled at once."""
         with self._lock:
             self._stopped = True
-            future = self._future
-        if future is not None and self.no_ack:
-            future.cancel()
+            futures = list(self._in_flight)
+        if self.no_ack:
+            for future in futures:
+                future.cancel()
 
     def wait_idle(self, timeout: float) -> bool:
-        """Wait for the Pull in flight (if any) to finish; False if ``timeout`` ran out."""
+        """Wait for the Pulls in flight (if any) to finish; False if ``timeout`` ran out."""
         return self._idle.wait(timeout)
 
     def _unreserve(self, count: int) -> None:
@@ -96,13 +109,14 @@ class Puller:
 
     def _on_done(self, future: Any) -> None:
         with self._lock:
-            self._future = None
-            reserved, self._reserved = self._reserved, 0
+            reserved = self._in_flight.pop(future, 0)
             stopped = self._stopped
         try:
             self._handle(future, reserved, stopped=stopped)
         finally:
-            self._idle.set()
+            with self._lock:
+                if not self._in_flight:
+                    self._idle.set()
         # The room this Pull reserved is free again, for this consumer or a sibling on the
         # same channel (which may have found no room while this Pull was in flight).
         self.channel.kick_pullers()
