@@ -122,20 +122,27 @@ def ledger(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Re
     client.close()
 
 
-@pytest.fixture
-def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
-    """Start real worker processes with this test's environment; all are stopped at the end."""
+def process_starter(
+    tmp_path: Path, make: Callable[..., WorkerProcess], log_name: str
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Yield a function that starts processes with this test's environment; stop them after."""
     started: list[WorkerProcess] = []
 
     def start(**kwargs: Any) -> WorkerProcess:
-        log_path = tmp_path / f"worker-{len(started) + 1}.log"
-        worker = WorkerProcess.celery(dict(os.environ), log_path, **kwargs).start()
+        log_path = tmp_path / f"{log_name}-{len(started) + 1}.log"
+        worker = make(dict(os.environ), log_path, **kwargs).start()
         started.append(worker)
         return worker
 
     yield start
     for worker in started:
         worker.stop()
+
+
+@pytest.fixture
+def start_worker(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real ``celery worker`` processes; all are stopped at the end."""
+    yield from process_starter(tmp_path, WorkerProcess.celery, "worker")
 
 
 @pytest.fixture(scope="session")
@@ -178,14 +185,4 @@ def broker(request: pytest.FixtureRequest, ledger: redis.Redis, redis_url: str,
 @pytest.fixture
 def start_entrypoint(tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``python -m worker_entry`` processes (WorkerProcess.entrypoint); stopped at the end."""
-    started: list[WorkerProcess] = []
-
-    def start(**kwargs: Any) -> WorkerProcess:
-        log_path = tmp_path / f"entrypoint-{len(started) + 1}.log"
-        worker = WorkerProcess.entrypoint(dict(os.environ), log_path, **kwargs).start()
-        started.append(worker)
-        return worker
-
-    yield start
-    for worker in started:
-        worker.stop()
+    yield from process_starter(tmp_path, WorkerProcess.entrypoint, "entrypoint")

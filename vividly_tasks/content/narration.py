@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import shutil
-import subprocess
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded
+from vividly_tasks.content.errors import PermanentFailure
+from vividly_tasks.content.tools import run_tool
 
 logger = logging.getLogger(__name__)
 
@@ -90,15 +90,7 @@ def _speak(program: str, text: str, stem: Path, voice: Voice, timeout_seconds: f
         program, "-v", voice.voice, "-s", str(voice.words_per_minute),
         "-f", str(text_path), "-w", str(wav_path),
     ]
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=timeout_seconds)
-    except subprocess.TimeoutExpired as exc:
-        raise TimeLimitExceeded(f"text-to-speech ran past the time limit: {exc}") from exc
-    except subprocess.CalledProcessError as exc:
-        raise PermanentFailure(
-            f"text-to-speech failed with exit {exc.returncode}: "
-            f"{exc.stderr.decode(errors='replace').strip()}"
-        ) from exc
+    run_tool(command, what="text-to-speech", timeout_seconds=timeout_seconds)
     with wave.open(str(wav_path), "rb") as clip:
         params = (clip.getnchannels(), clip.getsampwidth(), clip.getframerate())
         if params != (CHANNELS, SAMPLE_WIDTH_BYTES, SAMPLE_RATE_HZ):

@@ -8,16 +8,15 @@ together.
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded
 from vividly_tasks.content.lesson import Lesson, Section
 from vividly_tasks.content.narration import Narration
+from vividly_tasks.content.tools import run_tool
 
 WIDTH_PX, HEIGHT_PX = 1280, 720
 #: Slides are stills: 12 frames a second look the same as 24 and encode twice as fast.
@@ -126,15 +125,5 @@ def encode(
         "-movflags", "+faststart",
         str(output),
     ]
-    try:
-        subprocess.run(command, check=True, capture_output=True, timeout=timeout_seconds)
-    except FileNotFoundError as exc:
-        raise PermanentFailure(f"{ffmpeg} is not installed (Debian package ffmpeg)") from exc
-    except subprocess.TimeoutExpired as exc:
-        raise TimeLimitExceeded(f"video encoding ran past the time limit: {exc}") from exc
-    except subprocess.CalledProcessError as exc:
-        raise PermanentFailure(
-            f"ffmpeg failed with exit {exc.returncode}: "
-            f"{exc.stderr.decode(errors='replace').strip()[-2000:]}"
-        ) from exc
+    run_tool(command, what="video encoding (ffmpeg)", timeout_seconds=timeout_seconds)
     return output
