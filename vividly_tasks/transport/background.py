@@ -1,4 +1,4 @@
-"""One background thread per connection for the calls that must not block the event loop.
+"""One background thread per process for the calls that must not block the event loop.
 
 Acks, deadline changes, dead-letter copies and fire-and-forget publishes (Celery's events) are
 queued here and sent in batches: under load many acks share one request, and the worker's
@@ -42,11 +42,11 @@ class Batch:
     deadlines: dict[tuple[str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
     publishes: dict[str, list[PubsubMessage]] = field(default_factory=lambda: defaultdict(list))
     dead_letters: list[tuple[str, PubsubMessage, str, str]] = field(default_factory=list)
-    after: list[Callable[[], None]] = field(default_factory=list)
+    calls: list[Callable[[], None]] = field(default_factory=list)
 
     def empty(self) -> bool:
         return not (
-            self.acks or self.deadlines or self.publishes or self.dead_letters or self.after
+            self.acks or self.deadlines or self.publishes or self.dead_letters or self.calls
         )
 
 
@@ -84,8 +84,11 @@ class BackgroundCalls:
         self._queue(lambda batch: batch.dead_letters.append((topic, message, subscription, ack_id)))
 
     def call(self, function: Callable[[], None]) -> None:
-        """Run ``function`` on the background thread after the batch it joins is sent."""
-        self._queue(lambda batch: batch.after.append(function))
+        """Run ``function`` on the background thread, before the batch it joins is sent.
+
+        (Starting the next Pull must not wait for this batch's acks and event publishes.)
+        """
+        self._queue(lambda batch: batch.calls.append(function))
 
     def _queue(self, operation: Callable[[Batch], None]) -> None:
         with self._condition:
@@ -135,6 +138,8 @@ class BackgroundCalls:
                 self._condition.notify_all()
 
     def _send(self, batch: Batch) -> None:
+        for function in batch.calls:
+            function()
         subscriber, publisher = self.clients.subscriber, self.clients.publisher
         logger.debug(
             "sending %d ack(s), %d deadline change(s), %d publish(es), %d dead letter(s)",
@@ -174,8 +179,6 @@ class BackgroundCalls:
                     f"set a {seconds} s deadline on {len(ids)} message(s) "
                     f"of {short_name(subscription)}",
                 )
-        for function in batch.after:
-            function()
 
     @staticmethod
     def _retrying(send: Callable[[], object], what: str) -> bool:
