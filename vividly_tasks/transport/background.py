@@ -3,7 +3,8 @@
 Acks, deadline changes, dead-letter copies and fire-and-forget publishes (Celery's events) are
 queued here and sent in batches: under load many acks share one request, and the worker's
 event loop never waits on a round trip. ``flush()`` waits until everything queued so far is
-sent, which ``close()`` uses so that nothing is left behind at shutdown.
+sent, which a channel's ``close()`` and interpreter exit use so that nothing is left behind.
+The thread lives as long as its process (it is shared by every connection of the process).
 """
 
 from __future__ import annotations
@@ -59,7 +60,6 @@ class BackgroundCalls:
         self._condition = threading.Condition()
         self._queued = 0
         self._done = 0
-        self._stopping = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -109,21 +109,12 @@ class BackgroundCalls:
                 self._condition.wait(remaining)
         return True
 
-    def stop(self, timeout: float = CALL_TIMEOUT_SECONDS) -> None:
-        self.flush(timeout)
-        with self._condition:
-            self._stopping = True
-            self._condition.notify_all()
-        self._thread.join(timeout)
-
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             with self._condition:
-                while not self._pending and not self._stopping:
+                while not self._pending:
                     self._condition.wait()
-                if not self._pending and self._stopping:
-                    return
                 operations = list(self._pending)
                 self._pending.clear()
             batch = Batch()

@@ -83,9 +83,6 @@ class LeaseBook:
         with self._lock:
             return [self._leases.pop(tag) for tag in tags if tag in self._leases]
 
-    def __len__(self) -> int:
-        return len(self._leases)
-
     def _keep_alive(self) -> None:
         while True:
             time.sleep(self.TICK_SECONDS)

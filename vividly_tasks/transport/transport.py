@@ -1,4 +1,4 @@
-"""The Kombu transport: declares what it implements, owns the per-connection machinery.
+"""The Kombu transport: declares what it implements and delivers what the channels pull.
 
 Delivery is event-driven: Pull callbacks (on gRPC threads) queue received messages and write a
 byte to a pipe; the worker's event loop watches the pipe's read end like any socket and hands
@@ -20,7 +20,6 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import gapic_version
 from kombu.transport import virtual
 
-from vividly_tasks.transport.background import BackgroundCalls
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.transport.clients import PubSubClients, clients_for_this_process
 from vividly_tasks.transport.errors import (
@@ -28,7 +27,6 @@ from vividly_tasks.transport.errors import (
     PubSubConnectionError,
     translate,
 )
-from vividly_tasks.transport.leases import LeaseBook
 from vividly_tasks.transport.provisioning import Provisioner
 
 logger = logging.getLogger(__name__)
@@ -108,14 +106,6 @@ class Transport(virtual.Transport):
     @cached_property
     def provisioner(self) -> Provisioner:
         return Provisioner(self.clients, auto_create=self.option("auto_create", bool))
-
-    @property
-    def background(self) -> BackgroundCalls:
-        return self.clients.background
-
-    @property
-    def leases(self) -> LeaseBook:
-        return self.clients.leases
 
     # --- connecting ------------------------------------------------------------------------
     def establish_connection(self) -> Transport:
