@@ -26,6 +26,7 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import Reject
 from celery.signals import celeryd_after_setup
+from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 
 from vividly_tasks.content.errors import InvalidRequest, PermanentFailure, TransientError
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 GENERATE_CONTENT = "vividly.generate_content"
 PROGRESS_STATE = "PROGRESS"
+PROGRESS_EVENT = "task-progress"
 #: Upper bound of the random delay added to a busy retry, so racing duplicates spread out.
 BUSY_JITTER_SECONDS = 1.0
 
@@ -75,11 +77,15 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
     final_attempt = transient_retries >= settings.content_max_retries
 
     def progress(rid: str, stage: Stage, percent: int) -> None:
-        if self.request.id:
-            self.update_state(
-                state=PROGRESS_STATE,
-                meta={"request_id": rid, "stage": stage.value, "progress": percent},
-            )
+        if not self.request.id:
+            return
+        meta = {"request_id": rid, "stage": stage.value, "progress": percent}
+        self.update_state(state=PROGRESS_STATE, meta=meta)
+        if self.app.conf.worker_send_task_events:
+            # Monitors (Flower, `celery events`) see only events, not the result backend: a
+            # custom `task-progress` event makes the task's state PROGRESS there, and its
+            # `result` is the meta, as `AsyncResult(id).result` is while the task runs.
+            self.send_event(PROGRESS_EVENT, result=saferepr(meta), **meta)
 
     log_extra = {"request_id": request_id}
     try:
