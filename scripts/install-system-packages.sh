@@ -3,7 +3,7 @@
 # The Pub/Sub emulator (google-cloud-cli-pubsub-emulator) and PostgreSQL are expected to be
 # installed already on the development and CI machines; this adds what may be missing.
 set -euo pipefail
-packages=(redis-server ffmpeg espeak-ng docker-compose curl)
+packages=(redis-server ffmpeg espeak-ng docker-compose curl chromium)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" \
