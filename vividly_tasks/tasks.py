@@ -81,7 +81,7 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             return
         meta = {"request_id": rid, "stage": stage.value, "progress": percent}
         self.update_state(state=PROGRESS_STATE, meta=meta)
-        if self.app.conf.worker_send_task_events:
+        if self.app.conf.worker_send_task_events and not self.request.is_eager:
             # Monitors (Flower, `celery events`) see only events, not the result backend: a
             # custom `task-progress` event makes the task's state PROGRESS there, and its
             # `result` is the meta, as `AsyncResult(id).result` is while the task runs.
