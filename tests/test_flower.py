@@ -177,6 +177,7 @@ def test_flower_shows_the_worker_its_queues_and_a_task_in_progress(
         assert queues == [QUEUE]
         active = workers[WORKER_NAME]["active"]
         assert [task["id"] for task in active] == [task_id]
+        assert WORKER_NAME in flower.get("/")  # the dashboard's list of workers
         worker_page = flower.get(f"/worker/{WORKER_NAME}")
         assert QUEUE in worker_page and GENERATE_CONTENT in worker_page
 
