@@ -70,6 +70,18 @@ class Outcome:
         }
 
 
+#: How much of a malformed request id an error message quotes (a UUID is 36 characters).
+MAX_QUOTED_ID_CHARS = 80
+
+
+def shortened(value: str) -> str:
+    """``value``, or its head and its length when it is too long to quote in an error."""
+    text = str(value)
+    if len(text) <= MAX_QUOTED_ID_CHARS:
+        return text
+    return f"{text[:MAX_QUOTED_ID_CHARS]}... ({len(text)} characters)"
+
+
 def holder_name() -> str:
     """Who holds a claim: host and process, so an operator can find it."""
     return f"{socket.gethostname()}:{os.getpid()}"
@@ -151,7 +163,7 @@ class ContentRunner:
         ``final_attempt``)."""
         parsed = parse_request_id(request_id)
         if parsed is None:
-            raise InvalidRequest(f"request id {request_id!r} is not a UUID")
+            raise InvalidRequest(f"request id {shortened(request_id)!r} is not a UUID")
         row = self.repository.get(parsed)
         if row is None:
             raise InvalidRequest(f"unknown request id {request_id}")
