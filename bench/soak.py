@@ -36,6 +36,7 @@ import json
 import os
 import pickle
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -51,10 +52,29 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import psycopg  # noqa: E402
 import redis  # noqa: E402
+from google.api_core.exceptions import DeadlineExceeded  # noqa: E402
+from google.pubsub_v1 import PubsubMessage  # noqa: E402
 
 from bench.soak_probe import LEDGER_ENV, RUNS_KEY  # noqa: E402
+from tests.services import start_postgres, start_pubsub_emulator, start_redis  # noqa: E402
 from tests.workers import WorkerProcess  # noqa: E402
+from vividly_tasks import create_app  # noqa: E402
+from vividly_tasks.content.models import ContentRequest  # noqa: E402
+from vividly_tasks.content.requests import submit  # noqa: E402
+from vividly_tasks.content.services import ContentServices  # noqa: E402
+from vividly_tasks.content.status import TERMINAL  # noqa: E402
+from vividly_tasks.settings import Settings  # noqa: E402
+from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content  # noqa: E402
+from vividly_tasks.transport import wire  # noqa: E402
+from vividly_tasks.transport.clients import clients_for_this_process  # noqa: E402
+from vividly_tasks.transport.naming import (  # noqa: E402
+    dead_letter_id,
+    resource_id,
+    subscription_path,
+    topic_path,
+)
 
 #: Settings the caller's shell might carry; the soak sets its own.
 PRODUCT_ENV = ("BROKER_URL", "CELERY_BROKER_URL", "RESULT_BACKEND", "DATABASE_URL",
@@ -282,13 +302,9 @@ class Killer:
 # --- the soak ----------------------------------------------------------------------------
 class Soak:
     def __init__(self, config: SoakConfig, services: SoakServices) -> None:
-        from vividly_tasks import create_app
-        from vividly_tasks.content.services import ContentServices
-        from vividly_tasks.settings import Settings
-
         self.config = config
         self.services = services
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(config.seed)  # noqa: S311 - chaos, not secrets
         self.logs = services.workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.storage_root = services.workdir / "artifacts"
@@ -313,8 +329,8 @@ class Soak:
         self.settings = Settings(
             broker_url=self.env["BROKER_URL"], result_backend=services.redis_url,
             database_url=services.database_url, storage_url=self.env["STORAGE_URL"],
-            data_dir=services.workdir / "data", pubsub_ack_deadline_seconds=config.ack_deadline_seconds,
-            log_format="text",
+            data_dir=services.workdir / "data",
+            pubsub_ack_deadline_seconds=config.ack_deadline_seconds, log_format="text",
         )
         self.app = create_app(self.settings)
         self.content = ContentServices.from_settings(self.settings)
@@ -336,9 +352,6 @@ class Soak:
             queue(connection.default_channel).declare()
 
     def submit(self, modality: str) -> str:
-        from vividly_tasks.content.requests import submit
-        from vividly_tasks.tasks import send_generate_content
-
         def send(request_id: str, kind: str) -> None:
             send_generate_content(self.app, request_id, kind)
 
@@ -354,10 +367,6 @@ class Soak:
         return request_id
 
     def publish_raw(self, kind: str, data: bytes, **attributes: str) -> None:
-        from google.pubsub_v1 import PubsubMessage
-
-        from vividly_tasks.transport.clients import clients_for_this_process
-        from vividly_tasks.transport.naming import resource_id, topic_path
 
         topic = topic_path(self.services.project,
                            resource_id(self.settings.pubsub_prefix, self.settings.default_queue))
@@ -368,9 +377,6 @@ class Soak:
 
     def send_poison_burst(self) -> None:
         """One of each kind of message that must end on the dead-letter topic, with why."""
-        from vividly_tasks.transport import wire
-        from vividly_tasks.tasks import GENERATE_CONTENT
-
         queue = self.settings.default_queue
         self.publish_raw("garbage", os.urandom(16) + b"\xff\xfe" + os.urandom(48))
         self.poison.append(Poison("garbage", "not UTF-8"))
@@ -419,9 +425,6 @@ class Soak:
 
     # Waiting.
     def unfinished(self) -> list[str]:
-        from vividly_tasks.content.models import ContentRequest
-        from vividly_tasks.content.status import TERMINAL
-
         ids = [uuid.UUID(rid) for rid in self.valid]
         ids += [uuid.UUID(p.request_id) for p in self.poison if p.request_id]
         with self.content.database.session() as session:
@@ -452,9 +455,6 @@ class Soak:
     # Checking.
     def pull(self, subscription: str, *, release: bool, expect: int = 1000,
              timeout: float = 4.0) -> list[Any]:
-        from google.api_core.exceptions import DeadlineExceeded
-
-        from vividly_tasks.transport.clients import clients_for_this_process
 
         subscriber = clients_for_this_process().subscriber
         received: list[Any] = []
@@ -478,8 +478,6 @@ class Soak:
         return received
 
     def subscriptions(self) -> tuple[str, str]:
-        from vividly_tasks.transport.naming import dead_letter_id, resource_id, subscription_path
-
         main = resource_id(self.settings.pubsub_prefix, self.settings.default_queue)
         return (subscription_path(self.services.project, main),
                 subscription_path(self.services.project, dead_letter_id(main)))
@@ -614,9 +612,6 @@ def run_soak(config: SoakConfig, services: SoakServices) -> SoakReport:
 @contextlib.contextmanager
 def own_services(workdir: Path) -> Iterator[SoakServices]:
     """Emulator, Redis and a private PostgreSQL cluster on loopback, stopped by PID after."""
-    import psycopg
-
-    from tests.services import start_postgres, start_pubsub_emulator, start_redis
 
     stack: list[Any] = []
     try:
@@ -681,8 +676,6 @@ def main() -> None:
     if args.keep or report.problems:
         print(f"work directory (logs): {workdir}")
     else:
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
     sys.exit(1 if report.problems else 0)
 
