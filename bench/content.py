@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -220,6 +220,7 @@ def main() -> None:
     parser.add_argument("--brokers", default="pubsub,redis",
                         help="comma-separated: pubsub (the emulator), redis")
     parser.add_argument("--output", type=Path, help="Markdown file to write the figures into")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
 
     runs: list[BrokerRun] = []
@@ -240,6 +241,8 @@ def main() -> None:
 
     table = report(runs)
     print(table)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(run) for run in runs], indent=2) + "\n")
     if args.output:
         write_doc(args.output, table)
 

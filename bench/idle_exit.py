@@ -11,6 +11,7 @@ writes the figures to docs/entrypoint.md next to the old loop's. Not a timed tes
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -19,7 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -163,8 +164,11 @@ def main() -> None:
     parser.add_argument("--pools", nargs="+", default=["prefork"],
                         choices=["prefork", "threads", "solo"])
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     rows = measure(args.brokers, args.timeouts, args.repeat, args.pools)
+    if args.json:
+        args.json.write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     if not args.no_write:
         write_doc(rows)
         print(f"wrote {DOC_PATH}")

@@ -735,6 +735,8 @@ def main() -> None:
     parser.add_argument("--prefetch-multiplier", type=int, default=1,
                         help="the same for every broker (the product's default is 1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file "
+                        "(bench/all.py reads it)")
     parser.add_argument("--describe", help="what code is measured, for the doc "
                         "(default: the tree's git HEAD and whether vividly_tasks/ is clean)")
     args = parser.parse_args()
@@ -783,6 +785,12 @@ def main() -> None:
         loads.append(load_average())
     block = render(results, floors, sizes, args, loads, started_at, command)
     print(block)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "command": command, "started_at": started_at, "loads": loads, "quick": args.quick,
+            "code": args.describe or source_description(), "sizes": vars(sizes),
+            "floors": floors, "results": {name: vars(f) for name, f in results.items()},
+        }, indent=2) + "\n")
     if not args.no_write:
         write_doc(block, args.prefetch_multiplier)
         print(f"wrote {DOC_PATH}")

@@ -1,0 +1,457 @@
+"""Every benchmark, one command: runs them and regenerates docs/benchmarks.md.
+
+    .venv/bin/python bench/all.py                  # everything (~40 min on 2 cores); `make bench`
+    .venv/bin/python bench/all.py --only transport # re-run one, keep the others' stored figures
+    .venv/bin/python bench/all.py --render         # rewrite the doc from the stored figures
+
+Each benchmark runs as its own command line (the ones listed in docs/benchmarks.md, each
+still usable alone) with ``--json bench/results/NAME.json``; this script adds when it ran, how
+long it took and the load average around it, then renders docs/benchmarks.md from every stored
+result, with the machine it ran on. The benchmarks also rewrite their own pages
+(docs/benchmarks-transport.md, docs/entrypoint.md, docs/content.md), as they do alone. A
+benchmark that fails keeps its previous figures and is named in the doc and the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
+PYTHON = ".venv/bin/python"
+PACKAGES = ("celery", "kombu", "google-cloud-pubsub", "grpcio", "google-cloud-monitoring",
+            "redis", "SQLAlchemy", "psycopg")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    args: tuple[str, ...]
+    quick_args: tuple[str, ...]
+    about: str
+
+    def command(self, quick: bool) -> list[str]:
+        return [PYTHON, f"bench/{self.name}.py", *(self.quick_args if quick else self.args)]
+
+
+BENCHMARKS = (
+    Benchmark("transport", (), ("--quick",),
+              "ours vs Kombu gcpubsub vs Redis: publish, drain, latency, idle CPU, shutdown"),
+    Benchmark("idle_exit", ("--brokers", "redis", "pubsub"),
+              ("--brokers", "redis", "pubsub", "--repeat", "1", "--timeouts", "1", "5"),
+              "a job execution on an empty queue, process start to exit"),
+    Benchmark("content", ("--video-runs", "3", "--output", "docs/content.md"),
+              ("--text-runs", "1", "--video-runs", "1"),
+              "content requests end to end: wall time and peak memory"),
+    Benchmark("scale", (), ("--tasks", "3000"),
+              "20,000 no-op tasks through one worker: drain rate, RSS growth"),
+    Benchmark("soak", (), ("--requests", "60", "--publish-seconds", "30"),
+              "chaos soak: 500 content requests while workers are killed"),
+)
+BY_NAME = {b.name: b for b in BENCHMARKS}
+
+
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_benchmark(benchmark: Benchmark, quick: bool) -> bool:
+    """Run one benchmark; its figures (with when, how long, the load) go to RESULTS_DIR."""
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    target = RESULTS_DIR / f"{benchmark.name}.json"
+    fresh = RESULTS_DIR / f"{benchmark.name}.json.new"
+    fresh.unlink(missing_ok=True)
+    command = [*benchmark.command(quick), "--json", str(fresh.relative_to(REPO_ROOT))]
+    print(f"== {shlex.join(command)}", flush=True)
+    started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    load_before = load_average()
+    started = time.monotonic()
+    exit_code = subprocess.run(command, cwd=REPO_ROOT, check=False).returncode
+    run = {
+        "command": shlex.join(benchmark.command(quick)), "started_at": started_at,
+        "wall_seconds": round(time.monotonic() - started, 1), "exit_code": exit_code,
+        "load_before": load_before, "load_after": load_average(), "quick": quick,
+    }
+    if not fresh.exists():
+        print(f"== {benchmark.name} wrote no figures (exit {exit_code})", flush=True)
+        return False
+    figures = json.loads(fresh.read_text())
+    target.write_text(json.dumps({"run": run, "figures": figures}, indent=2) + "\n")
+    fresh.unlink()
+    # The soak and the scale benchmark exit non-zero when their promise is broken: the
+    # figures are still recorded (the doc shows them), but the command fails.
+    return exit_code == 0
+
+
+def stored() -> dict[str, dict[str, Any]]:
+    results = {}
+    for benchmark in BENCHMARKS:
+        path = RESULTS_DIR / f"{benchmark.name}.json"
+        if path.exists():
+            results[benchmark.name] = json.loads(path.read_text())
+    return results
+
+
+# --- the machine -------------------------------------------------------------------------
+def first_line(command: list[str]) -> str:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, check=False, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "not installed"
+    return (result.stdout or result.stderr).strip().splitlines()[0] if (
+        result.stdout or result.stderr).strip() else "?"
+
+
+def machine() -> list[str]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory = "unknown"
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    versions = []
+    for name in PACKAGES:
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} (not installed)")
+    emulator = sorted(Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib").glob("*.jar"))
+    postgres = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    return [
+        f"- CPU: {model}, {os.cpu_count()} cores (nproc); memory {memory}",
+        f"- OS: {platform.platform()}",
+        f"- Python {platform.python_version()}; {', '.join(versions)}",
+        f"- servers: {first_line(['redis-server', '--version'])}; Pub/Sub emulator "
+        f"{emulator[0].stem if emulator else '(not installed)'}; "
+        f"{first_line([str(postgres[-1]), '--version']) if postgres else 'PostgreSQL (none)'}",
+        f"- tools: {first_line(['ffmpeg', '-version'])}; "
+        f"{first_line(['espeak-ng', '--version'])}",
+        f"- load average (1/5/15 min) when this page was rendered: {load_average()}",
+    ]
+
+
+# --- rendering ---------------------------------------------------------------------------
+def fmt(value: float | None, template: str) -> str:
+    return "-" if value is None else template.format(value)
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def transport_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    if result is None:
+        return []
+    figures = result["figures"]
+    sizes = figures["sizes"]
+    rows = (
+        ("publish", "publish rate, `apply_async` from one process (tasks/s)", 1, "{:,.0f}"),
+        ("drain", f"drain {sizes['tasks']:,} queued no-op tasks, 1 worker (tasks/s)", 1,
+         "{:,.0f}"),
+        ("latency_median", "`apply_async` -> task starts, median (ms)", 1000, "{:.1f}"),
+        ("latency_p95", "`apply_async` -> task starts, p95 (ms)", 1000, "{:.1f}"),
+        ("idle_cpu", f"idle worker CPU over {sizes['idle_seconds']:g} s (% of a core)", 1,
+         "{:.2f}"),
+        ("shutdown", "warm shutdown of an idle worker, SIGTERM -> exit (s)", 1, "{:.2f}"),
+        ("ping", "`celery inspect ping` CLI, wall (s)", 1, "{:.2f}"),
+        ("start_ready", "worker start -> ready (s)", 1, "{:.2f}"),
+    )
+    out = []
+    for key, label, scale, template in rows:
+        cells = []
+        for broker in ("ours", "gcpubsub", "redis"):
+            column = figures["results"].get(broker)
+            if column is None:
+                cells.append("not run")
+            elif key in column["values"]:
+                cells.append(template.format(column["values"][key] * scale))
+            else:
+                cells.append(f"failed: {column['failures'].get(key, '-')}"[:60])
+        out.append([label, *cells, "transport"])
+    return out
+
+
+def scale_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    if result is None:
+        return []
+    runs = {run["broker"]: run for run in result["figures"]["runs"]}
+    tasks = max(run["tasks"] for run in runs.values())
+
+    def cell(broker: str, key: str, template: str) -> str:
+        run = runs.get(broker)
+        if run is None:
+            return "not run"
+        if run["failure"]:
+            return f"failed: {run['failure']}"[:60]
+        return template.format(run[key])
+
+    growth = "{:+.1%}"
+    not_run = "not run (drains ~20/s)"
+    return [
+        [f"drain {tasks:,} queued no-op tasks, 1 worker (tasks/s)",
+         cell("ours", "drain_rate", "{:,.0f}"), not_run, cell("redis", "drain_rate", "{:,.0f}"),
+         "scale"],
+        [f"worker tree RSS after 1,000 -> after {tasks:,} tasks (MiB)",
+         cell("ours", "rss_first_mib", "{:.0f}") + " -> " + cell("ours", "rss_end_mib", "{:.0f}"),
+         not_run,
+         cell("redis", "rss_first_mib", "{:.0f}") + " -> "
+         + cell("redis", "rss_end_mib", "{:.0f}"), "scale"],
+        ["RSS growth (no leak: within ±10 %)", cell("ours", "rss_growth", growth), not_run,
+         cell("redis", "rss_growth", growth), "scale"],
+    ]
+
+
+def idle_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    if result is None:
+        return []
+    rows = result["figures"]
+    out = []
+    for idle in sorted({row["idle"] for row in rows}):
+        cells = {row["broker"]: row for row in rows if row["idle"] == idle
+                 and row["pool"] == "prefork"}
+        out.append([
+            f"`vividly-worker job --idle-timeout {idle:g}` on an empty queue, start -> exit (s)",
+            fmt(cells["pubsub"]["wall"], "{:.2f}") if "pubsub" in cells else "not run",
+            "not measured",
+            fmt(cells["redis"]["wall"], "{:.2f}") if "redis" in cells else "not run",
+            "idle_exit",
+        ])
+    return out
+
+
+def content_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    if result is None:
+        return []
+    runs = {run["broker"]: run for run in result["figures"]}
+    out = []
+    for modality in ("text", "video"):
+        cells = []
+        memory = []
+        for broker in ("pubsub", "redis"):
+            run = runs.get(broker)
+            if run is None:
+                cells.append("not run")
+                memory.append("not run")
+                continue
+            walls = [m["wall_seconds"] for m in run[modality]]
+            cells.append(fmt(median(walls), "{:.2f}"))
+            memory.append(fmt(max(m["peak_mib"] for m in run[modality]), "{:.0f}"))
+        label = "text lesson" if modality == "text" else "5-section video lesson"
+        out.append([f"{label}, submit -> completed, median (s)", cells[0], "not measured",
+                    cells[1], "content"])
+        out.append([f"{label}, peak memory of the worker tree (MiB)", memory[0],
+                    "not measured", memory[1], "content"])
+    return out
+
+
+def table(rows: list[list[str]]) -> list[str]:
+    lines = [
+        "| measure | ours (`pubsub://`) | Kombu `gcpubsub://` | Redis | benchmark |",
+        "|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def soak_section(result: dict[str, Any] | None) -> list[str]:
+    if result is None:
+        return ["Not run yet."]
+    f = result["figures"]
+    config = f["config"]
+    verdict = "held" if not (f["lost"] or f["executed_twice"] or f["orphans"]
+                             or f["left_queued"] or f["poison_not_dead_lettered"]
+                             or f["unexpected_dead_letters"] or f["missing_artifacts"]) \
+        else "**broken**"
+    lines = [
+        f"`{result['run']['command']}` printed:",
+        "",
+        "```",
+        f["line"],
+        "```",
+        "",
+        f"The promise {verdict}: lost = {len(f['lost'])}, duplicates executed = "
+        f"{len(f['executed_twice'])}, orphan files in storage = {len(f['orphans'])}, "
+        f"left queued = {f['left_queued']}.",
+        "",
+        "| figure | value |",
+        "|---|---|",
+        f"| valid requests (text / video) | {f['requests']} ({f['text']} / {f['video']}) |",
+        f"| requests published twice on purpose | {f['published_twice']} |",
+        f"| poison messages | {f['poison']} |",
+        f"| kills: SIGKILL (process group) / SIGTERM (worker), every "
+        f"{config['kill_interval'][0]:g}-{config['kill_interval'][1]:g} s | {f['kills']} "
+        f"({f['sigkills']} / {f['sigterms']}) |",
+        f"| worker starts (3 slots restarted in a loop) | {f['worker_starts']} |",
+        f"| task runs (deliveries that reached a task) | {f['deliveries']} |",
+        f"| redeliveries (Pub/Sub delivery attempt > 1) | {f['redeliveries']} "
+        f"(highest attempt {f['max_delivery_attempt']}) |",
+        f"| requests re-run after a kill (a claim taken over) | {f['takeovers']} |",
+        f"| duplicates suppressed: found finished / found claimed / claim lost mid-run "
+        f"| {f['duplicates_suppressed']} ({f['suppressed_finished']} / "
+        f"{f['suppressed_claimed']} / {f['suppressed_lost_claim']}) |",
+        f"| dead-lettered (all poison, each with its reason) | {f['dead_lettered']} |",
+        f"| deliveries left for the final drain worker | {f['final_drain_deliveries']} |",
+        f"| lost / completed twice / orphan files / left queued | {len(f['lost'])} / "
+        f"{len(f['executed_twice'])} / {len(f['orphans'])} / {f['left_queued']} |",
+        f"| wall time | {f['wall_seconds']:.0f} s |",
+        "",
+        "Dead-letter reasons, one per poison kind:",
+        "",
+        *(f"- {kind}: `{reason[:160]}`" for kind, reason in f["dead_letter_reasons"].items()),
+    ]
+    return lines
+
+
+def scale_section(result: dict[str, Any] | None) -> list[str]:
+    if result is None:
+        return ["Not run yet."]
+    lines = [f"`{result['run']['command']}`:", "",
+             "| broker | publish (tasks/s) | drain (tasks/s) | steady drain after 1,000 "
+             "(tasks/s) | RSS after 1,000 (MiB) | RSS at end (MiB) | growth | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    for run in result["figures"]["runs"]:
+        if run["failure"]:
+            lines.append(f"| {run['broker']} | failed: {run['failure'][:120]} ||||||| ")
+            continue
+        verdict = "no leak" if run["leak_free"] else "**over 10 %**"
+        lines.append(
+            f"| {run['broker']} | {run['publish_rate']:,.0f} | {run['drain_rate']:,.0f} | "
+            f"{run['steady_drain_rate']:,.0f} | {run['rss_first_mib']:.0f} | "
+            f"{run['rss_end_mib']:.0f} | {run['rss_growth']:+.1%} | {verdict} |")
+    lines += ["", "RSS of the worker tree after each 1,000 tasks (MiB):", ""]
+    for run in result["figures"]["runs"]:
+        curve = ", ".join(f"{x:.0f}" for x in run["rss_curve_mib"])
+        lines.append(f"- {run['broker']}: {curve or '-'}")
+    return lines
+
+
+def runs_table(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = ["| benchmark | command | run at | wall | load average before -> after | exit |",
+             "|---|---|---|---|---|---|"]
+    for benchmark in BENCHMARKS:
+        result = results.get(benchmark.name)
+        if result is None:
+            lines.append(f"| {benchmark.name} | `{shlex.join(benchmark.command(False))}` "
+                         "| not run | | | |")
+            continue
+        run = result["run"]
+        quick = " (quick)" if run["quick"] else ""
+        lines.append(
+            f"| {benchmark.name} | `{run['command']}`{quick} | {run['started_at']} | "
+            f"{run['wall_seconds'] / 60:.1f} min | {run['load_before']} -> {run['load_after']} "
+            f"| {run['exit_code']} |")
+    return lines
+
+
+def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
+    transport = results.get("transport")
+    code = transport["figures"].get("code", "?") if transport else "?"
+    rows = [*transport_rows(transport), *scale_rows(results.get("scale")),
+            *idle_rows(results.get("idle_exit")), *content_rows(results.get("content"))]
+    quick = [name for name, r in results.items() if r["run"]["quick"]]
+    lines = [
+        "# Benchmarks",
+        "",
+        "<!-- Generated by bench/all.py from bench/results/*.json; edit bench/all.py, "
+        "not this file. -->",
+        "",
+        "Regenerated by one command, `make bench` (= `.venv/bin/python bench/all.py`, about "
+        "40 minutes); `bench/all.py --only NAME` re-runs one benchmark and keeps the stored "
+        "figures of the others. Each benchmark's own command, its options and its own page "
+        "are in [bench/README.md](../bench/README.md).",
+        "",
+    ]
+    if quick:
+        lines += [f"**Quick smoke figures (small N) for: {', '.join(quick)}.**", ""]
+    if failed:
+        lines += [f"**Failed in the last run (earlier figures kept where there were any): "
+                  f"{', '.join(failed)}.**", ""]
+    lines += [
+        "## The machine",
+        "",
+        *machine(),
+        f"- transport code measured: {code}",
+        "",
+        "The machine is shared with other engineers' test runs (see the load averages below): "
+        "compare brokers within one benchmark, not absolute figures across runs.",
+        "",
+        "## Ours against Kombu's `gcpubsub` and Redis",
+        "",
+        "Same harness for every broker within each benchmark (the Pub/Sub emulator for ours "
+        "and for `gcpubsub`, a private Redis). \"not measured\": that benchmark does not run "
+        "the broker (Kombu's `gcpubsub` has no product wiring for content or job workers, and "
+        "drains too slowly for 20,000 tasks).",
+        "",
+        *table(rows),
+        "",
+        "Details and analysis: [transport](benchmarks-transport.md), "
+        "[job idle exit](entrypoint.md), [content pipeline](content.md).",
+        "",
+        "## Chaos soak (issue 8)",
+        "",
+        "Three `vividly-worker job` workers, restarted in a loop, drain content requests over "
+        "the Pub/Sub emulator into PostgreSQL while a killer sends SIGKILL or SIGTERM to a "
+        "random one; poison messages and deliberate duplicates are mixed in. How it works and "
+        "what it checks: [bench/soak.py](../bench/soak.py) and [soak](soak.md).",
+        "",
+        *soak_section(results.get("soak")),
+        "",
+        "## Memory and scale (issue 8)",
+        "",
+        "20,000 no-op tasks published first, then drained by one prefork worker "
+        "(`--concurrency 2`); RSS summed over the worker's process tree.",
+        "",
+        *scale_section(results.get("scale")),
+        "",
+        "## Runs and commands",
+        "",
+        *runs_table(results),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=list(BY_NAME), help="run only these")
+    parser.add_argument("--skip", nargs="+", choices=list(BY_NAME), default=[],
+                        help="do not run these")
+    parser.add_argument("--render", action="store_true",
+                        help="run nothing; rewrite the doc from the stored figures")
+    parser.add_argument("--quick", action="store_true", help="small N everywhere (smoke)")
+    args = parser.parse_args()
+    failed: list[str] = []
+    if not args.render:
+        names = args.only or [b.name for b in BENCHMARKS]
+        for name in names:
+            if name in args.skip:
+                continue
+            if not run_benchmark(BY_NAME[name], args.quick):
+                failed.append(name)
+    DOC_PATH.write_text(render(stored(), failed))
+    print(f"wrote {DOC_PATH.relative_to(REPO_ROOT)}" + (f"; failed: {', '.join(failed)}"
+                                                         if failed else ""))
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
