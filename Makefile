@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-packages lint typecheck test clean
+.PHONY: install system-packages lint typecheck test bench clean
 
 # The stamp re-runs the install only when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -25,6 +25,15 @@ typecheck: install
 
 test: lint typecheck
 	$(BIN)/pytest
+
+# Every benchmark, then docs/benchmarks.md (~40 min; bench/README.md). The `bench` extra is
+# Kombu's gcpubsub's dependency, the transport benchmark's peer.
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	$(BIN)/python bench/all.py
 
 clean:
 	rm -rf $(VENV) .vividly .mypy_cache .ruff_cache .pytest_cache

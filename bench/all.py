@@ -49,10 +49,11 @@ class Benchmark:
 
 
 BENCHMARKS = (
-    Benchmark("transport", (), ("--quick",),
+    Benchmark("transport", (), ("--quick", "--no-write"),
               "ours vs Kombu gcpubsub vs Redis: publish, drain, latency, idle CPU, shutdown"),
     Benchmark("idle_exit", ("--brokers", "redis", "pubsub"),
-              ("--brokers", "redis", "pubsub", "--repeat", "1", "--timeouts", "1", "5"),
+              ("--brokers", "redis", "pubsub", "--repeat", "1", "--timeouts", "1", "5",
+               "--no-write"),
               "a job execution on an empty queue, process start to exit"),
     Benchmark("content", ("--video-runs", "3", "--output", "docs/content.md"),
               ("--text-runs", "1", "--video-runs", "1"),
