@@ -117,6 +117,11 @@ def first_line(command: list[str]) -> str:
         result.stdout or result.stderr).strip() else "?"
 
 
+def redis_version() -> str:
+    words = first_line(["redis-server", "--version"]).split()
+    return next((w.split("=", 1)[1] for w in words if w.startswith("v=")), "?")
+
+
 def machine() -> list[str]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -141,11 +146,11 @@ def machine() -> list[str]:
         f"- CPU: {model}, {os.cpu_count()} cores (nproc); memory {memory}",
         f"- OS: {platform.platform()}",
         f"- Python {platform.python_version()}; {', '.join(versions)}",
-        f"- servers: {first_line(['redis-server', '--version'])}; Pub/Sub emulator "
+        f"- servers: Redis {redis_version()}; Pub/Sub emulator "
         f"{emulator[0].stem if emulator else '(not installed)'}; "
         f"{first_line([str(postgres[-1]), '--version']) if postgres else 'PostgreSQL (none)'}",
-        f"- tools: {first_line(['ffmpeg', '-version'])}; "
-        f"{first_line(['espeak-ng', '--version'])}",
+        f"- tools: {first_line(['ffmpeg', '-version']).split(' Copyright')[0]}; "
+        f"{first_line(['espeak-ng', '--version']).split('  Data at')[0]}",
         f"- load average (1/5/15 min) when this page was rendered: {load_average()}",
     ]
 
@@ -345,6 +350,12 @@ def scale_section(result: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def scale_tasks(result: dict[str, Any] | None) -> str:
+    if result is None or not result["figures"]["runs"]:
+        return "20,000"
+    return f"{max(run['tasks'] for run in result['figures']['runs']):,}"
+
+
 def runs_table(results: dict[str, dict[str, Any]]) -> list[str]:
     lines = ["| benchmark | command | run at | wall | load average before -> after | exit |",
              "|---|---|---|---|---|---|"]
@@ -418,8 +429,8 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "",
         "## Memory and scale (issue 8)",
         "",
-        "20,000 no-op tasks published first, then drained by one prefork worker "
-        "(`--concurrency 2`); RSS summed over the worker's process tree.",
+        f"{scale_tasks(results.get('scale'))} no-op tasks published first, then drained by "
+        "one prefork worker (`--concurrency 2`); RSS summed over the worker's process tree.",
         "",
         *scale_section(results.get("scale")),
         "",
