@@ -144,6 +144,9 @@ def test_flower_shows_the_worker_its_queues_and_a_task_in_progress(
         extra_args=["--include", "tests.content_gate", "--host", "127.0.0.1"],
     ).wait_ready()
     assert flower.status_without_credentials("/api/workers") == 401
+    # Flower receives the worker's events (its heartbeats) before any task is sent.
+    wait_for(lambda: flower.get("/api/workers?status=true").get(WORKER_NAME), 60,
+             "Flower to see the worker online through its events", interval=0.2)
 
     app = create_app()
     services = ContentServices.from_settings(Settings())
