@@ -1,0 +1,85 @@
+"""What every command needs, built once per invocation and only when asked for: the settings
+(invalid ones exit ``RET_CONFIG``), the Celery app, the content services, Pub/Sub access."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+
+import click
+from pydantic import ValidationError
+
+from vividly_tasks.app import VividlyCelery, create_app
+from vividly_tasks.cli.errors import cli_error, config_error
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.structured_logging import configure_process_logging
+from vividly_tasks.transport.channel import Channel as PubSubChannel
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """``VAR: problem; ...`` naming the environment variables, as people set them."""
+    return "; ".join(
+        f"{environment_variable(str(error['loc'][0]))}: {error['msg']}"
+        if error["loc"] and str(error["loc"][0]) in Settings.model_fields
+        else error["msg"]
+        for error in exc.errors()
+    )
+
+
+@dataclass
+class CliContext:
+    """Lazily built resources of one ``vividly`` invocation (``click`` passes it down)."""
+
+    @cached_property
+    def settings(self) -> Settings:
+        try:
+            settings = Settings()
+        except ValidationError as exc:
+            raise config_error(f"invalid configuration: {describe_validation_error(exc)}") from None
+        # Library warnings still reach people, as plain text: the CLI's own output is prose.
+        configure_process_logging("text", "WARNING")
+        return settings
+
+    @cached_property
+    def app(self) -> VividlyCelery:
+        return create_app(self.settings)
+
+    @cached_property
+    def services(self) -> ContentServices:
+        try:
+            return ContentServices.from_settings(self.settings)
+        except Exception as exc:
+            raise cli_error(exc) from exc
+
+    @contextlib.contextmanager
+    def pubsub_channel(self) -> Iterator[PubSubChannel]:
+        """A channel of the Pub/Sub transport on the configured broker (provision, dlq)."""
+        url = self.settings.effective_broker_url
+        if not url.startswith("pubsub://"):
+            raise config_error(
+                f"BROKER_URL is {url!r}: this command manages Google Cloud Pub/Sub resources; "
+                "set BROKER_URL=pubsub://PROJECT"
+            )
+        try:
+            with self.app.connection_for_write() as connection:
+                connection.ensure_connection(max_retries=1)
+                channel = connection.default_channel
+                assert isinstance(channel, PubSubChannel)
+                yield channel
+        except click.ClickException:
+            raise
+        except Exception as exc:
+            raise cli_error(exc) from exc
+
+    def close(self) -> None:
+        if "services" in self.__dict__:
+            self.services.close()
+        if "app" in self.__dict__:
+            self.app.close()
+
+
+pass_context = click.make_pass_decorator(CliContext, ensure=True)
+

@@ -1,0 +1,57 @@
+"""One error type for every command: a message for people and the exit code that says why.
+
+Library and domain errors are converted here, once (``cli_error``), so the commands only raise.
+"""
+
+from __future__ import annotations
+
+import click
+from kombu.exceptions import OperationalError
+
+from vividly_tasks.cli.exit_codes import (
+    RET_CONFIG,
+    RET_FAILED,
+    RET_INVALID,
+    RET_NO_PERMISSION,
+    RET_NOT_FOUND,
+    RET_UNAVAILABLE,
+)
+from vividly_tasks.content.errors import DatabaseUnavailable, EnqueueFailed, InvalidRequest
+from vividly_tasks.transport.errors import (
+    PermissionDenied,
+    PubSubChannelError,
+    PubSubConnectionError,
+    ResourceNotFound,
+)
+
+
+class CliError(click.ClickException):
+    """Printed as ``Error: <message>`` on stderr; the process exits with ``exit_code``."""
+
+    def __init__(self, message: str, exit_code: int = RET_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # type: ignore[misc]  # click's default is a class attribute
+
+
+def cli_error(exc: BaseException) -> CliError:
+    """The CLI's error for a domain, transport or connection error."""
+    cause = exc.__cause__ if isinstance(exc, EnqueueFailed) and exc.__cause__ else exc
+    prefix = f"{exc}; " if cause is not exc else ""
+    if isinstance(cause, InvalidRequest):
+        return CliError(f"invalid request: {cause.reason}", RET_INVALID)
+    if isinstance(cause, PermissionDenied | ResourceNotFound):
+        return CliError(f"{prefix}{cause}", RET_NO_PERMISSION)
+    if isinstance(cause, PubSubChannelError):
+        return CliError(f"{prefix}{cause}", RET_FAILED)
+    if isinstance(cause, PubSubConnectionError | ConnectionError | OperationalError
+                  | DatabaseUnavailable):
+        return CliError(f"{prefix}unavailable: {cause}", RET_UNAVAILABLE)
+    return CliError(f"{prefix}{type(cause).__name__}: {cause}", RET_FAILED)
+
+
+def not_found(what: str) -> CliError:
+    return CliError(what, RET_NOT_FOUND)
+
+
+def config_error(what: str) -> CliError:
+    return CliError(what, RET_CONFIG)

@@ -1,0 +1,102 @@
+"""``vividly provision``: create or verify the Pub/Sub resources that the settings call for."""
+
+from __future__ import annotations
+
+import click
+
+from vividly_tasks.app import VividlyCelery
+from vividly_tasks.cli.context import CliContext, pass_context
+from vividly_tasks.cli.errors import CliError
+from vividly_tasks.cli.exit_codes import RET_NO_PERMISSION
+from vividly_tasks.transport.channel import Channel as PubSubChannel
+from vividly_tasks.transport.provisioning_plan import (
+    Plan,
+    Resource,
+    Step,
+    apply_plan,
+    broadcast_topic,
+    make_plan,
+    queue_resources,
+)
+
+
+@click.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
+@click.option("--verify-only", is_flag=True,
+              help="Only verify; the default when PUBSUB_AUTO_CREATE=false.")
+@click.option("--queue", "-Q", "queues", multiple=True,
+              help="Task queue to provision (repeatable) [default: VIVIDLY_QUEUE].")
+@pass_context
+def provision(context: CliContext, dry_run: bool, verify_only: bool,
+              queues: tuple[str, ...]) -> None:
+    """Create (or verify) topics, subscriptions, dead-letter topics and their policies.
+
+    Idempotent: what exists as wanted is left alone, a subscription whose ack deadline,
+    dead-letter or retry policy differs from the settings is updated. Verify-only (or
+    PUBSUB_AUTO_CREATE=false) exits 77 if anything is missing or differs.
+    """
+    settings = context.settings
+    verify_only = verify_only or not settings.pubsub_auto_create
+    with context.pubsub_channel() as channel:
+        plan = make_plan(channel.pubsub, planned_resources(context.app, channel, queues))
+        mode = "verify only" if verify_only else "dry run" if dry_run else "apply"
+        click.echo(f"Pub/Sub project {channel.project}, prefix {channel.prefix!r} ({mode}):")
+        for step in plan.steps:
+            click.echo(describe_step(step))
+        if verify_only:
+            verify(plan)
+        elif dry_run:
+            click.echo(f"dry run: {len(plan.changes)} change(s) not applied")
+        else:
+            apply_plan(channel.pubsub, plan)
+            click.echo(summary(plan))
+
+
+def planned_resources(app: VividlyCelery, channel: PubSubChannel,
+                      queues: tuple[str, ...]) -> list[Resource]:
+    """The task queues' resources and the topics of Celery's broadcast exchanges."""
+    resources: list[Resource] = []
+    for name in queues or (app.settings.default_queue,):
+        queue = app.amqp.queues[name]  # Celery's own declaration (created if unlisted)
+        spec = channel.subscription_spec(queue.name, queue.exchange.name or queue.name)
+        resources += queue_resources(queue.name, spec)
+    mailbox = app.control.mailbox
+    for exchange, purpose in (
+        (app.conf.event_exchange, "Celery events (Flower, celery events)"),
+        (mailbox.exchange.name, "remote control (celery inspect, celery control)"),
+        (mailbox.reply_exchange.name, "replies to remote control"),
+    ):
+        resources.append(broadcast_topic(channel.exchange_topic(exchange), purpose))
+    return resources
+
+
+def describe_step(step: Step) -> str:
+    resource = step.resource
+    line = f"  {step.action:<7}{resource.kind:<13}{resource.path}  ({resource.purpose})"
+    return "\n".join([line, *(f"{'':<22}{difference}" for difference in step.differences)])
+
+
+def verify(plan: Plan) -> None:
+    if not plan.changes:
+        click.echo(f"verified: all {len(plan.steps)} resources exist as the settings say")
+        return
+    missing = [step.resource.path for step in plan.missing]
+    differing = [step.resource.path for step in plan.changes if step.action == "update"]
+    problems = []
+    if missing:
+        problems.append(f"missing: {', '.join(missing)}")
+    if differing:
+        problems.append(f"policies differ: {', '.join(differing)}")
+    raise CliError(
+        f"verify-only provisioning (PUBSUB_AUTO_CREATE=false or --verify-only) found "
+        f"{'; '.join(problems)}. Run `vividly provision` as an identity allowed to create "
+        "them (roles/pubsub.editor), or create them by hand.",
+        RET_NO_PERMISSION,
+    )
+
+
+def summary(plan: Plan) -> str:
+    counts = {action: sum(1 for s in plan.steps if s.action == action)
+              for action in ("create", "update", "ok")}
+    return (f"created {counts['create']}, updated {counts['update']}, "
+            f"{counts['ok']} already as wanted")
