@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install system-packages lint typecheck test bench clean
+.PHONY: install demo system-packages lint typecheck test bench clean
 
 # The stamp re-runs the install only when the dependencies change.
 $(VENV)/.installed: pyproject.toml
@@ -13,6 +13,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The main job on embedded defaults (no server): demo requests, `vividly-worker job`, results.
+demo: install
+	$(BIN)/vividly demo
 
 system-packages:
 	scripts/install-system-packages.sh

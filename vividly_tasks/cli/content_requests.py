@@ -121,19 +121,19 @@ def describe(row: ContentRequest) -> str:
     details = ", ".join(part for part in (row.subject, row.grade_level and
                                           f"grade {row.grade_level}") if part)
     lines = [
-        f"request:   {row.id}",
-        f"lesson:    {row.modality} on {row.topic!r}" + (f" ({details})" if details else ""),
-        f"status:    {row.status}" + (f" (stage {row.stage}, {row.progress}%)"
+        f"request:       {row.id}",
+        f"lesson:        {row.modality} on {row.topic!r}" + (f" ({details})" if details else ""),
+        f"status:        {row.status}" + (f" (stage {row.stage}, {row.progress}%)"
                                       if row.status == Status.GENERATING else ""),
-        f"attempts:  {row.attempts}",
+        f"attempts:      {row.attempts}",
     ]
     if row.error:
-        lines.append(f"error:     {row.error}")
+        lines.append(f"error:         {row.error}")
     if row.finished_at and row.started_at:
         seconds = (row.finished_at - row.started_at).total_seconds()
-        lines.append(f"took:      {seconds:.1f} s (last attempt)")
+        lines.append(f"took:          {seconds:.1f} s (last attempt)")
     for name, uri in sorted((row.artifacts or {}).items()):
-        lines.append(f"{name + ':':<10} {artifact_location(str(uri))}")
+        lines.append(f"{name + ':':<15}{artifact_location(str(uri))}")
     return "\n".join(lines)
 
 

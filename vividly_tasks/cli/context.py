@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -41,6 +42,9 @@ class CliContext:
             raise config_error(f"invalid configuration: {describe_validation_error(exc)}") from None
         # Library warnings still reach people, as plain text: the CLI's own output is prose.
         configure_process_logging("text", "WARNING")
+        if settings.uses_embedded_broker:
+            # Kombu warns that filesystem:// names no host; it needs none.
+            logging.getLogger("kombu.connection").setLevel(logging.ERROR)
         return settings
 
     @cached_property

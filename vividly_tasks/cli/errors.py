@@ -6,6 +6,7 @@ Library and domain errors are converted here, once (``cli_error``), so the comma
 from __future__ import annotations
 
 import click
+from google.auth.exceptions import DefaultCredentialsError
 from kombu.exceptions import OperationalError
 
 from vividly_tasks.cli.exit_codes import (
@@ -37,6 +38,9 @@ def cli_error(exc: BaseException) -> CliError:
     """The CLI's error for a domain, transport or connection error."""
     cause = exc.__cause__ if isinstance(exc, EnqueueFailed) and exc.__cause__ else exc
     prefix = f"{exc}; " if cause is not exc else ""
+    if isinstance(cause, DefaultCredentialsError):
+        return CliError(f"{prefix}no Google Cloud credentials: {cause} (for the emulator, set "
+                        "PUBSUB_EMULATOR_HOST)", RET_CONFIG)
     if isinstance(cause, InvalidRequest):
         return CliError(f"invalid request: {cause.reason}", RET_INVALID)
     if isinstance(cause, PermissionDenied | ResourceNotFound):

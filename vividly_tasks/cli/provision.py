@@ -42,7 +42,7 @@ def provision(context: CliContext, dry_run: bool, verify_only: bool,
         mode = "verify only" if verify_only else "dry run" if dry_run else "apply"
         click.echo(f"Pub/Sub project {channel.project}, prefix {channel.prefix!r} ({mode}):")
         for step in plan.steps:
-            click.echo(describe_step(step))
+            click.echo(describe_step(step, verify_only=verify_only))
         if verify_only:
             verify(plan)
         elif dry_run:
@@ -70,10 +70,15 @@ def planned_resources(app: VividlyCelery, channel: PubSubChannel,
     return resources
 
 
-def describe_step(step: Step) -> str:
+#: How a step reads when provisioning may only verify.
+VERIFY_WORDS = {"ok": "ok", "create": "missing", "update": "differs"}
+
+
+def describe_step(step: Step, *, verify_only: bool) -> str:
     resource = step.resource
-    line = f"  {step.action:<7}{resource.kind:<13}{resource.path}  ({resource.purpose})"
-    return "\n".join([line, *(f"{'':<22}{difference}" for difference in step.differences)])
+    action = VERIFY_WORDS[step.action] if verify_only else step.action
+    line = f"  {action:<8}{resource.kind:<13}{resource.path}  ({resource.purpose})"
+    return "\n".join([line, *(f"{'':<23}{difference}" for difference in step.differences)])
 
 
 def verify(plan: Plan) -> None:

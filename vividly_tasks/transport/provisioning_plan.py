@@ -42,6 +42,8 @@ class Resource:
     purpose: str
     #: For subscriptions: the subscription as it should be (its topic and policies).
     wanted: Subscription | None = None
+    #: Whether its ack deadline and policies are ours to compare and update.
+    owns_policies: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,8 @@ def queue_resources(queue: str, spec: SubscriptionSpec) -> list[Resource]:
         Resource("topic", spec.dead_letter_topic, f"dead letters of queue {queue}"),
         Resource("subscription", spec.dead_letter_subscription,
                  f"keeps the dead letters of queue {queue}",
-                 Subscription(name=spec.dead_letter_subscription, topic=spec.dead_letter_topic)),
+                 Subscription(name=spec.dead_letter_subscription, topic=spec.dead_letter_topic),
+                 owns_policies=False),
         Resource("topic", spec.topic, f"exchange of queue {queue}"),
         Resource("subscription", spec.path, f"queue {queue}", spec.to_subscription()),
     ]
@@ -108,6 +111,8 @@ def _compare(clients: PubSubClients, resource: Resource) -> Step:
             f"{resource.path} reads {existing.topic}, not {resource.wanted.topic}: a "
             "subscription cannot change its topic; delete it and provision again"
         )
+    if not resource.owns_policies:
+        return Step(resource, "ok")
     differences = tuple(subscription_differences(existing, resource.wanted))
     return Step(resource, "update" if differences else "ok", differences)
 

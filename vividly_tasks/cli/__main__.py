@@ -1,0 +1,5 @@
+"""``python -m vividly_tasks.cli`` is ``vividly``."""
+
+from vividly_tasks.cli import main
+
+main()
