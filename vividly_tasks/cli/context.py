@@ -53,8 +53,9 @@ class CliContext:
 
     @cached_property
     def services(self) -> ContentServices:
+        settings = self.settings
         try:
-            return ContentServices.from_settings(self.settings)
+            return ContentServices.from_settings(settings)
         except Exception as exc:
             raise cli_error(exc) from exc
 

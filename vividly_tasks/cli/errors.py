@@ -35,7 +35,9 @@ class CliError(click.ClickException):
 
 
 def cli_error(exc: BaseException) -> CliError:
-    """The CLI's error for a domain, transport or connection error."""
+    """The CLI's error for a domain, transport or connection error (ours pass as they are)."""
+    if isinstance(exc, CliError):
+        return exc
     cause = exc.__cause__ if isinstance(exc, EnqueueFailed) and exc.__cause__ else exc
     prefix = f"{exc}; " if cause is not exc else ""
     if isinstance(cause, DefaultCredentialsError):

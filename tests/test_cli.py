@@ -1,0 +1,230 @@
+"""Issue 6, acceptance 2: every ``vividly`` command end to end against the Pub/Sub emulator,
+with real worker processes where a task must run, and the bad input each must refuse with its
+own exit code. Also ``celery -A vividly_tasks call vividly.generate_content`` from a producer
+that exits before any worker runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from tests.content_support import WORKER_INCLUDE, wait_for
+from tests.pubsub_helpers import publish_raw
+from tests.workers import REPO_ROOT, WorkerProcess
+from vividly_tasks.cli import cli
+from vividly_tasks.cli.exit_codes import (
+    RET_CONFIG,
+    RET_FAILED,
+    RET_INVALID,
+    RET_NO_PERMISSION,
+    RET_NOT_FOUND,
+    RET_USAGE,
+)
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.content.status import Status
+from vividly_tasks.settings import Settings
+
+PREFIX = "vividly-"  # the settings' default prefix
+QUEUE_TOPIC = f"topics/{PREFIX}vividly"
+
+
+def vividly(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as people run it, with this test's environment."""
+    script = Path(sys.executable).with_name("vividly")
+    return subprocess.run(
+        [str(script), *args], env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+
+
+def expect(result: subprocess.CompletedProcess[str], code: int) -> str:
+    assert result.returncode == code, (
+        f"exit {result.returncode}, expected {code}\nstdout:\n{result.stdout}\n"
+        f"stderr:\n{result.stderr}"
+    )
+    return result.stdout
+
+
+@pytest.fixture
+def pubsub_env(pubsub_project: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("BROKER_URL", f"pubsub://{pubsub_project}")
+    monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "450")  # short videos
+    return pubsub_project
+
+
+@pytest.fixture
+def services(pubsub_env: str) -> Iterator[ContentServices]:
+    """The test's own view of the content database (the CLI's and the workers' too)."""
+    services = ContentServices.from_settings(Settings())
+    yield services
+    services.close()
+
+
+def content_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
+    return start_worker(extra_args=WORKER_INCLUDE, concurrency=2).wait_ready()
+
+
+def test_celery_call_and_submit_then_status_with_a_worker_started_later(
+    services: ContentServices, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    # `celery call` is a short-lived producer: it exits before any worker exists, and its
+    # message must still be there (the queue's subscription is declared as it publishes).
+    called = services.repository.insert(topic="Volcanoes", modality="text", grade_level="6")
+    celery = Path(sys.executable).with_name("celery")
+    result = subprocess.run(
+        [str(celery), "-A", "vividly_tasks", "call", "vividly.generate_content",
+         "--args", json.dumps([str(called.id)])],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert uuid.UUID(result.stdout.strip())  # celery call prints the task id
+    malformed = subprocess.run(
+        [str(celery), "-A", "vividly_tasks", "call", "vividly.generate_content",
+         "--args", "[not json"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )
+    assert malformed.returncode == 2 and "Invalid value for '-a' / '--args'" in malformed.stderr
+
+    request_id = expect(vividly("submit", "--topic", "Photosynthesis", "--modality", "video",
+                                "--grade", "7", "--subject", "Biology"), 0).strip()
+    assert services.repository.get(request_id).status == "queued"  # type: ignore[union-attr]
+    queued = json.loads(expect(vividly("status", request_id, "--json"), 0))
+    assert (queued["status"], queued["modality"], queued["topic"]) == (
+        "queued", "video", "Photosynthesis")
+
+    content_worker(start_worker)
+    # Without --json, status follows the request to its end (the bar goes to stderr).
+    followed = expect(vividly("status", request_id, "--timeout", "90"), 0)
+    assert "completed" in followed
+    mp4 = next(line.split()[-1] for line in followed.splitlines() if "lesson.mp4" in line)
+    assert Path(mp4).stat().st_size > 10_000
+    final = json.loads(expect(vividly("status", request_id, "--json"), 0))
+    assert final["status"] == "completed" and final["progress"] == 100
+    assert set(final["artifacts"]) >= {"lesson.md", "lesson.html", "lesson.mp4"}
+    wait_for(lambda: services.repository.get(called.id).status == "completed",  # type: ignore[union-attr]
+             30, "the request sent by celery call to complete")
+
+
+def test_bad_input_gets_its_own_exit_code_and_writes_nothing(
+    services: ContentServices, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, list(args))
+        return result.exit_code, result.output
+
+    code, output = run("submit", "--topic", "  ", "--modality", "text")
+    assert (code, "invalid request: topic is empty" in output) == (RET_INVALID, True)
+    code, output = run("submit", "--topic", "Tides", "--modality", "text", "--grade", "15")
+    assert code == RET_INVALID and "grade level '15' is not K or 1-12" in output
+    code, output = run("submit", "--topic", "Tides", "--modality", "audio")
+    assert code == RET_USAGE and "'audio' is not one of" in output
+    code, output = run("submit", "--topic", "x" * 201, "--modality", "text")
+    assert code == RET_INVALID and "the limit is 200" in output
+    assert services.repository.list_by_status(Status.PENDING) == []
+    assert services.repository.list_by_status(Status.QUEUED) == []
+
+    unknown = str(uuid.uuid4())
+    code, output = run("status", unknown)
+    assert code == RET_NOT_FOUND and f"unknown request id {unknown}" in output
+    code, output = run("status", "not-an-id")
+    assert code == RET_USAGE and "'not-an-id' is not a request id" in output
+    code, output = run("status", unknown, "--timeout", "soon")
+    assert code == RET_USAGE
+
+    monkeypatch.setenv("WORKER_IDLE_TIMEOUT", "never")
+    code, output = run("status", unknown)
+    assert code == RET_CONFIG and "WORKER_IDLE_TIMEOUT" in output
+    monkeypatch.delenv("WORKER_IDLE_TIMEOUT")
+    monkeypatch.delenv("BROKER_URL")
+    code, output = run("provision")
+    assert code == RET_CONFIG and "set BROKER_URL=pubsub://PROJECT" in output
+
+
+def test_provision_verify_only_dry_run_idempotent_and_policy_updates(
+    services: ContentServices, pubsub_env: str,
+) -> None:
+    verify_only = {"PUBSUB_AUTO_CREATE": "false"}
+    # Least privilege simulated: verify-only settings and nothing provisioned.
+    refused = vividly("provision", env=verify_only)
+    expect(refused, RET_NO_PERMISSION)
+    assert re.search(rf"missing +topic +projects/{pubsub_env}/{QUEUE_TOPIC} ", refused.stdout)
+    assert f"projects/{pubsub_env}/subscriptions/{PREFIX}vividly-dead-letter" in refused.stderr
+    submitted = vividly("submit", "--topic", "Tides", "--modality", "text", env=verify_only)
+    expect(submitted, RET_NO_PERMISSION)
+    assert f"{QUEUE_TOPIC} does not exist" in submitted.stderr
+    pending = services.repository.list_by_status(Status.PENDING)  # kept, with the reason, to resend
+    assert len(pending) == 1 and "does not exist" in (pending[0].error or "")
+
+    planned = expect(vividly("provision", "--dry-run"), 0)
+    assert len(re.findall(r"^  create ", planned, re.MULTILINE)) == 7 and "dry run: 7 change(s) not applied" in planned
+    expect(vividly("provision", "--verify-only"), RET_NO_PERMISSION)  # the dry run made nothing
+
+    assert "created 7, updated 0, 0 already as wanted" in expect(vividly("provision"), 0)
+    assert "created 0, updated 0, 7 already as wanted" in expect(vividly("provision"), 0)
+    assert "verified: all 7 resources" in expect(vividly("provision", env=verify_only), 0)
+
+    changed = {"PUBSUB_ACK_DEADLINE_SECONDS": "30", "PUBSUB_MAX_DELIVERY_ATTEMPTS": "7"}
+    differs = vividly("provision", env={**changed, **verify_only})
+    expect(differs, RET_NO_PERMISSION)
+    assert "ack_deadline_seconds: 60 -> 30" in differs.stdout
+    assert "after 5 deliveries -> " in differs.stdout and "after 7 deliveries" in differs.stdout
+    assert "created 0, updated 1, 6 already" in expect(vividly("provision", env=changed), 0)
+    expect(vividly("provision", env={**changed, **verify_only}), 0)
+
+
+def dead_letters(*args: str) -> list[dict[str, object]]:
+    output = expect(vividly("dlq", "list", "--json", *args), 0)
+    return [json.loads(line) for line in output.splitlines()]
+
+
+def test_dlq_list_replay_and_purge(
+    services: ContentServices, pubsub_env: str, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    expect(vividly("provision"), 0)
+    worker = content_worker(start_worker)
+    # Two dead letters: a generation of a request id that has no row (yet), rejected by the
+    # task, and a message that is not a Celery message at all.
+    orphan = str(uuid.uuid4())
+    expect(vividly("status", orphan), RET_NOT_FOUND)
+    from vividly_tasks import create_app
+
+    app = create_app()
+    app.send_task("vividly.generate_content", args=[orphan], task_id=orphan)
+    app.close()
+    publish_raw(pubsub_env, PREFIX, "vividly", b"{not json", origin="another system")
+    worker.wait_for(lambda log: log.count("dead-lettering message") >= 2, 30)
+    letters = wait_for(lambda: (found := dead_letters()) and len(found) == 2 and found, 20,
+                       "both dead letters to be listed")
+    by_task = {letter["task_id"]: letter for letter in letters}
+    rejected, poison = by_task[orphan], by_task[None]
+    assert rejected["task"] == "vividly.generate_content"
+    assert f"InvalidRequest: unknown request id {orphan}" in str(rejected["reason"])
+    assert rejected["delivery_count"] == 1 and rejected["queue"] == "vividly"
+    assert "not JSON" in str(poison["reason"]) and poison["delivery_count"] == 1
+    listing = expect(vividly("dlq", "list"), 0)
+    assert "2 dead letter(s)" in listing and f"vividly.generate_content[{orphan}]" in listing
+    assert listing.count("deliveries: 1") == 2 and "reason: data is not JSON" in listing
+
+    # The missing row appears; replaying the rejected message (by its task id) generates it.
+    services.repository.insert(topic="Magnets", modality="text", request_id=uuid.UUID(orphan))
+    expect(vividly("dlq", "replay", "no-such-id"), RET_NOT_FOUND)
+    expect(vividly("dlq", "replay"), RET_USAGE)
+    assert "replayed 1 of 2" in expect(vividly("dlq", "replay", orphan), 0)
+    assert "completed" in expect(vividly("status", orphan, "--timeout", "60"), 0)
+    assert [letter["task_id"] for letter in dead_letters()] == [None]
+
+    aborted = vividly("dlq", "purge", "--all")  # no terminal to confirm on: nothing happens
+    expect(aborted, RET_FAILED)
+    assert len(dead_letters()) == 1
+    assert "purged 1 of 1" in expect(vividly("dlq", "purge", "--all", "--yes"), 0)
+    assert dead_letters() == []
