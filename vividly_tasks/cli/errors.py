@@ -34,25 +34,31 @@ class CliError(click.ClickException):
         self.exit_code = exit_code  # type: ignore[misc]  # click's default is a class attribute
 
 
+#: Kinds of error in the order they are checked (subclasses first), with the exit code and
+#: what the message says before the error's own text.
+ERROR_KINDS: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
+    ((DefaultCredentialsError,), RET_CONFIG,
+     "no Google Cloud credentials (for the emulator, set PUBSUB_EMULATOR_HOST): "),
+    ((PermissionDenied, ResourceNotFound), RET_NO_PERMISSION, ""),
+    ((PubSubChannelError,), RET_FAILED, ""),
+    ((PubSubConnectionError, ConnectionError, OperationalError, DatabaseUnavailable),
+     RET_UNAVAILABLE, "unavailable: "),
+)
+
+
 def cli_error(exc: BaseException) -> CliError:
     """The CLI's error for a domain, transport or connection error (ours pass as they are)."""
     if isinstance(exc, CliError):
         return exc
+    # A failed enqueue names the request it left pending; the cause decides the exit code.
     cause = exc.__cause__ if isinstance(exc, EnqueueFailed) and exc.__cause__ else exc
-    prefix = f"{exc}; " if cause is not exc else ""
-    if isinstance(cause, DefaultCredentialsError):
-        return CliError(f"{prefix}no Google Cloud credentials: {cause} (for the emulator, set "
-                        "PUBSUB_EMULATOR_HOST)", RET_CONFIG)
+    context = f"{exc}; " if cause is not exc else ""
     if isinstance(cause, InvalidRequest):
         return CliError(f"invalid request: {cause.reason}", RET_INVALID)
-    if isinstance(cause, PermissionDenied | ResourceNotFound):
-        return CliError(f"{prefix}{cause}", RET_NO_PERMISSION)
-    if isinstance(cause, PubSubChannelError):
-        return CliError(f"{prefix}{cause}", RET_FAILED)
-    if isinstance(cause, PubSubConnectionError | ConnectionError | OperationalError
-                  | DatabaseUnavailable):
-        return CliError(f"{prefix}unavailable: {cause}", RET_UNAVAILABLE)
-    return CliError(f"{prefix}{type(cause).__name__}: {cause}", RET_FAILED)
+    for kinds, code, label in ERROR_KINDS:
+        if isinstance(cause, kinds):
+            return CliError(f"{context}{label}{cause}", code)
+    return CliError(f"{context}{type(cause).__name__}: {cause}", RET_FAILED)
 
 
 def not_found(what: str) -> CliError:
