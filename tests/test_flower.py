@@ -144,6 +144,9 @@ def test_flower_shows_the_worker_its_queues_and_a_task_in_progress(
         extra_args=["--include", "tests.content_gate", "--host", "127.0.0.1"],
     ).wait_ready()
     assert flower.status_without_credentials("/api/workers") == 401
+    assert flower.status_without_credentials("/") == 401
+    # compose.yaml's health check of Flower: the one page served without credentials.
+    assert flower.status_without_credentials("/healthcheck") == 200
     # Flower receives the worker's events (its heartbeats) before any task is sent.
     wait_for(lambda: flower.get("/api/workers?status=true").get(WORKER_NAME), 60,
              "Flower to see the worker online through its events", interval=0.2)
