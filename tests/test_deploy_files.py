@@ -13,6 +13,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,20 @@ def test_compose_has_the_services_with_health_checks_in_dependency_order(
     assert "entrypoint" not in services["worker"] and services["worker"]["command"] == ["service"]
     assert "entrypoint" not in services["job"] and services["job"]["command"] == ["job"]
     assert "127.0.0.1:8080/readyz" in " ".join(services["worker"]["healthcheck"]["test"])
+
+
+def test_the_commands_compose_runs_exist_in_the_image(compose_config: dict[str, Any]) -> None:
+    """Each entrypoint is a console script of the project (or Celery's) and takes its args."""
+    scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    services = compose_config["services"]
+    provision = services["provision"]["entrypoint"]
+    assert provision[0] in scripts
+    result = subprocess.run(
+        [Path(sys.executable).with_name(provision[0]), *provision[1:], "--help"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert services["flower"]["entrypoint"][0] == "celery"
 
 
 def test_the_job_worker_is_a_profile_and_workers_use_only_known_settings(
