@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 import threading
 from collections import deque
 from functools import cached_property
@@ -31,6 +32,15 @@ from vividly_tasks.transport.provisioning import Provisioner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _no_signal_wakeup_in_child() -> None:
+    # A forked pool child inherits the wakeup fd; its signals must not write to our pipe.
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+
+
+os.register_at_fork(after_in_child=_no_signal_wakeup_in_child)
 
 DEFAULT_CONNECT_TIMEOUT_SECONDS = 10.0
 TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
@@ -72,6 +82,7 @@ class Transport(virtual.Transport):
         self._error: Exception | None = None
         self._wake_read, self._wake_write = -1, -1
         self._registered_loop: Any = None
+        self._wakes_on_signals = False
         #: Set once Pub/Sub became unreachable: Celery will replace this connection, and the
         #: messages its channels hold stay leased (see Channel.close).
         self.lost = False
@@ -141,6 +152,10 @@ class Transport(virtual.Transport):
         try:
             super().close_connection(connection)  # closes channels: releases their leases
         finally:
+            if self._wakes_on_signals:
+                with contextlib.suppress(ValueError):
+                    signal.set_wakeup_fd(-1)
+                self._wakes_on_signals = False
             if self._registered_loop is not None and self._wake_read >= 0:
                 with contextlib.suppress(Exception):
                     self._registered_loop.remove(self._wake_read)
@@ -191,6 +206,22 @@ class Transport(virtual.Transport):
         self.ensure_receiving()
         self._registered_loop = loop
         loop.add_reader(self._wake_read, self.on_readable, connection, loop)
+        self._wake_on_signals()
+
+    def _wake_on_signals(self) -> None:
+        """Let a signal wake the event loop at once (``signal.set_wakeup_fd``).
+
+        Celery's SIGTERM handler only sets a flag that the loop checks between polls, and the
+        poll resumes after a signal: without this a warm shutdown starts up to a second late.
+        Only in the main thread, and never over a wakeup fd someone else (asyncio) installed.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.set_wakeup_fd(self._wake_write, warn_on_full_buffer=False)
+        if previous not in (-1, self._wake_write):
+            signal.set_wakeup_fd(previous, warn_on_full_buffer=False)
+            return
+        self._wakes_on_signals = True
 
     def on_readable(self, connection: Any, loop: Any) -> None:
         with contextlib.suppress(BlockingIOError, OSError):
