@@ -59,7 +59,19 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_log_format": "%(message)s",
         "worker_task_log_format": "%(message)s",
         "vividly_settings": settings.redacted(),
+        "task_queues": consumed_queues(settings),
     }
+
+
+def consumed_queues(settings: Settings) -> dict[str, dict[str, str]] | None:
+    """What workers consume (unless told ``-Q``): the default queue and every queue bound to a
+    task for plain messages, each with its own direct exchange as Celery would create it; None
+    (Celery's default: the default queue) when nothing is bound."""
+    bound = [name for name in settings.plain_message_tasks if name != settings.default_queue]
+    if not bound:
+        return None
+    return {name: {"exchange": name, "exchange_type": "direct", "routing_key": name}
+            for name in [settings.default_queue, *bound]}
 
 
 def create_app(settings: Settings | None = None) -> VividlyCelery:

@@ -16,6 +16,8 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
+from vividly_tasks import plain_message_tasks
+
 MAX_REASON_CHARS = 1000
 
 
@@ -48,3 +50,7 @@ class VividlyTask(Task):  # type: ignore[misc]
     """Base class of every task of the app."""
 
     Request = DeadLetterReasonRequest
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # A plain Pub/Sub message that does not fit the signature is rejected with the reason.
+        plain_message_tasks.check_arguments(self, args, kwargs)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogFormat = Literal["json", "text"]
@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     )
     pubsub_max_delivery_attempts: int = Field(
         default=5, ge=5, le=100, description="Delivery attempts before Pub/Sub dead-letters."
+    )
+    # Pairs, not a dict: the settings are frozen and hashable (caches key on them).
+    pubsub_plain_message_tasks: tuple[tuple[str, str], ...] = Field(
+        default=(),
+        description="JSON object queue -> task: each plain (non-Celery) message on the queue "
+        "runs the task with its JSON body as keyword arguments; workers consume these queues.",
     )
 
     # Worker.
@@ -160,6 +166,24 @@ class Settings(BaseSettings):
         default="json", description="json: one object a line with severity; text: for humans."
     )
 
+    @field_validator("pubsub_plain_message_tasks", mode="before")
+    @classmethod
+    def _bindings_from_json_object(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            empty = [f"{queue!r} -> {task!r}" for queue, task in value.items()
+                     if not str(queue).strip() or not str(task).strip()]
+            if empty:
+                raise ValueError(f"queue and task names must not be empty: {', '.join(empty)}")
+            return tuple(value.items())
+        if isinstance(value, tuple):  # pairs, as the field holds them
+            return value
+        raise ValueError("expected a JSON object mapping queue names to task names")
+
+    @property
+    def plain_message_tasks(self) -> dict[str, str]:
+        """Queue name -> the task its plain messages run (PUBSUB_PLAIN_MESSAGE_TASKS)."""
+        return dict(self.pubsub_plain_message_tasks)
+
     @cached_property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.resolve()
@@ -202,6 +226,7 @@ class Settings(BaseSettings):
                 "max_delivery_attempts": self.pubsub_max_delivery_attempts,
                 # Celery's messages are JSON; anything else is dead-lettered unread.
                 "accept_content": "application/json",
+                "plain_message_tasks": self.plain_message_tasks,
             }
         return {}
 

@@ -29,8 +29,15 @@ from celery.signals import celeryd_after_setup
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 
-from vividly_tasks.content.errors import InvalidRequest, PermanentFailure, TransientError
+from vividly_tasks import plain_message_tasks
+from vividly_tasks.content.errors import (
+    EnqueueFailed,
+    InvalidRequest,
+    PermanentFailure,
+    TransientError,
+)
 from vividly_tasks.content.models import ContentRequest
+from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import submit
 from vividly_tasks.content.services import ContentServices, migrate
 from vividly_tasks.content.status import Stage
@@ -62,6 +69,15 @@ def prepare_content(sender: Any = None, instance: Any = None, **_: Any) -> None:
         migrate(settings)
         open_storage(settings.effective_storage_url)
         logger.info("content database migrated; storage %s", settings.effective_storage_url)
+
+
+@celeryd_after_setup.connect
+def check_plain_message_bindings(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """A queue bound to a task this worker lacks would dead-letter every message: refuse."""
+    app = getattr(instance, "app", None)
+    settings = getattr(app, "settings", None)
+    if app is not None and isinstance(settings, Settings):
+        plain_message_tasks.check_bindings(settings.plain_message_tasks, app.tasks)
 
 
 @functools.cache
@@ -164,3 +180,58 @@ def submit_content(
         self.app, topic=topic, modality=modality, subject=subject, grade_level=grade_level
     )
     return str(row.id)
+
+
+CONTENT_FIELDS = ("topic", "modality", "subject", "grade_level")
+
+
+@shared_task(bind=True, name="vividly.content_message")
+def content_message(
+    self: Task, request_id: str | None = None, topic: str | None = None,
+    modality: str | None = None, subject: str | None = None, grade_level: str | None = None,
+) -> str:
+    """A content request from a system that publishes plain JSON (bind its queue to this task
+    with PUBSUB_PLAIN_MESSAGE_TASKS): ``{"request_id": ID}`` generates a request that exists;
+    ``{"topic", "modality"[, "subject", "grade_level"]}`` creates one, validated like
+    ``submit``, then generates it. Either way generation is ``vividly.generate_content`` with
+    the request id as task id; returns the request id. Input that can never succeed is
+    rejected with the reason (dead-lettered); a database outage is retried."""
+    settings: Settings = self.app.settings
+    fields = {"request_id": request_id, "topic": topic, "modality": modality,
+              "subject": subject, "grade_level": grade_level}
+    try:
+        wrong = [f"{name} is {type(value).__name__}, not a string"
+                 for name, value in fields.items() if not isinstance(value, str | None)]
+        if wrong:
+            raise InvalidRequest("; ".join(wrong))
+        if request_id is None:
+            if topic is None or modality is None:
+                raise InvalidRequest("give request_id, or topic and modality")
+            return str(submit_content_request(
+                self.app, topic=topic, modality=modality, subject=subject,
+                grade_level=grade_level,
+            ).id)
+        extra = [name for name in CONTENT_FIELDS if fields[name] is not None]
+        if extra:
+            raise InvalidRequest(f"request_id given with {', '.join(extra)}: give one or the other")
+        row = content_services(settings).repository.get(request_id)
+        if row is None:
+            known = "unknown" if parse_request_id(request_id) else "not a UUID:"
+            raise InvalidRequest(f"request id {known} {request_id}")
+        send_generate_content(self.app, str(row.id), row.modality)
+        return str(row.id)
+    except (InvalidRequest, EnqueueFailed) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        logger.error("content message refused: %s", reason)
+        raise Reject(reason, requeue=False) from exc
+    except TransientError as exc:
+        if self.request.retries >= settings.content_max_retries:
+            raise Reject(f"gave up after {self.request.retries + 1} attempts: {exc}",
+                         requeue=False) from exc
+        raise self.retry(
+            exc=exc, max_retries=self.request.retries + 1,
+            countdown=get_exponential_backoff_interval(
+                factor=settings.content_retry_backoff_seconds, retries=self.request.retries,
+                maximum=settings.content_retry_backoff_max_seconds, full_jitter=True,
+            ),
+        ) from exc

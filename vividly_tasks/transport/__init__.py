@@ -12,6 +12,7 @@ Features
 * Close releases every unstarted message at once; a delayed task comes back near its ETA
 * Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms)
 * Poison messages (not JSON, not a Kombu envelope, refused content type) are dead-lettered
+* Plain JSON messages on a queue bound to a task run that task (see ``plain_messages.py``)
 
 Connection String
 =================
@@ -41,6 +42,9 @@ Transport Options
 * ``accept_content`` (list or comma-separated str, ``application/json,text/plain,
   application/data``): content types accepted on receipt; others (pickle above all) are
   dead-lettered without being decoded.
+* ``plain_message_tasks`` (mapping or its JSON text, empty): queue name -> task name; each
+  message on the queue without the ``kombu-envelope`` attribute calls the task with its JSON
+  object as keyword arguments.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from google.pubsub_v1 import PubsubMessage, PullRequest, ReceivedMessage
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import wire
+from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.errors import (
     PUBSUB_MAX_MESSAGE_BYTES,
     MessageTooLarge,
@@ -173,6 +173,10 @@ class Channel(virtual.Channel):
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in value)
+
+    @cached_property
+    def plain_message_tasks(self) -> dict[str, str]:
+        return plain_messages.parse_bindings(self.transport_options.get("plain_message_tasks"))
 
     @property
     def pull_rpc(self) -> Any:
@@ -451,10 +455,10 @@ class Channel(virtual.Channel):
         background = self.pubsub.background
         subscription = route.spec.path
         message = received.message
-        attributes = dict(message.attributes)
         try:
-            payload = wire.decode(
-                message.data, attributes, accepted_content_types=self.accepted_content_types
+            payload = plain_messages.decode(
+                message, queue=route.queue, task=self.plain_message_tasks.get(route.queue),
+                accepted_content_types=self.accepted_content_types,
             )
         except wire.PoisonMessage as reason:
             self.dead_letter(route, received, str(reason))
