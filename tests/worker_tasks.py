@@ -81,3 +81,25 @@ def reject_me(reason: str) -> None:
     from celery.exceptions import Reject
 
     raise Reject(reason, requeue=False)
+
+
+PLAIN_MESSAGES_KEY = "plain_messages"
+
+
+@shared_task(name="tests.record_plain_message", bind=True)
+def record_plain_message(self: Any, token: str, count: int = 1) -> str:
+    """Bound to a queue of plain messages: records its arguments and what the request says of
+    the Pub/Sub message (as JSON in the ledger)."""
+    import json
+
+    request = self.request
+    seen = {
+        "token": token, "count": count, "task_id": request.id,
+        "message_id": request.get("pubsub_message_id"),
+        "attributes": request.get("pubsub_attributes"),
+        "publish_time": request.get("pubsub_publish_time"),
+        "delivery_attempt": request.get("delivery_attempt"),
+    }
+    with _ledger() as ledger:
+        ledger.rpush(PLAIN_MESSAGES_KEY, json.dumps(seen))
+    return token

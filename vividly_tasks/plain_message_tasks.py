@@ -26,9 +26,16 @@ def check_arguments(task: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         signature.bind(*args, **kwargs)
     except TypeError as exc:
         raise Reject(
-            f"plain message's JSON does not fit the task's keyword arguments {signature}: {exc}",
+            f"plain message's JSON does not fit the task's arguments {parameters(signature)}: "
+            f"{exc}",
             requeue=False,
         ) from None
+
+
+def parameters(signature: inspect.Signature) -> str:
+    """``(token, count=1)``: the names and defaults a message must fit, without annotations."""
+    plain = [p.replace(annotation=inspect.Parameter.empty) for p in signature.parameters.values()]
+    return str(signature.replace(parameters=plain, return_annotation=inspect.Signature.empty))
 
 
 def check_bindings(bindings: dict[str, str], registered: Any) -> None:

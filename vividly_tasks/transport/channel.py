@@ -121,6 +121,7 @@ class Channel(virtual.Channel):
         self._temporary_subscriptions: set[str] = set()
         self._dead_letter_reasons: dict[str, str] = {}
         self._stopping: list[Puller] = []  # cancelled consumers whose last Pull may be in flight
+        self._kick_turn = 0
 
     # --- options -------------------------------------------------------------------------
     @property
@@ -400,16 +401,26 @@ class Channel(virtual.Channel):
         self.kick_pullers()
 
     def kick_pullers(self) -> None:
-        for puller in list(self._pullers.values()):
+        pullers = list(self._pullers.values())
+        # Consumers take turns at freed room, so none waits forever behind the others.
+        self._kick_turn = turn = (self._kick_turn + 1) % max(1, len(pullers))
+        for puller in pullers[turn:] + pullers[:turn]:
             puller.kick()
 
-    def reserve(self, no_ack: bool) -> int:
-        """Claim room for up to N messages in the next Pull (0: no room, do not pull)."""
+    def reserve(self, no_ack: bool, holding: int = 0) -> int:
+        """Claim room for up to N messages in the next Pull (0: no room, do not pull).
+
+        Task queues of one channel share the room: a consumer whose Pulls in flight already
+        hold ``holding`` gets at most its share, so a quiet queue's Pull, waiting on the
+        server, cannot keep another queue's messages from being pulled.
+        """
         if no_ack:
             return NO_ACK_PULL_SIZE
         with self._capacity_lock:
             limit = self.qos.prefetch_count or self.max_outstanding_messages
-            room = max(0, limit - len(self._tags) - self._reserved)
+            consumers = sum(1 for puller in self._pullers.values() if not puller.no_ack)
+            share = -(-limit // max(1, consumers)) - holding
+            room = max(0, min(share, limit - len(self._tags) - self._reserved))
             self._reserved += room
             return room
 

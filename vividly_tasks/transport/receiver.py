@@ -73,7 +73,7 @@ class Puller:
         with self._lock:
             if self._stopped or (self.no_ack and self._in_flight):
                 return
-            count = self.channel.reserve(self.no_ack)
+            count = self.channel.reserve(self.no_ack, holding=sum(self._in_flight.values()))
             if count == 0:
                 return
             request = PullRequest(subscription=self.route.spec.path, max_messages=count)
