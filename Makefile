@@ -12,7 +12,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# The Node.js producer of the interop tests (tests/test_interop_node.py), from its lock file.
+NODE_INTEROP := tests/interop_node
+$(NODE_INTEROP)/node_modules/.installed: $(NODE_INTEROP)/package-lock.json
+	cd $(NODE_INTEROP) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(VENV)/.installed $(NODE_INTEROP)/node_modules/.installed
 
 # The main job on embedded defaults (no server): demo requests, `vividly-worker job`, results.
 demo: install
@@ -40,4 +46,4 @@ bench: $(VENV)/.bench-installed
 	$(BIN)/python bench/all.py
 
 clean:
-	rm -rf $(VENV) .vividly .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .vividly .mypy_cache .ruff_cache .pytest_cache $(NODE_INTEROP)/node_modules
