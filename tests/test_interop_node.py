@@ -172,7 +172,7 @@ def test_plain_content_messages_create_or_generate_requests(
         reasons = reasons_by_message_id(pubsub_project, "content-api", expect=3)
         task_says = "vividly.content_message: InvalidRequest: "
         assert reasons == {
-            unknown_id["message_id"]: f"{task_says}request id unknown {unknown}",
+            unknown_id["message_id"]: f"{task_says}unknown request id {unknown}",
             hologram["message_id"]: f"{task_says}modality 'hologram' is not one of text, video",
             both["message_id"]: f"{task_says}request_id given with topic: give one or the other",
         }

@@ -216,8 +216,9 @@ def content_message(
             raise InvalidRequest(f"request_id given with {', '.join(extra)}: give one or the other")
         row = content_services(settings).repository.get(request_id)
         if row is None:
-            known = "unknown" if parse_request_id(request_id) else "not a UUID:"
-            raise InvalidRequest(f"request id {known} {request_id}")
+            if parse_request_id(request_id) is None:
+                raise InvalidRequest(f"request id {request_id!r} is not a UUID")
+            raise InvalidRequest(f"unknown request id {request_id}")
         send_generate_content(self.app, str(row.id), row.modality)
         return str(row.id)
     except (InvalidRequest, EnqueueFailed) as exc:
