@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +15,7 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.app import consumed_queues
 from vividly_tasks.plain_message_tasks import check_arguments, check_bindings
@@ -148,3 +151,13 @@ def test_the_transport_option_may_be_json_text() -> None:
     assert plain_messages.parse_bindings(None) == {}
     with pytest.raises(ValueError, match="queue name -> task name"):
         plain_messages.parse_bindings({"a": 1})
+
+
+def test_a_worker_whose_binding_names_a_task_it_lacks_refuses_to_start(
+    monkeypatch: pytest.MonkeyPatch, start_worker: Callable[..., WorkerProcess],
+) -> None:
+    monkeypatch.setenv("PUBSUB_PLAIN_MESSAGE_TASKS", '{"api": "tests.no_such_task"}')
+    worker = start_worker()
+    assert worker.wait(timeout=60) == os.EX_CONFIG
+    assert "binds queues to tasks this worker does not have: api -> tests.no_such_task" in (
+        worker.logs())

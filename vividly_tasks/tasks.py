@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import random
 import socket
 import time
 from typing import Any
 
 from celery import Task, shared_task
-from celery.exceptions import Reject
+from celery.exceptions import ImproperlyConfigured, Reject
 from celery.signals import celeryd_after_setup
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
@@ -77,7 +78,12 @@ def check_plain_message_bindings(sender: Any = None, instance: Any = None, **_: 
     app = getattr(instance, "app", None)
     settings = getattr(app, "settings", None)
     if app is not None and isinstance(settings, Settings):
-        plain_message_tasks.check_bindings(settings.plain_message_tasks, app.tasks)
+        try:
+            plain_message_tasks.check_bindings(settings.plain_message_tasks, app.tasks)
+        except ImproperlyConfigured as exc:
+            # Celery logs and carries on after a signal handler's exception: exit instead.
+            logger.critical("%s", exc)
+            raise SystemExit(os.EX_CONFIG) from exc
 
 
 @functools.cache
