@@ -21,7 +21,7 @@ $(NODE_INTEROP)/node_modules/.installed: $(NODE_INTEROP)/package-lock.json
 install: $(VENV)/.installed $(NODE_INTEROP)/node_modules/.installed
 
 # The main job on embedded defaults (no server): demo requests, `vividly-worker job`, results.
-demo: install
+demo: $(VENV)/.installed  # Python only: the Node.js producer is for the tests
 	$(BIN)/vividly demo
 
 system-packages:
