@@ -13,7 +13,7 @@ from queue import Empty
 import pytest
 from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 
-from tests.pubsub_helpers import dead_letters, publish_raw
+from tests.pubsub_helpers import dead_letters, list_subscriptions, publish_raw
 from tests.workers import REPO_ROOT
 from vividly_tasks.transport import register
 from vividly_tasks.transport.clients import clients_for_this_process
@@ -217,9 +217,10 @@ def test_verify_only_mode_names_the_missing_resource(
     broker_url: str, pubsub_project: str
 ) -> None:
     options = {"prefix": PREFIX, "auto_create": "false"}
-    clients_for_this_process().publisher.create_topic(
-        name=topic_path(pubsub_project, f"{PREFIX}present-exchange")
-    )
+    for name in ("present-exchange", "present-fanout"):
+        clients_for_this_process().publisher.create_topic(
+            name=topic_path(pubsub_project, f"{PREFIX}{name}")
+        )
     with Connection(broker_url, transport_options=options) as conn, conn.channel() as channel:
         producer = Producer(channel)
         with pytest.raises(ResourceNotFound, match=f"topics/{PREFIX}missing-exchange"):
@@ -228,6 +229,15 @@ def test_verify_only_mode_names_the_missing_resource(
             Queue("missing-queue", Exchange("missing-queue"))(channel).declare()
         with pytest.raises(ResourceNotFound, match=f"subscriptions/{PREFIX}missing-queue"):
             Queue("missing-queue", Exchange("present-exchange"))(channel).declare()
+        # A process's own temporary queue (remote control, replies) cannot be provisioned in
+        # advance: it is created, on a topic that must exist.
+        fanout = Exchange("present-fanout", type="fanout")
+        Queue("worker-1.pidbox", fanout, auto_delete=True)(channel).declare()
+        assert any(name.endswith(f"/{PREFIX}worker-1.pidbox")
+                   for name in list_subscriptions(pubsub_project))
+        with pytest.raises(ResourceNotFound, match=f"topics/{PREFIX}missing-exchange"):
+            Queue("worker-2.pidbox", Exchange("missing-exchange", type="fanout"),
+                  auto_delete=True)(channel).declare()
 
 
 def test_messages_over_the_size_limit_are_refused_with_a_clear_error(

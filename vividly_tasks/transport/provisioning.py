@@ -128,8 +128,11 @@ class Provisioner:
     def ensure_subscription(self, spec: SubscriptionSpec) -> None:
         if spec.path in self._known:
             return
-        if not self.auto_create:
+        if not self.auto_create and not spec.temporary:
             # Verify-only: the subscription must exist (its dead-letter policy came with it).
+            # Temporary ones (remote control, replies, event receivers) are named after the
+            # host and process, so nobody can create them in advance: those are always
+            # created, on a topic that must exist (ensure_topic verifies it).
             topic = self.subscription_topic(spec.path)
         else:
             if spec.dead_letter_topic and spec.dead_letter_subscription:
