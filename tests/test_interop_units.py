@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.app import consumed_queues
+from vividly_tasks.content.status import Status
 from vividly_tasks.plain_message_tasks import check_arguments, check_bindings
 from vividly_tasks.settings import Settings
+from vividly_tasks.tasks import content_services
 from vividly_tasks.transport import plain_messages
 from vividly_tasks.transport.wire import PoisonMessage
 
@@ -161,3 +163,20 @@ def test_a_worker_whose_binding_names_a_task_it_lacks_refuses_to_start(
     assert worker.wait(timeout=60) == os.EX_CONFIG
     assert "binds queues to tasks this worker does not have: api -> tests.no_such_task" in (
         worker.logs())
+
+
+def test_a_redelivered_content_message_creates_its_request_once() -> None:
+    app = create_app()
+    content_message = app.tasks["vividly.content_message"]
+    fields = {"topic": "Photosynthesis", "modality": "text"}
+    try:
+        first = content_message.apply(kwargs=fields, task_id="message-1").get()
+        again = content_message.apply(kwargs=fields, task_id="message-1").get()
+        other = content_message.apply(kwargs=fields, task_id="message-2").get()
+        assert first == again != other
+        rows = content_services(app.settings).repository.list_by_status(Status.QUEUED)
+        assert sorted(str(row.id) for row in rows) == sorted([first, other])
+    finally:
+        content_services(app.settings).close()
+        content_services.cache_clear()
+        app.close()

@@ -22,6 +22,7 @@ import os
 import random
 import socket
 import time
+import uuid
 from typing import Any
 
 from celery import Task, shared_task
@@ -161,7 +162,7 @@ def send_generate_content(app: Any, request_id: str, modality: str) -> None:
 
 def submit_content_request(
     app: Any, *, topic: str, modality: str, subject: str | None = None,
-    grade_level: str | None = None,
+    grade_level: str | None = None, request_id: uuid.UUID | None = None,
 ) -> ContentRequest:
     """The Python submit API: create the request row and enqueue its generation."""
     settings: Settings = app.settings
@@ -171,7 +172,7 @@ def submit_content_request(
         functools.partial(send_generate_content, app),
         topic=topic, modality=modality, subject=subject, grade_level=grade_level,
         max_topic_chars=settings.content_max_topic_chars,
-        max_field_chars=settings.content_max_field_chars,
+        max_field_chars=settings.content_max_field_chars, request_id=request_id,
     )
 
 
@@ -189,6 +190,7 @@ def submit_content(
 
 
 CONTENT_FIELDS = ("topic", "modality", "subject", "grade_level")
+CONTENT_MESSAGE_NAMESPACE = uuid.UUID("0e7c5d52-9a43-4a55-8b0c-5c1f3e0f1d2a")
 
 
 @shared_task(bind=True, name="vividly.content_message")
@@ -210,17 +212,23 @@ def content_message(
                  for name, value in fields.items() if not isinstance(value, str | None)]
         if wrong:
             raise InvalidRequest("; ".join(wrong))
+        repository = content_services(settings).repository
         if request_id is None:
             if topic is None or modality is None:
                 raise InvalidRequest("give request_id, or topic and modality")
-            return str(submit_content_request(
-                self.app, topic=topic, modality=modality, subject=subject,
-                grade_level=grade_level,
-            ).id)
-        extra = [name for name in CONTENT_FIELDS if fields[name] is not None]
-        if extra:
+            # One request per message however often it is delivered: the row's id derives
+            # from the task id, which a redelivery keeps (plain_messages.py).
+            own_id = uuid.uuid5(CONTENT_MESSAGE_NAMESPACE, str(self.request.id))
+            created = repository.get(own_id)
+            if created is None:
+                return str(submit_content_request(
+                    self.app, topic=topic, modality=modality, subject=subject,
+                    grade_level=grade_level, request_id=own_id,
+                ).id)
+            request_id = str(created.id)  # a redelivery: generate what the first one created
+        elif extra := [name for name in CONTENT_FIELDS if fields[name] is not None]:
             raise InvalidRequest(f"request_id given with {', '.join(extra)}: give one or the other")
-        row = content_services(settings).repository.get(request_id)
+        row = repository.get(request_id)
         if row is None:
             if parse_request_id(request_id) is None:
                 raise InvalidRequest(f"request id {request_id!r} is not a UUID")

@@ -10,6 +10,7 @@ idempotent), so a resubmit needs no certainty that the first send failed.
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Callable
 
 from vividly_tasks.content.errors import EnqueueFailed
@@ -27,17 +28,18 @@ Enqueue = Callable[[str, str], None]
 def submit(
     repository: ContentRepository, enqueue: Enqueue, *, topic: str, modality: str,
     subject: str | None = None, grade_level: str | None = None,
-    max_topic_chars: int = 200, max_field_chars: int = 100,
+    max_topic_chars: int = 200, max_field_chars: int = 100, request_id: uuid.UUID | None = None,
 ) -> ContentRequest:
-    """Create and enqueue a request; ``InvalidRequest`` before anything is written when the
-    input can never succeed, ``EnqueueFailed`` when the row exists but the send failed."""
+    """Create and enqueue a request (with ``request_id`` if given, else a new one);
+    ``InvalidRequest`` before anything is written when the input can never succeed,
+    ``EnqueueFailed`` when the row exists but the send failed."""
     spec = validate(
         topic=topic, modality=modality, subject=subject, grade_level=grade_level,
         max_topic_chars=max_topic_chars, max_field_chars=max_field_chars,
     )
     row = repository.insert(
         topic=spec.topic, modality=spec.modality.value, subject=subject and spec.subject,
-        grade_level=grade_level and grade_level.strip(),
+        grade_level=grade_level and grade_level.strip(), request_id=request_id,
     )
     return _enqueue(repository, enqueue, row)
 
