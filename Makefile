@@ -21,7 +21,10 @@ $(NODE_INTEROP)/node_modules/.installed: $(NODE_INTEROP)/package-lock.json
 install: $(VENV)/.installed $(NODE_INTEROP)/node_modules/.installed
 
 # The main job on embedded defaults (no server): demo requests, `vividly-worker job`, results.
+# Without a system ffmpeg, the `demo` extra brings a packaged one for the video.
 demo: $(VENV)/.installed  # Python only: the Node.js producer is for the tests
+	@command -v ffmpeg >/dev/null || $(BIN)/python -c 'import imageio_ffmpeg' 2>/dev/null \
+		|| $(BIN)/pip install --quiet -e '.[test,demo]'
 	$(BIN)/vividly demo
 
 system-packages:

@@ -21,6 +21,7 @@ from click.testing import CliRunner
 from tests.content_support import WORKER_INCLUDE, wait_for
 from tests.pubsub_helpers import publish_raw
 from tests.workers import REPO_ROOT, WorkerProcess
+from vividly_tasks import create_app
 from vividly_tasks.cli import cli
 from vividly_tasks.cli.exit_codes import (
     RET_CONFIG,
@@ -89,11 +90,13 @@ def content_worker(start_worker: Callable[..., WorkerProcess]) -> WorkerProcess:
     return start_worker(extra_args=WORKER_INCLUDE, concurrency=2).wait_ready()
 
 
-def test_celery_call_and_submit_then_status_with_a_worker_started_later(
-    services: ContentServices, start_worker: Callable[..., WorkerProcess],
+def test_producers_status_and_dead_letters_with_one_real_worker(
+    services: ContentServices, pubsub_env: str, start_worker: Callable[..., WorkerProcess],
 ) -> None:
-    # `celery call` is a short-lived producer: it exits before any worker exists, and its
-    # message must still be there (the queue's subscription is declared as it publishes).
+    # Before any worker exists: `celery call` (a short-lived producer: it exits at once, and
+    # its message must still be there), `vividly submit`, and two messages that will be
+    # dead-lettered: a generation of a request id without a row (rejected by the task) and a
+    # message that is not a Celery message at all.
     called = services.repository.insert(topic="Volcanoes", modality="text", grade_level="6")
     celery = Path(sys.executable).with_name("celery")
     result = subprocess.run(
@@ -106,12 +109,18 @@ def test_celery_call_and_submit_then_status_with_a_worker_started_later(
 
     request_id = expect(vividly("submit", "--topic", "Photosynthesis", "--modality", "video",
                                 "--grade", "7", "--subject", "Biology"), 0).strip()
-    assert services.repository.get(request_id).status == "queued"  # type: ignore[union-attr]
     queued = json.loads(expect(invoke("status", request_id, "--json"), 0))
     assert (queued["status"], queued["modality"], queued["topic"]) == (
         "queued", "video", "Photosynthesis")
 
-    content_worker(start_worker)
+    orphan = str(uuid.uuid4())
+    expect(invoke("status", orphan), RET_NOT_FOUND)
+    app = create_app()
+    app.send_task("vividly.generate_content", args=[orphan], task_id=orphan)
+    app.close()
+    publish_raw(pubsub_env, PREFIX, "vividly", b"{not json", origin="another system")
+
+    worker = content_worker(start_worker)
     # Without --json, status follows the request to its end (the bar goes to stderr).
     followed = expect(vividly("status", request_id, "--timeout", "90"), 0)
     assert "completed" in followed
@@ -122,6 +131,9 @@ def test_celery_call_and_submit_then_status_with_a_worker_started_later(
     assert set(final["artifacts"]) >= {"lesson.md", "lesson.html", "lesson.mp4"}
     wait_for(lambda: services.repository.get(called.id).status == "completed",  # type: ignore[union-attr]
              30, "the request sent by celery call to complete")
+
+    worker.wait_for_log(lambda log: log.count("dead-lettering message") >= 2, 30)
+    check_dead_letters(services, orphan)
 
 
 def test_bad_input_gets_its_own_exit_code_and_writes_nothing(
@@ -170,7 +182,7 @@ def test_provision_verify_only_dry_run_idempotent_and_policy_updates(
     expect(refused, RET_NO_PERMISSION)
     assert re.search(rf"missing +topic +projects/{pubsub_env}/{QUEUE_TOPIC} ", refused.stdout)
     assert f"projects/{pubsub_env}/subscriptions/{PREFIX}vividly-dead-letter" in refused.stderr
-    submitted = vividly("submit", "--topic", "Tides", "--modality", "text", env=verify_only)
+    submitted = invoke("submit", "--topic", "Tides", "--modality", "text", env=verify_only)
     expect(submitted, RET_NO_PERMISSION)
     assert f"{QUEUE_TOPIC} does not exist" in submitted.stderr
     pending = services.repository.list_by_status(Status.PENDING)  # kept, with the reason, to resend
@@ -199,22 +211,8 @@ def dead_letters(*args: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in output.splitlines()]
 
 
-def test_dlq_list_replay_and_purge(
-    services: ContentServices, pubsub_env: str, start_worker: Callable[..., WorkerProcess],
-) -> None:
-    expect(invoke("provision"), 0)
-    worker = content_worker(start_worker)
-    # Two dead letters: a generation of a request id that has no row (yet), rejected by the
-    # task, and a message that is not a Celery message at all.
-    orphan = str(uuid.uuid4())
-    expect(invoke("status", orphan), RET_NOT_FOUND)
-    from vividly_tasks import create_app
-
-    app = create_app()
-    app.send_task("vividly.generate_content", args=[orphan], task_id=orphan)
-    app.close()
-    publish_raw(pubsub_env, PREFIX, "vividly", b"{not json", origin="another system")
-    worker.wait_for_log(lambda log: log.count("dead-lettering message") >= 2, 30)
+def check_dead_letters(services: ContentServices, orphan: str) -> None:
+    """dlq list (both forms), replay and purge, on the two dead letters of the test above."""
     letters = wait_for(lambda: (found := dead_letters()) and len(found) == 2 and found, 20,
                        "both dead letters to be listed")
     by_task = {letter["task_id"]: letter for letter in letters}

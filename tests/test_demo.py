@@ -20,6 +20,7 @@ def test_make_demo_prints_lessons_and_a_video_that_exist(tmp_path: Path) -> None
         **os.environ,
         "VIVIDLY_DATA_DIR": str(data_dir),
         "CONTENT_TTS_WORDS_PER_MINUTE": "450",  # a short narration keeps the video quick
+        "WORKER_IDLE_TIMEOUT": "1",  # every request is queued before the job starts
     }
     result = subprocess.run(
         ["make", "--no-print-directory", "demo"], check=False, cwd=REPO_ROOT, env=env,

@@ -56,6 +56,7 @@ def list_letters(context: CliContext, queue: str | None, limit: int | None,
 def replay(context: CliContext, ids: tuple[str, ...], everything: bool,
            queue: str | None) -> None:
     """Publish dead letters back to their queue (by message, original or task id)."""
+    check_selection(ids, everything)
     with open_box(context, queue) as box, box.browse() as letters:
         chosen = select(letters, ids, everything)
         box.replay(chosen)
@@ -73,6 +74,7 @@ def replay(context: CliContext, ids: tuple[str, ...], everything: bool,
 def purge(context: CliContext, ids: tuple[str, ...], everything: bool, yes: bool,
           queue: str | None) -> None:
     """Delete dead letters for good (by message, original or task id, or --all)."""
+    check_selection(ids, everything)
     with open_box(context, queue) as box, box.browse() as letters:
         chosen = select(letters, ids, everything)
         if chosen and not yes:
@@ -93,10 +95,13 @@ def open_box(context: CliContext, queue_name: str | None) -> Iterator[DeadLetter
                             replay_topic=replay_topic)
 
 
-def select(letters: list[DeadLetter], ids: tuple[str, ...], everything: bool) -> list[DeadLetter]:
-    """The letters named by ``ids`` (each must match), or all with ``--all``."""
+def check_selection(ids: tuple[str, ...], everything: bool) -> None:
     if everything == bool(ids):
         raise CliError("name dead letters by id, or give --all (not both)", RET_USAGE)
+
+
+def select(letters: list[DeadLetter], ids: tuple[str, ...], everything: bool) -> list[DeadLetter]:
+    """The letters named by ``ids`` (each must match), or all with ``--all``."""
     if everything:
         return letters
     unknown = [i for i in ids if not any(letter.matches(i) for letter in letters)]

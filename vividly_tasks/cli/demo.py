@@ -8,8 +8,10 @@ idle, and prints where each lesson and video is.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -29,6 +31,9 @@ from vividly_tasks.tasks import submit_content_request
 
 #: How often the demo looks at the requests while the job runs.
 POLL_INTERVAL_SECONDS = 0.5
+#: The job's idle timeout unless WORKER_IDLE_TIMEOUT is set: the demo's requests are all
+#: queued before it starts, so it need not wait for late producers (the job's default: 10 s).
+DEMO_IDLE_TIMEOUT_SECONDS = 3.0
 
 
 @dataclass(frozen=True)
@@ -49,14 +54,19 @@ DEMO_REQUESTS = (
 @click.command()
 @click.option("--video/--no-video", default=True, show_default=True,
               help="Include the video request (needs ffmpeg).")
-@click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=3.0, show_default=True,
-              help="The job exits after this many idle seconds.")
+@click.option("--idle-timeout", type=click.FloatRange(min=0.5), default=None,
+              help="The job exits after this many idle seconds [default: WORKER_IDLE_TIMEOUT "
+                   f"if set, else {DEMO_IDLE_TIMEOUT_SECONDS:g}].")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=2, show_default=True,
               help="Pool processes of the job.")
 @pass_context
-def demo(context: CliContext, video: bool, idle_timeout: float, concurrency: int) -> None:
+def demo(context: CliContext, video: bool, idle_timeout: float | None,
+         concurrency: int) -> None:
     """Submit demo requests, run the job until idle, print where the lessons are."""
     settings = context.settings
+    if idle_timeout is None:
+        idle_timeout = (settings.worker_idle_timeout if "worker_idle_timeout"
+                        in settings.model_fields_set else DEMO_IDLE_TIMEOUT_SECONDS)
     click.echo(f"broker:   {mask_url_password(settings.effective_broker_url)}")
     click.echo(f"database: {mask_url_password(settings.effective_database_url)}")
     click.echo(f"storage:  {settings.effective_storage_url}")
@@ -73,8 +83,9 @@ def demo(context: CliContext, video: bool, idle_timeout: float, concurrency: int
         ids.append(str(row.id))
         click.echo(f"submitted {row.id}  {request.modality:<5}  {request.topic}")
     log_path = settings.resolved_data_dir / "demo-worker.log"
+    ffmpeg_dir = packaged_ffmpeg_dir(settings.resolved_data_dir / "bin")
     click.echo(f"running: vividly-worker job --idle-timeout {idle_timeout:g} (log: {log_path})")
-    exit_code, summary = run_job(context, ids, log_path, idle_timeout, concurrency)
+    exit_code, summary = run_job(context, ids, log_path, idle_timeout, concurrency, ffmpeg_dir)
     click.echo(f"job exited {exit_code} ({summary.get('exit_reason', 'no summary')}): "
                f"{summary.get('succeeded', 0)} succeeded, {summary.get('failed', 0)} failed "
                f"in {summary.get('runtime_seconds', '?')} s")
@@ -87,11 +98,13 @@ def demo(context: CliContext, video: bool, idle_timeout: float, concurrency: int
 
 
 def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: float,
-            concurrency: int) -> tuple[int, dict[str, Any]]:
+            concurrency: int, ffmpeg_dir: str | None) -> tuple[int, dict[str, Any]]:
     """``vividly-worker job`` in its own process; reports each request as it finishes."""
     command = [sys.executable, "-m", "worker_entry", "job", "--idle-timeout", f"{idle_timeout:g}",
                "--concurrency", str(concurrency)]
     env = {**os.environ, "LOG_FORMAT": "json"}  # the summary line is read back from the log
+    if ffmpeg_dir:
+        env["PATH"] = os.pathsep.join([ffmpeg_dir, env.get("PATH", "")])
     pending = set(ids)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -106,6 +119,26 @@ def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: f
             raise
     announce_finished(context, pending)
     return process.returncode, summary_of(log_path)
+
+
+def packaged_ffmpeg_dir(bin_dir: Path) -> str | None:
+    """Without ffmpeg on PATH: a directory whose ``ffmpeg`` is imageio-ffmpeg's binary (the
+    ``demo`` extra), so the job's video encoder finds one; None if there is ffmpeg or no such
+    package (the video request then fails with the reason)."""
+    if shutil.which("ffmpeg"):
+        return None
+    try:
+        imageio_ffmpeg = importlib.import_module("imageio_ffmpeg")  # optional: the demo extra
+    except ImportError:
+        click.echo("note: ffmpeg is not installed, so the video will fail: install ffmpeg, "
+                   "or the `demo` extra (pip install -e '.[demo]')", err=True)
+        return None
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    link = bin_dir / "ffmpeg"
+    link.unlink(missing_ok=True)
+    link.symlink_to(imageio_ffmpeg.get_ffmpeg_exe())
+    click.echo(f"ffmpeg:   {link} (packaged by imageio-ffmpeg)")
+    return str(bin_dir)
 
 
 def announce_finished(context: CliContext, pending: set[str]) -> set[str]:
