@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from tests.content_support import ffprobe
@@ -40,3 +41,20 @@ def test_make_demo_prints_lessons_and_a_video_that_exist(tmp_path: Path) -> None
     (video,) = [p for p in paths if p.suffix == ".mp4"]
     streams = {s["codec_type"]: s for s in ffprobe(video)["streams"]}
     assert streams["video"]["codec_name"] == "h264" and "audio" in streams
+
+
+def test_the_same_demo_runs_over_pubsub(pubsub_project: str, tmp_path: Path) -> None:
+    """``BROKER_URL=pubsub://...`` (emulator) with the same command: text lessons only, to
+    stay quick (the video path is the one above)."""
+    vividly = Path(sys.executable).with_name("vividly")
+    env = {**os.environ, "BROKER_URL": f"pubsub://{pubsub_project}", "WORKER_IDLE_TIMEOUT": "1"}
+    result = subprocess.run(
+        [str(vividly), "demo", "--no-video"], check=False, cwd=REPO_ROOT, env=env,
+        capture_output=True, text=True, timeout=180, stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    assert f"broker:   pubsub://{pubsub_project}" in result.stdout
+    assert "job exited 0 (idle): 2 succeeded, 0 failed" in result.stdout
+    lessons = [Path(line.split()[-1]) for line in result.stdout.splitlines()
+               if line.startswith("  lesson.md")]
+    assert len(lessons) == 2 and all(path.stat().st_size > 0 for path in lessons)
