@@ -205,6 +205,13 @@ def test_provision_verify_only_dry_run_idempotent_and_policy_updates(
     assert "created 0, updated 1, 6 already" in expect(invoke("provision", env=changed), 0)
     expect(invoke("provision", env={**changed, **verify_only}), 0)
 
+    # Queues bound to a task for plain messages are consumed by workers: provisioned too.
+    bound = {"PUBSUB_PLAIN_MESSAGE_TASKS": '{"lesson-requests": "vividly.generate_content"}'}
+    planned = expect(invoke("provision", "--dry-run", env={**changed, **bound}), 0)
+    assert re.search(rf"create +subscription +projects/{pubsub_env}/subscriptions/"
+                     rf"{PREFIX}lesson-requests +\(queue lesson-requests\)", planned)
+    assert "dry run: 4 change(s) not applied" in planned
+
 
 def dead_letters(*args: str) -> list[dict[str, object]]:
     output = expect(invoke("dlq", "list", "--json", *args), 0)

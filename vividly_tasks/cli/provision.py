@@ -25,7 +25,8 @@ from vividly_tasks.transport.provisioning_plan import (
 @click.option("--verify-only", is_flag=True,
               help="Only verify; the default when PUBSUB_AUTO_CREATE=false.")
 @click.option("--queue", "-Q", "queues", multiple=True,
-              help="Task queue to provision (repeatable) [default: VIVIDLY_QUEUE].")
+              help="Task queue to provision (repeatable) [default: the queues workers consume: "
+                   "VIVIDLY_QUEUE and those of PUBSUB_PLAIN_MESSAGE_TASKS].")
 @pass_context
 def provision(context: CliContext, dry_run: bool, verify_only: bool,
               queues: tuple[str, ...]) -> None:
@@ -56,7 +57,7 @@ def planned_resources(app: VividlyCelery, channel: PubSubChannel,
                       queues: tuple[str, ...]) -> list[Resource]:
     """The task queues' resources and the topics of Celery's broadcast exchanges."""
     resources: list[Resource] = []
-    for name in queues or (app.settings.default_queue,):
+    for name in queues or tuple(app.amqp.queues):  # what workers consume, unless told -Q
         queue = app.amqp.queues[name]  # Celery's own declaration (created if unlisted)
         spec = channel.subscription_spec(queue.name, queue.exchange.name or queue.name)
         resources += queue_resources(queue.name, spec)
