@@ -29,6 +29,7 @@ from vividly_tasks.cli.exit_codes import (
     RET_INVALID,
     RET_NO_PERMISSION,
     RET_NOT_FOUND,
+    RET_UNAVAILABLE,
     RET_USAGE,
 )
 from vividly_tasks.content.services import ContentServices
@@ -171,6 +172,24 @@ def test_bad_input_gets_its_own_exit_code_and_writes_nothing(
     monkeypatch.delenv("BROKER_URL")
     code, output = run("provision")
     assert code == RET_CONFIG and "set BROKER_URL=pubsub://PROJECT" in output
+
+
+def test_an_unreachable_broker_exits_69_and_resubmit_sends_the_pending_request(
+    services: ContentServices, pubsub_env: str,
+) -> None:
+    nowhere = {"PUBSUB_EMULATOR_HOST": "127.0.0.1:9"}  # the discard port: nothing listens
+    failed = invoke("submit", "--topic", "Tides", "--modality", "text", env=nowhere)
+    expect(failed, RET_UNAVAILABLE)
+    (pending,) = services.repository.list_by_status(Status.PENDING)
+    assert f"vividly resubmit {pending.id}" in failed.stderr
+    assert "unavailable: Pub/Sub unavailable" in failed.stderr
+    expect(invoke("dlq", "list", env=nowhere), RET_UNAVAILABLE)
+
+    expect(invoke("resubmit", str(uuid.uuid4())), RET_NOT_FOUND)
+    assert expect(invoke("resubmit", str(pending.id)), 0).strip() == str(pending.id)
+    assert services.repository.get(pending.id).status == Status.QUEUED  # type: ignore[union-attr]
+    again = invoke("resubmit", str(pending.id))  # queued may be sent again (idempotent task)
+    expect(again, 0)
 
 
 def test_provision_verify_only_dry_run_idempotent_and_policy_updates(

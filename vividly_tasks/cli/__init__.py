@@ -1,4 +1,4 @@
-"""``vividly``: the operators' command line (submit, status, provision, dlq, demo).
+"""``vividly``: the operators' command line (submit, resubmit, status, provision, dlq, demo).
 
 One small module per command group; each maps onto the domain's own API (content services,
 the transport's provisioning) and converts errors into named exit codes
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from vividly_tasks.cli.content_requests import status, submit
+from vividly_tasks.cli.content_requests import resubmit, status, submit
 from vividly_tasks.cli.context import CliContext
 from vividly_tasks.cli.dead_letters import dlq
 from vividly_tasks.cli.demo import demo
@@ -25,7 +25,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (submit, status, provision, dlq, demo):
+for command in (submit, resubmit, status, provision, dlq, demo):
     cli.add_command(command)
 
 

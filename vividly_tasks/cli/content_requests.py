@@ -3,6 +3,7 @@ own submit path (validated before anything is written) and its repository."""
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 import time
@@ -12,14 +13,15 @@ from urllib.parse import unquote, urlsplit
 import click
 
 from vividly_tasks.cli.context import CliContext, pass_context
-from vividly_tasks.cli.errors import cli_error, not_found
-from vividly_tasks.cli.exit_codes import RET_FAILED
+from vividly_tasks.cli.errors import CliError, cli_error, not_found
+from vividly_tasks.cli.exit_codes import RET_FAILED, RET_INVALID
 from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.repository import parse_request_id
+from vividly_tasks.content.requests import resubmit as resubmit_request
 from vividly_tasks.content.status import Status, is_terminal
 from vividly_tasks.content.validation import Modality
 from vividly_tasks.settings import mask_url_password
-from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.tasks import send_generate_content, submit_content_request
 
 #: How often ``status`` re-reads a running request.
 POLL_INTERVAL_SECONDS = 0.25
@@ -52,6 +54,25 @@ def submit(context: CliContext, topic: str, modality: str, grade_level: str | No
     except Exception as exc:
         raise cli_error(exc) from exc
     click.echo(json.dumps(row.as_dict()) if as_json else str(row.id))
+
+
+@click.command()
+@click.argument("request_id", callback=request_id_argument)
+@pass_context
+def resubmit(context: CliContext, request_id: str) -> None:
+    """Send a pending (enqueue failed) or queued request's message again; print its id."""
+    try:
+        row = resubmit_request(
+            context.services.repository, functools.partial(send_generate_content, context.app),
+            request_id,
+        )
+    except LookupError:
+        raise not_found(f"unknown request id {request_id}") from None
+    except ValueError as exc:
+        raise CliError(str(exc), RET_INVALID) from None
+    except Exception as exc:
+        raise cli_error(exc) from exc
+    click.echo(str(row.id))
 
 
 @click.command()

@@ -51,8 +51,11 @@ def cli_error(exc: BaseException) -> CliError:
     if isinstance(exc, CliError):
         return exc
     # A failed enqueue names the request it left pending; the cause decides the exit code.
-    cause = exc.__cause__ if isinstance(exc, EnqueueFailed) and exc.__cause__ else exc
-    context = f"{exc}; " if cause is not exc else ""
+    cause, context = exc, ""
+    if isinstance(exc, EnqueueFailed) and exc.__cause__ is not None:
+        cause = exc.__cause__
+        context = (f"request {exc.request_id} is saved as pending but was not enqueued "
+                   f"(send it again: vividly resubmit {exc.request_id}): ")
     if isinstance(cause, InvalidRequest):
         return CliError(f"invalid request: {cause.reason}", RET_INVALID)
     for kinds, code, label in ERROR_KINDS:
