@@ -35,6 +35,7 @@ from vividly_tasks.cli.exit_codes import (
 from vividly_tasks.content.services import ContentServices
 from vividly_tasks.content.status import Status
 from vividly_tasks.settings import Settings
+from vividly_tasks.transport.dead_letter_box import DeadLetter
 
 PREFIX = "vividly-"  # the settings' default prefix
 QUEUE_TOPIC = f"topics/{PREFIX}vividly"
@@ -263,3 +264,24 @@ def check_dead_letters(services: ContentServices, orphan: str) -> None:
     expect(aborted, RET_FAILED)
     assert "purged 1 of 1" in expect(invoke("dlq", "purge", "--all", "--yes"), 0)
     assert dead_letters() == []
+
+
+def test_a_dead_letter_of_pubsubs_own_policy_reads_its_attributes() -> None:
+    """What Pub/Sub's dead-letter policy forwards carries ``CloudPubSubDeadLetterSource*``
+    attributes (as the emulator writes them), not ours: the delivery count is the reason, and a
+    replay drops them (waiting for five real redeliveries costs ~10 s of Pub/Sub's backoff)."""
+    letter = DeadLetter(
+        message_id="17", ack_id="a", data=b'{"some": "payload"}', publish_time=None,
+        attributes={
+            "origin": "elsewhere",
+            "CloudPubSubDeadLetterSourceDeliveryCount": "5",
+            "CloudPubSubDeadLetterSourceSubscription": "vividly-vividly",
+            "CloudPubSubDeadLetterSourceSubscriptionProject": "p",
+            "CloudPubSubDeadLetterSourceTopicPublishTime": "2026-11-28T15:06:55.259Z",
+        },
+    )
+    assert letter.delivery_count == 5 and letter.task is None
+    assert letter.reason == "not acknowledged after 5 deliveries (Pub/Sub's dead-letter policy)"
+    replay = letter.replay_message()
+    assert replay.data == letter.data
+    assert dict(replay.attributes) == {"origin": "elsewhere", "replay_of": "17"}
