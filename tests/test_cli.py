@@ -185,6 +185,8 @@ def test_an_unreachable_broker_exits_69_and_resubmit_sends_the_pending_request(
     assert f"vividly resubmit {pending.id}" in failed.stderr
     assert "unavailable: Pub/Sub unavailable" in failed.stderr
     expect(invoke("dlq", "list", env=nowhere), RET_UNAVAILABLE)
+    stuck = expect(invoke("status", str(pending.id)), 0)  # not followed: it cannot progress
+    assert re.search(r"status: +pending", stuck) and "error:         enqueue failed" in stuck
 
     expect(invoke("resubmit", str(uuid.uuid4())), RET_NOT_FOUND)
     assert expect(invoke("resubmit", str(pending.id)), 0).strip() == str(pending.id)

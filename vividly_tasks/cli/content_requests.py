@@ -114,7 +114,7 @@ def follow(context: CliContext, row: ContentRequest, timeout: float | None, *,
            show_bar: bool) -> ContentRequest:
     """Re-read the request until it is terminal (or ``timeout``), with a bar on stderr."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    if is_terminal(row.status):
+    if not in_progress(row):
         return row
     with click.progressbar(length=100, label=bar_label(row), file=sys.stderr,
                            show_eta=False, show_percent=True, hidden=not show_bar) as bar:
@@ -127,10 +127,18 @@ def follow(context: CliContext, row: ContentRequest, timeout: float | None, *,
                 shown = progress
             else:
                 bar.render_progress()
-            if is_terminal(row.status) or (deadline is not None and time.monotonic() > deadline):
+            if not in_progress(row) or (deadline is not None and time.monotonic() > deadline):
                 return row
             time.sleep(POLL_INTERVAL_SECONDS)
             row = read(context, str(row.id))
+
+
+def in_progress(row: ContentRequest) -> bool:
+    """Worth following: queued or generating, or pending while its submit is still sending (a
+    pending request with an error is stuck until resubmitted)."""
+    if is_terminal(row.status):
+        return False
+    return row.status != Status.PENDING or not row.error
 
 
 def bar_label(row: ContentRequest) -> str:
