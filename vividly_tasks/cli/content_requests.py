@@ -1,4 +1,4 @@
-"""``vividly submit`` and ``vividly status``: content requests, through the content domain's
+"""``vividly submit``, ``resubmit`` and ``status``: content requests, through the content domain's
 own submit path (validated before anything is written) and its repository."""
 
 from __future__ import annotations
