@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 import uuid
@@ -47,6 +48,16 @@ def vividly(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     return subprocess.run(
         [str(script), *args], check=False, env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
         capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )
+
+
+def on_a_terminal(*args: str) -> subprocess.Popen[str]:
+    """``vividly`` with a pseudo-terminal for its output (util-linux's script), as people see it."""
+    command = shlex.join([str(Path(sys.executable).with_name("vividly")), *args])
+    return subprocess.Popen(
+        ["script", "--quiet", "--return", "--command", command, "/dev/null"],
+        cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, text=True,
     )
 
 
@@ -122,10 +133,19 @@ def test_producers_status_and_dead_letters_with_one_real_worker(
     app.close()
     publish_raw(pubsub_env, PREFIX, "vividly", b"{not json", origin="another system")
 
+    # Without --json, status follows the request to its end with a progress bar: on a
+    # terminal (script(1) gives it one), started while the request waits for a worker.
+    follower = on_a_terminal("status", request_id, "--timeout", "90")
     worker = content_worker(start_worker)
-    # Without --json, status follows the request to its end (the bar goes to stderr).
-    followed = expect(vividly("status", request_id, "--timeout", "90"), 0)
-    assert "completed" in followed
+    followed = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "",  # terminal control sequences
+                      follower.communicate(timeout=120)[0]).replace("\r", "\n")
+    assert follower.returncode == 0, followed
+    bars = [line for line in followed.splitlines() if "] " in line and "%" in line]
+    assert re.search(r"^queued .*\[-+\] +0%$", bars[0]), bars
+    assert any(re.search(r"^generating (narrate|slides|encode) .*\] +\d+%$", bar)
+               for bar in bars), bars
+    assert re.search(r"^completed +complete +\[#+\] +100%$", bars[-1]), bars
+    assert re.search(r"status: +completed", followed)
     mp4 = next(line.split()[-1] for line in followed.splitlines() if "lesson.mp4" in line)
     assert Path(mp4).stat().st_size > 10_000
     final = json.loads(expect(invoke("status", request_id, "--json"), 0))
