@@ -43,6 +43,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
+        # A malformed task message is dead-lettered with its reason instead of stopping
+        # the worker (Celery's own consumer raises on it).
+        "worker_consumer": "vividly_tasks.task_messages:GuardedConsumer",
         "result_accept_content": ["json"],
         # Ack after the task ran, and give the message back if its process died, so a crash
         # never loses work; the tasks are idempotent for exactly this reason.

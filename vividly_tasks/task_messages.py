@@ -1,0 +1,141 @@
+"""The worker's task consumer: a message Celery cannot take is dead-lettered, never fatal.
+
+Celery's consumer trusts the shape of a task message: a task name that is a list, a missing
+``id`` or a body that is not ``[args, kwargs, embed]`` raises in the worker's event loop, and
+Celery stops the worker ("Unrecoverable error"). The message is then redelivered to the next
+worker, which dies the same way. ``GuardedConsumer`` (Celery's ``worker_consumer`` setting)
+checks each task message against Celery's protocol 2 (docs/wire-format.md) before Celery sees
+it, and rejects a bad one with the reason: on Pub/Sub its dead-letter copy carries it. Anything
+Celery still raises on a message is handled the same way; connection errors still reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from kombu.exceptions import ContentDisallowed
+
+from vividly_tasks.dead_letters import MAX_REASON_CHARS, note_reason
+
+logger = logging.getLogger(__name__)
+
+#: Protocol 2 headers that are text or null when present.
+TEXT_HEADERS = ("lang", "root_id", "parent_id", "group", "shadow", "eta", "expires",
+                "argsrepr", "kwargsrepr", "origin")
+#: What ``embed`` (the body's third item) may hold: canvas links, null or lists/objects.
+EMBED_KEYS = frozenset({"callbacks", "errbacks", "chain", "chord"})
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def task_message_problem(message: Any) -> str | None:
+    """Why ``message`` (a Kombu message) is not a Celery protocol 2 task message; None if it is.
+
+    Checks only what Celery's consumer relies on without guarding it itself; the body is
+    decoded with the consumer's accepted content types (JSON only), so nothing else is read.
+    """
+    headers = message.headers
+    if not isinstance(headers, dict):
+        return f"headers are {_kind(headers)}, not an object"
+    task = headers.get("task")
+    if not isinstance(task, str) or not task:
+        return f"not a Celery task message: task header is {_short(task)} (protocol 2 needed)"
+    task_id = headers.get("id")
+    if not isinstance(task_id, str) or not task_id:
+        return f"task {_short(task)} has no id (id header is {_short(task_id)})"
+    for name in TEXT_HEADERS:
+        value = headers.get(name)
+        if value is not None and not isinstance(value, str):
+            return f"header {name} is {_kind(value)}, not text"
+    retries = headers.get("retries", 0)
+    if retries is not None and (type(retries) is not int or retries < 0):
+        return f"header retries is {_short(retries)}, not a count"
+    problem = _time_limit_problem(headers.get("timelimit"))
+    if problem:
+        return problem
+    try:
+        body = message.decode()
+    except ContentDisallowed:
+        return f"content type {_short(message.content_type)} refused (JSON only)"
+    except Exception as exc:
+        return f"body is not valid {message.content_type}: {_short(str(exc), 200)}"
+    return _body_problem(body)
+
+
+def _time_limit_problem(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return f"header timelimit is {_short(value)}, not [hard, soft]"
+    for limit in value:
+        if limit is not None and (
+            type(limit) not in (int, float) or not math.isfinite(limit) or limit < 0
+        ):
+            return f"header timelimit is {_short(value)}: limits are seconds or null"
+    return None
+
+
+def _body_problem(body: Any) -> str | None:
+    if not isinstance(body, list | tuple) or len(body) != 3:
+        return f"body is {_short(body)}, not [args, kwargs, embed]"
+    args, kwargs, embed = body
+    if not isinstance(args, list | tuple):
+        return f"task args are {_kind(args)}, not a list"
+    if not isinstance(kwargs, dict):
+        return f"task kwargs are {_kind(kwargs)}, not an object"
+    if embed is None:
+        return None
+    if not isinstance(embed, dict) or not set(embed) <= EMBED_KEYS:
+        return f"embed is {_short(embed)}, not an object of {', '.join(sorted(EMBED_KEYS))}"
+    for key, value in embed.items():
+        if value is not None and not isinstance(value, list | dict):
+            return f"embed {key} is {_kind(value)}"
+    return None
+
+
+class GuardedConsumer(Consumer):  # type: ignore[misc]
+    """Celery's consumer, with task messages checked before Celery reads them."""
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Any:
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def on_task_received(message: Any) -> Any:
+            problem = task_message_problem(message)
+            if problem is not None:
+                return self.refuse(message, problem)
+            try:
+                return handle(message)
+            except self.connection_errors:
+                raise
+            except Exception as exc:
+                logger.exception("task message %s broke the consumer", message.delivery_tag)
+                if not message.acknowledged:
+                    self.refuse(message, f"the worker could not take it: {exc!r}")
+                return None
+
+        return on_task_received
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        # Celery acks an undecodable message (it is lost); dead-letter it with the reason.
+        self.refuse(message, f"body cannot be decoded: {exc}")
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        note_reason(message, f"invalid task message: {exc}")
+        super().on_invalid_task(body, message, exc)
+
+    def refuse(self, message: Any, reason: str) -> None:
+        """Reject without requeue: the broker dead-letters the message with ``reason``."""
+        reason = reason[:MAX_REASON_CHARS]
+        logger.warning("refused a task message: %s", reason)
+        note_reason(message, reason)
+        message.reject_log_error(logger, self.connection_errors)
