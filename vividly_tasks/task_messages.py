@@ -47,60 +47,63 @@ def task_message_problem(message: Any) -> str | None:
     headers = message.headers
     if not isinstance(headers, dict):
         return f"headers are {_kind(headers)}, not an object"
-    task = headers.get("task")
-    if not isinstance(task, str) or not task:
-        return f"not a Celery task message: task header is {_short(task)} (protocol 2 needed)"
-    task_id = headers.get("id")
-    if not isinstance(task_id, str) or not task_id:
-        return f"task {_short(task)} has no id (id header is {_short(task_id)})"
-    for name in TEXT_HEADERS:
-        value = headers.get(name)
-        if value is not None and not isinstance(value, str):
-            return f"header {name} is {_kind(value)}, not text"
-    retries = headers.get("retries", 0)
-    if retries is not None and (type(retries) is not int or retries < 0):
-        return f"header retries is {_short(retries)}, not a count"
-    problem = _time_limit_problem(headers.get("timelimit"))
-    if problem:
-        return problem
+    return _headers_problem(headers) or _body_problem(message)
+
+
+def _headers_problem(headers: dict[str, Any]) -> str | None:
+    task, task_id = headers.get("task"), headers.get("id")
+    problems = [
+        (not isinstance(task, str) or not task,
+         f"not a Celery task message: task header is {_short(task)} (protocol 2 needed)"),
+        (not isinstance(task_id, str) or not task_id,
+         f"task {_short(task)} has no id (id header is {_short(task_id)})"),
+        *((headers.get(name) is not None and not isinstance(headers[name], str),
+           f"header {name} is {_kind(headers.get(name))}, not text") for name in TEXT_HEADERS),
+        (not _is_count(headers.get("retries", 0)),
+         f"header retries is {_short(headers.get('retries'))}, not a count"),
+        (not _is_time_limit(headers.get("timelimit")),
+         f"header timelimit is {_short(headers.get('timelimit'))}, not [hard, soft] seconds"),
+    ]
+    return next((problem for failed, problem in problems if failed), None)
+
+
+def _is_count(value: Any) -> bool:
+    return value is None or (type(value) is int and value >= 0)
+
+
+def _is_seconds(value: Any) -> bool:
+    return value is None or (
+        type(value) in (int, float) and math.isfinite(value) and value >= 0
+    )
+
+
+def _is_time_limit(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, list | tuple) and len(value) == 2 and all(map(_is_seconds, value))
+    )
+
+
+def _body_problem(message: Any) -> str | None:
     try:
         body = message.decode()
     except ContentDisallowed:
         return f"content type {_short(message.content_type)} refused (JSON only)"
     except Exception as exc:
         return f"body is not valid {message.content_type}: {_short(str(exc), 200)}"
-    return _body_problem(body)
-
-
-def _time_limit_problem(value: Any) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, list | tuple) or len(value) != 2:
-        return f"header timelimit is {_short(value)}, not [hard, soft]"
-    for limit in value:
-        if limit is not None and (
-            type(limit) not in (int, float) or not math.isfinite(limit) or limit < 0
-        ):
-            return f"header timelimit is {_short(value)}: limits are seconds or null"
-    return None
-
-
-def _body_problem(body: Any) -> str | None:
     if not isinstance(body, list | tuple) or len(body) != 3:
         return f"body is {_short(body)}, not [args, kwargs, embed]"
     args, kwargs, embed = body
-    if not isinstance(args, list | tuple):
-        return f"task args are {_kind(args)}, not a list"
-    if not isinstance(kwargs, dict):
-        return f"task kwargs are {_kind(kwargs)}, not an object"
-    if embed is None:
-        return None
-    if not isinstance(embed, dict) or not set(embed) <= EMBED_KEYS:
-        return f"embed is {_short(embed)}, not an object of {', '.join(sorted(EMBED_KEYS))}"
-    for key, value in embed.items():
-        if value is not None and not isinstance(value, list | dict):
-            return f"embed {key} is {_kind(value)}"
-    return None
+    embed_ok = embed is None or (
+        isinstance(embed, dict) and set(embed) <= EMBED_KEYS
+        and all(value is None or isinstance(value, list | dict) for value in embed.values())
+    )
+    problems = [
+        (not isinstance(args, list | tuple), f"task args are {_kind(args)}, not a list"),
+        (not isinstance(kwargs, dict), f"task kwargs are {_kind(kwargs)}, not an object"),
+        (not embed_ok,
+         f"embed is {_short(embed)}, not null or an object of {', '.join(sorted(EMBED_KEYS))}"),
+    ]
+    return next((problem for failed, problem in problems if failed), None)
 
 
 class GuardedConsumer(Consumer):  # type: ignore[misc]

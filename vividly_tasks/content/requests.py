@@ -39,7 +39,8 @@ def submit(
     )
     row = repository.insert(
         topic=spec.topic, modality=spec.modality.value, subject=subject and spec.subject,
-        grade_level=grade_level and grade_level.strip(), request_id=request_id,
+        # As validated: whitespace collapsed, so the stored text is within the length limit.
+        grade_level=grade_level and " ".join(grade_level.split()), request_id=request_id,
     )
     return _enqueue(repository, enqueue, row)
 

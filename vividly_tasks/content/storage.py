@@ -48,7 +48,7 @@ def check_key(key: str) -> str:
     if not key or len(key) > MAX_KEY_CHARS:
         raise UnsafeKey(f"storage key {key!r} is empty or too long")
     for segment in key.split("/"):
-        if segment in {"", ".", ".."} or not _SEGMENT.match(segment):
+        if segment in {"", ".", ".."} or not _SEGMENT.fullmatch(segment):
             raise UnsafeKey(f"storage key {key!r} has an unsafe segment {segment!r}")
     return key
 

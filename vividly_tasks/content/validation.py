@@ -58,7 +58,9 @@ class LessonSpec:
         return GradeBand.MIDDLE if self.grade <= 8 else GradeBand.HIGH
 
 
-def _clean_text(name: str, value: str | None, max_chars: int, *, required: bool) -> str | None:
+def _clean_text(name: str, value: object, max_chars: int, *, required: bool) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"{name} is {type(value).__name__}, not text")
     if value is None or not value.strip():
         if required:
             raise InvalidRequest(f"{name} is empty")

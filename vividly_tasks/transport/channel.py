@@ -657,10 +657,10 @@ def eta_timestamp(eta: Any) -> float | None:
     """Celery's ``eta`` header (ISO 8601) as a Unix time, or None."""
     if not isinstance(eta, str):
         return None
-    try:
+    try:  # a hostile ETA (year 1 in local time ...) must not break the receive path
         parsed = datetime.fromisoformat(eta)
-    except ValueError:
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
         return None
-    if parsed.tzinfo is None:
-        parsed = parsed.astimezone()
-    return parsed.timestamp()

@@ -98,7 +98,7 @@ def decode(
     if not isinstance(headers, dict):
         raise PoisonMessage("Kombu envelope has non-object headers")
     content_type = envelope["content-type"]
-    if content_type not in accepted_content_types:
+    if not isinstance(content_type, str) or content_type not in accepted_content_types:
         accepted = ", ".join(sorted(accepted_content_types))
         raise PoisonMessage(f"content type {content_type!r} refused (accepted: {accepted})")
     body = envelope["body"]
@@ -111,7 +111,12 @@ def decode(
     elif body_encoding is not None or not isinstance(body, str):
         raise PoisonMessage(f"unsupported body encoding {body_encoding!r}")
     envelope["headers"] = headers
-    delivery_info = envelope["properties"].setdefault("delivery_info", {})
+    delivery_info = envelope["properties"].get("delivery_info") or {}
+    if not isinstance(delivery_info, dict):
+        raise PoisonMessage("Kombu envelope has non-object delivery_info")
     delivery_info.setdefault("exchange", attributes.get("exchange", ""))
     delivery_info.setdefault("routing_key", attributes.get("routing_key", ""))
+    if not all(isinstance(delivery_info[key], str) for key in ("exchange", "routing_key")):
+        raise PoisonMessage("Kombu envelope's exchange and routing_key are not both text")
+    envelope["properties"]["delivery_info"] = delivery_info
     return dict(envelope)
