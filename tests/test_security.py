@@ -1,0 +1,207 @@
+"""The security pass of issue 8; docs/security.md says what each test proves.
+
+Each test fails if the protection it names is removed (the doc says how that was checked).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import pickle
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Connection, Exchange, Producer
+
+from tests.pubsub_helpers import dead_letters, publish_raw
+from tests.services import ServiceProcess
+from tests.workers import WorkerProcess
+from vividly_tasks import create_app
+from vividly_tasks.content.errors import InvalidRequest
+from vividly_tasks.content.validation import validate
+from vividly_tasks.transport import wire
+
+PREFIX = "vividly-"
+QUEUE = "vividly"
+BROKER_SECRET = "brokerpw-s3cr3t"
+BACKEND_SECRET = "backendpw-s3cr3t"
+DATABASE_SECRET = "dbpw-s3cr3t"
+WRONG_SECRET = "wrongpw-s3cr3t"
+SECRETS = (BROKER_SECRET, BACKEND_SECRET, DATABASE_SECRET, WRONG_SECRET)
+
+
+class MarkerWhenUnpickled:
+    """Unpickling this creates a file: the proof that a pickle was (or was not) loaded."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+# --- unsafe content types ------------------------------------------------------------------
+@pytest.fixture
+def pubsub_app(pubsub_project: str, redis_url: str,
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[Celery]:
+    monkeypatch.setenv("BROKER_URL", f"pubsub://{pubsub_project}")
+    monkeypatch.setenv("RESULT_BACKEND", redis_url)
+    app = create_app()
+    yield app
+    app.close()
+
+
+def pickle_envelope(marker: Path, *, content_type: str, base64_body: bool = True) -> bytes:
+    body = pickle.dumps(((MarkerWhenUnpickled(marker),), {}, {}))
+    return json.dumps({
+        "body": base64.b64encode(body).decode() if base64_body else body.decode("latin-1"),
+        "content-type": content_type, "content-encoding": "binary",
+        "headers": {"task": "tests.add", "id": str(uuid.uuid4()), "lang": "py"},
+        "properties": {"body_encoding": "base64" if base64_body else None,
+                       "delivery_info": {"exchange": "", "routing_key": QUEUE}},
+    }).encode()
+
+
+def test_pickle_claimed_on_pubsub_is_dead_lettered_unread_by_the_transport(
+    pubsub_app: Celery, pubsub_project: str, tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """The envelope says pickle: the transport refuses it before Kombu or Celery see it."""
+    marker = tmp_path / "unpickled"
+    start_worker(concurrency=1).wait_ready()
+    publish_raw(pubsub_project, PREFIX, QUEUE,
+                pickle_envelope(marker, content_type="application/x-python-serialize"),
+                **{"content-type": "application/x-python-serialize"})
+    publish_raw(pubsub_project, PREFIX, QUEUE,
+                pickle_envelope(marker, content_type="application/x-yaml", base64_body=False))
+    reasons = sorted(m.message.attributes["dead_letter_reason"]
+                     for m in dead_letters(pubsub_project, PREFIX, QUEUE, expect=2))
+    assert reasons == [
+        "content type 'application/x-python-serialize' refused (accepted: application/json)",
+        "content type 'application/x-yaml' refused (accepted: application/json)",
+    ]
+    assert pubsub_app.send_task("tests.add", (1, 2)).get(timeout=30) == 3
+    assert not marker.exists()
+
+
+def test_pickle_bytes_under_a_json_claim_are_refused_by_the_worker(
+    pubsub_app: Celery, pubsub_project: str, tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Attributes say pickle, the envelope says JSON: the body is read as JSON (and fails),
+    never unpickled; the worker dead-letters it with the reason and keeps working."""
+    marker = tmp_path / "unpickled"
+    start_worker(concurrency=1).wait_ready()
+    publish_raw(pubsub_project, PREFIX, QUEUE,
+                pickle_envelope(marker, content_type="application/json"),
+                **{"content-type": "application/x-python-serialize",
+                   "content_type": "application/x-python-serialize"})
+    [dead] = dead_letters(pubsub_project, PREFIX, QUEUE, expect=1)
+    assert dead.message.attributes["dead_letter_reason"].startswith(
+        "body is not valid application/json"
+    )
+    assert pubsub_app.send_task("tests.add", (1, 2)).get(timeout=30) == 3
+    assert not marker.exists()
+
+
+def test_a_worker_never_unpickles_a_task_even_where_the_broker_passes_pickle(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    start_worker: Callable[..., WorkerProcess],
+) -> None:
+    """Redis carries any content type; Celery's ``accept_content`` (JSON only) is what
+    refuses a pickled task there."""
+    monkeypatch.setenv("BROKER_URL", redis_url)
+    monkeypatch.setenv("RESULT_BACKEND", redis_url)
+    marker = tmp_path / "unpickled"
+    worker = start_worker(concurrency=1).wait_ready()
+    app = create_app()
+    try:
+        with Connection(redis_url) as connection:
+            Producer(connection).publish(
+                [(MarkerWhenUnpickled(marker),), {}, {}], serializer="pickle",
+                exchange=Exchange(QUEUE), routing_key=QUEUE,
+                headers={"task": "tests.add", "id": str(uuid.uuid4()), "lang": "py"},
+            )
+        assert app.send_task("tests.add", (2, 3)).get(timeout=30) == 5
+        worker.wait_for_log(lambda text: "content type 'application/x-python-serialize' "
+                            "refused (JSON only)" in text, timeout=10)
+    finally:
+        app.close()
+    assert not marker.exists()
+
+
+def test_the_app_accepts_and_sends_json_only() -> None:
+    conf = create_app().conf
+    assert conf.accept_content == ["json"] and conf.result_accept_content == ["json"]
+    assert conf.task_serializer == "json" and conf.result_serializer == "json"
+    with pytest.raises(wire.PoisonMessage, match="refused"):
+        wire.decode(json.dumps({"body": "gAR9lC4=", "content-type": "application/x-python-"
+                                "serialize", "properties": {"body_encoding": "base64"}}).encode(),
+                    {})
+
+
+# --- credentials in logs, reports and remote control ----------------------------------------
+@pytest.fixture
+def secret_urls(redis_server: ServiceProcess, redis_url: str, postgres_url: str) -> dict[str, str]:
+    """Broker, backend and database URLs with passwords (a Redis ACL user; PostgreSQL trusts
+    loopback here, so the password is carried but not checked)."""
+    with redis.Redis.from_url(redis_url) as client:
+        for user, secret in (("broker", BROKER_SECRET), ("backend", BACKEND_SECRET)):
+            client.acl_setuser(user, enabled=True, passwords=[f"+{secret}"], keys=["*"],
+                               channels=["*"], commands=["+@all"])
+    host_db = redis_url.removeprefix("redis://")
+    return {
+        "BROKER_URL": f"redis://broker:{BROKER_SECRET}@{host_db}",
+        "RESULT_BACKEND": f"redis://backend:{BACKEND_SECRET}@{host_db}",
+        "DATABASE_URL": postgres_url.replace("postgres@", f"postgres:{DATABASE_SECRET}@", 1),
+    }
+
+
+def test_a_worker_never_shows_its_urls_passwords(
+    secret_urls: dict[str, str], monkeypatch: pytest.MonkeyPatch,
+    start_worker: Callable[..., WorkerProcess], start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """Startup banner, task logs, ``celery inspect conf``/``report`` (what Flower shows) and the
+    entrypoint's failure summary mask every password."""
+    for name, value in secret_urls.items():
+        monkeypatch.setenv(name, value)
+    worker = start_worker(concurrency=1).wait_ready()
+    app = create_app()
+    try:
+        assert app.send_task("tests.log_something", ("hello",)).get(timeout=30) is None
+        inspect = app.control.inspect(timeout=5)
+        shown = json.dumps([inspect.conf(with_defaults=True), inspect.report()])
+    finally:
+        app.close()
+    assert "broker:**" in worker.logs() or "broker:********" in worker.logs()
+    assert "redis://broker:" in shown and "vividly_settings" in shown
+    # A wrong password: the connection fails and the failure is reported, still masked.
+    monkeypatch.setenv("BROKER_URL", secret_urls["BROKER_URL"].replace(BROKER_SECRET,
+                                                                         WRONG_SECRET))
+    monkeypatch.setenv("WORKER_CONNECT_TIMEOUT", "3")
+    failed = start_entrypoint()
+    assert failed.wait(60) != 0
+    summary = failed.summary()
+    assert "broker" in json.dumps(summary)
+    for text in (worker.logs(), shown, failed.logs()):
+        for secret in SECRETS:
+            assert secret not in text
+
+
+# --- input size limits -----------------------------------------------------------------------
+def test_oversize_request_fields_are_refused_quickly_whatever_their_size() -> None:
+    started = time.monotonic()
+    for size in (201, 10**6, 8 * 10**6):
+        with pytest.raises(InvalidRequest, match="the limit is 200"):
+            validate(topic="x" * size, modality="text", max_topic_chars=200,
+                     max_field_chars=100)
+    with pytest.raises(InvalidRequest, match="the limit is 100"):
+        validate(topic="Fractions", modality="text", subject="y" * 10**6, max_topic_chars=200,
+                 max_field_chars=100)
+    assert time.monotonic() - started < 5
