@@ -24,6 +24,7 @@ from tests.services import ServiceProcess
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.content.errors import InvalidRequest
+from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey
 from vividly_tasks.content.validation import validate
 from vividly_tasks.transport import wire
 
@@ -205,3 +206,26 @@ def test_oversize_request_fields_are_refused_quickly_whatever_their_size() -> No
         validate(topic="Fractions", modality="text", subject="y" * 10**6, max_topic_chars=200,
                  max_field_chars=100)
     assert time.monotonic() - started < 5
+
+
+# --- storage keys cannot leave their root or prefix -----------------------------------------
+ESCAPING_KEYS = [
+    "../outside", "a/../../outside", "/etc/passwd", "//host/share", "C:\\outside", "a\\..\\b",
+    "%2e%2e/outside", "..%2foutside", "a%2F..%2F..%2Foutside", "lesson.md\n", "a\n/b",
+    "a/\x00b", "a/\u2025/b", "\uff0e\uff0e/outside", "~/outside", ".", "", "a//b", "a/",
+]
+
+
+@pytest.mark.parametrize("key", ESCAPING_KEYS)
+def test_storage_keys_cannot_escape_the_root_or_prefix(
+    key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", "http://127.0.0.1:9")  # no request is made
+    local = LocalStorage(tmp_path / "root")
+    source = tmp_path / "artifact"
+    source.write_text("lesson")
+    with pytest.raises(UnsafeKey):
+        local.put_file(key, source, "text/plain")
+    with pytest.raises(UnsafeKey):
+        GCSStorage("bucket", "lessons").put_file(key, source, "text/plain")
+    assert [p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")] == ["artifact"]
