@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
-from celery.exceptions import InvalidTaskError
+from celery.exceptions import InvalidTaskError, Reject
 from celery.worker.request import Request
+from google.pubsub_v1 import PubsubMessage
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from kombu import Connection
@@ -31,6 +32,7 @@ from kombu.serialization import prepare_accept_content
 from kombu.transport.virtual import Message as VirtualMessage
 
 import tests.worker_tasks  # noqa: F401  (registers the tests.* tasks)
+import vividly_tasks.tasks  # noqa: F401  (registers the vividly.* tasks, as a worker does)
 from vividly_tasks import create_app
 from vividly_tasks.content.database import ContentDatabase
 from vividly_tasks.content.errors import InvalidRequest
@@ -39,15 +41,16 @@ from vividly_tasks.content.requests import submit
 from vividly_tasks.content.status import Status
 from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey, check_key
 from vividly_tasks.content.validation import validate
+from vividly_tasks.plain_message_tasks import check_arguments
 from vividly_tasks.settings import Settings
 from vividly_tasks.task_messages import task_message_problem
-from vividly_tasks.transport import wire
+from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.channel import QueueRoute, eta_timestamp
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 
 #: A few hundred examples in the suite in all; no deadline (a loaded 2-core box is slow).
 PROPERTY = settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 QUEUE = "vividly"
 TASK_NAMES = ("tests.add", "vividly.generate_content", "vividly.submit_content", "no.such.task")
@@ -70,22 +73,23 @@ json_values = st.recursive(
 timestamps = st.datetimes().map(lambda d: d.isoformat()) | st.sampled_from(
     ["0001-01-01T00:00:00", "9999-12-31T23:59:59", "not a date", ""]
 )
-celery_headers = st.fixed_dictionaries(
-    {},
-    optional={
-        "task": st.sampled_from(TASK_NAMES) | json_values,
-        "id": st.uuids().map(str) | json_values,
-        "lang": st.just("py") | json_values,
-        "eta": timestamps | json_values,
-        "expires": timestamps | json_values,
-        "retries": st.integers(-3, 3) | json_values,
-        "timelimit": st.tuples(json_scalars, json_scalars).map(list) | json_values,
-        "shadow": json_values,
-        "root_id": json_values,
-        "parent_id": json_values,
-        "argsrepr": json_values,
-        "compression": st.sampled_from(["application/x-gzip", "zlib"]),
-    },
+HEADER_VALUES = {
+    "task": st.sampled_from(TASK_NAMES) | json_values,
+    "id": st.uuids().map(str) | json_values,
+    "lang": st.just("py") | json_values,
+    "eta": timestamps | json_values,
+    "expires": timestamps | json_values,
+    "retries": st.integers(-3, 3) | json_values,
+    "timelimit": st.tuples(json_scalars, json_scalars).map(list) | json_values,
+    "shadow": json_values,
+    "root_id": json_values,
+    "parent_id": json_values,
+    "argsrepr": json_values,
+    "compression": st.sampled_from(["application/x-gzip", "zlib"]),
+}
+celery_headers = st.fixed_dictionaries({}, optional=HEADER_VALUES)
+one_header = st.sampled_from(sorted(HEADER_VALUES)).flatmap(
+    lambda name: HEADER_VALUES[name].map(lambda value: {name: value})
 )
 celery_bodies = (
     st.tuples(st.lists(json_values, max_size=3), st.dictionaries(st.text(max_size=5), json_values,
@@ -119,6 +123,17 @@ envelopes = st.fixed_dictionaries(
         "properties": properties,
     },
 )
+# Celery messages with one or more fields generated: most run, so Celery's side is exercised.
+near_celery_messages = st.builds(
+    lambda extra, body: {
+        "body": body, "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": {"lang": "py", "task": "tests.add", "id": "6f1c", **extra},
+        "properties": {"body_encoding": None,
+                       "delivery_info": {"exchange": "", "routing_key": QUEUE}},
+    },
+    st.just({}) | one_header, celery_bodies,
+)
+envelopes = near_celery_messages | envelopes
 message_data = (
     envelopes.map(lambda e: json.dumps(e).encode())
     | json_values.map(lambda v: json.dumps(v).encode())
@@ -151,12 +166,16 @@ def route() -> QueueRoute:
     return QueueRoute(QUEUE, spec, exchange=QUEUE)
 
 
-def receive(data: bytes, attrs: dict[str, str], channel: Any, app: Any) -> str:
-    """What the channel and then the worker consumer do with one received message, without
-    the network: the outcome is ``dead-letter: <reason>``, ``celery-rejects`` or ``runs``.
-    Any other exception is a crash in the worker (the property is that none happens)."""
+def receive(data: bytes, attrs: dict[str, str], channel: Any, app: Any,
+            bound_task: str | None = None) -> str:
+    """What the channel and then the worker do with one received message, without the
+    network: the outcome is ``dead-letter: <reason>``, ``celery-rejects`` or ``runs``. Any
+    other exception is a crash in the worker (the property is that none happens).
+    ``bound_task``: the queue is bound to that task (plain messages, PUBSUB_PLAIN_MESSAGE_TASKS).
+    """
+    received = PubsubMessage(data=data, attributes=attrs, message_id="1")
     try:
-        payload = wire.decode(data, attrs)  # accepts JSON only, as the worker's settings say
+        payload = plain_messages.decode(received, queue=QUEUE, task=bound_task)  # JSON only
     except wire.PoisonMessage as reason:
         assert str(reason)
         return f"dead-letter: {reason}"
@@ -180,24 +199,54 @@ def receive(data: bytes, attrs: dict[str, str], channel: Any, app: Any) -> str:
         return "celery-rejects"  # Consumer.on_invalid_task (bad eta/expires)
     assert len(request.time_limits) == 2  # the pool unpacks them
     assert isinstance(request.args, list | tuple) and isinstance(request.kwargs, dict)
+    task.push_request(**message.headers)
+    try:  # the task's before_start: a plain message must fit the signature
+        check_arguments(task, tuple(request.args), request.kwargs)
+    except Reject as reject:
+        assert str(reject.reason)
+        return f"dead-letter: {reject.reason}"
+    finally:
+        task.pop_request()
     return "runs"
 
 
 # --- the receive path -----------------------------------------------------------------------
+BINDINGS = [pytest.param(None, id="unbound"),
+            pytest.param("vividly.content_message", id="bound-to-content_message")]
+
+
+@pytest.mark.parametrize("bound_task", BINDINGS)
 @PROPERTY
 @given(data=message_data, attrs=attributes)
 def test_any_bytes_and_attributes_run_or_are_dead_lettered_with_a_reason(
-    data: bytes, attrs: dict[str, str], kombu_channel: Any, celery_app: Any
+    data: bytes, attrs: dict[str, str], bound_task: str | None, kombu_channel: Any,
+    celery_app: Any,
 ) -> None:
-    receive(data, attrs, kombu_channel, celery_app)
+    receive(data, attrs, kombu_channel, celery_app, bound_task)
 
 
+@pytest.mark.parametrize("bound_task", BINDINGS)
 @PROPERTY
 @given(envelope=envelopes, attrs=attributes)
 def test_any_envelope_runs_or_is_dead_lettered_with_a_reason(
-    envelope: dict[str, Any], attrs: dict[str, str], kombu_channel: Any, celery_app: Any
+    envelope: dict[str, Any], attrs: dict[str, str], bound_task: str | None,
+    kombu_channel: Any, celery_app: Any,
 ) -> None:
-    receive(json.dumps(envelope).encode(), attrs, kombu_channel, celery_app)
+    event(receive(json.dumps(envelope).encode(), attrs, kombu_channel, celery_app,
+                  bound_task).split(":")[0])
+
+
+@PROPERTY
+@given(fields=st.dictionaries(
+    st.sampled_from(["request_id", "topic", "modality", "subject", "grade_level", "colour"]),
+    field_values_lazy := st.deferred(lambda: field_values), max_size=5,
+), attrs=attributes)
+def test_any_plain_json_object_on_a_bound_queue_runs_or_is_dead_lettered(
+    fields: dict[str, Any], attrs: dict[str, str], kombu_channel: Any, celery_app: Any
+) -> None:
+    outcome = receive(json.dumps(fields).encode(), attrs, kombu_channel, celery_app,
+                      "vividly.content_message")
+    assert outcome == "runs" or outcome.startswith("dead-letter: "), outcome
 
 
 @PROPERTY
@@ -260,6 +309,23 @@ def test_what_the_channel_encodes_decodes_to_the_same_message(
                                                       "routing_key": routing_key}
     raw = base64.b64decode(text) if body_encoding == "base64" else text
     assert raw == body
+
+
+@PROPERTY
+@given(
+    original=st.dictionaries(st.text(min_size=1, max_size=20),
+                             st.text(max_size=300).map(wire.attribute_text), max_size=100),
+    reason=st.text(max_size=2000) | st.text(alphabet="€ü漢🙂", min_size=300, max_size=1200),
+)
+def test_a_dead_letter_copy_fits_pubsub_attribute_limits(
+    original: dict[str, str], reason: str
+) -> None:
+    ours = {"dead_letter_reason": reason, "original_message_id": "1"}
+    attributes = wire.dead_letter_attributes(original, ours)
+    assert len(attributes) <= wire.MAX_ATTRIBUTES
+    assert all(len(v.encode()) <= wire.MAX_ATTRIBUTE_VALUE_BYTES for v in attributes.values())
+    assert reason.startswith(attributes["dead_letter_reason"])
+    assert len(attributes["dead_letter_reason"]) >= min(len(reason), 256)
 
 
 @PROPERTY

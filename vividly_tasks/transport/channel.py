@@ -510,10 +510,9 @@ class Channel(virtual.Channel):
         logger.warning(
             "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
         )
-        attributes = dict(message.attributes)
-        attributes.update({
-            "dead_letter_reason": reason[:1024],
-            "dead_letter_queue": route.queue[:1024],
+        attributes = wire.dead_letter_attributes(message.attributes, {
+            "dead_letter_reason": reason,
+            "dead_letter_queue": route.queue,
             "dead_letter_subscription": route.spec.path,
             "original_message_id": message.message_id,
             "delivery_attempt": str(received.delivery_attempt or 1),

@@ -9,14 +9,16 @@ carry what routing and people need without parsing ``data``: ``exchange``, ``rou
 from __future__ import annotations
 
 import base64
-import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 ENVELOPE_ATTRIBUTE = "kombu-envelope"
 ENVELOPE_VERSION = "1"
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
+#: Pub/Sub refuses a message with more attributes than this.
+MAX_ATTRIBUTES = 100
 DEFAULT_ACCEPTED_CONTENT_TYPES = frozenset({"application/json"})
 
 
@@ -106,7 +108,7 @@ def decode(
     if body_encoding == "base64":
         try:
             base64.b64decode(body, validate=True)
-        except (binascii.Error, TypeError):
+        except (ValueError, TypeError):  # binascii.Error, or text that is not ASCII
             raise PoisonMessage("body_encoding is base64 but the body is not") from None
     elif body_encoding is not None or not isinstance(body, str):
         raise PoisonMessage(f"unsupported body encoding {body_encoding!r}")
@@ -120,3 +122,17 @@ def decode(
         raise PoisonMessage("Kombu envelope's exchange and routing_key are not both text")
     envelope["properties"]["delivery_info"] = delivery_info
     return dict(envelope)
+
+
+def attribute_text(value: str) -> str:
+    """``value`` cut to Pub/Sub's limit of an attribute value (bytes of UTF-8, not characters)."""
+    return value.encode()[:MAX_ATTRIBUTE_VALUE_BYTES].decode("utf-8", errors="ignore")
+
+
+def dead_letter_attributes(original: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """A dead-letter copy's attributes: ``ours`` (cut to the value limit) and as many of the
+    original's as Pub/Sub's attribute count allows, so the copy is never refused for them."""
+    kept = [(key, value) for key, value in original.items() if key not in ours]
+    attributes = dict(kept[: MAX_ATTRIBUTES - len(ours)])
+    attributes.update({key: attribute_text(value) for key, value in ours.items()})
+    return attributes
