@@ -26,6 +26,7 @@ from vividly_tasks import create_app
 from vividly_tasks.content.errors import InvalidRequest
 from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey
 from vividly_tasks.content.validation import validate
+from vividly_tasks.settings import Settings
 from vividly_tasks.transport import wire
 
 PREFIX = "vividly-"
@@ -180,6 +181,25 @@ def test_a_worker_never_shows_its_urls_passwords(
     for text in (worker.logs(), shown, failed.logs()):
         for secret in SECRETS:
             assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("redis://127.0.0.1:6379/0?password=s3cr3t&db=1",
+         "redis://127.0.0.1:6379/0?password=****&db=1"),
+        ("postgresql://db/vividly?sslmode=require&password=s3cr3t",
+         "postgresql://db/vividly?sslmode=require&password=****"),
+        ("rediss://app:s3cr3t@host/0?ssl_cert_reqs=required",
+         "rediss://app:****@host/0?ssl_cert_reqs=required"),
+        ("redis://:s3cr3t@[::1", "redis://****"),  # unreadable: nothing of it is shown
+    ],
+)
+def test_secrets_in_url_queries_and_unreadable_urls_are_masked(url: str, masked: str) -> None:
+    settings = Settings(broker_url=url, result_backend=url, database_url=url)
+    redacted = settings.redacted()
+    assert redacted["broker_url"] == redacted["result_backend"] == masked
+    assert "s3cr3t" not in json.dumps(redacted)
 
 
 # --- input size limits -----------------------------------------------------------------------

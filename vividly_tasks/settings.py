@@ -7,6 +7,7 @@ server: SQLite, local files and Kombu's filesystem broker under ``VIVIDLY_DATA_D
 
 from __future__ import annotations
 
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -253,16 +254,32 @@ class Settings(BaseSettings):
         return {key: mask_url_password(value) for key, value in values.items()}
 
 
+#: Query parameters that carry secrets in some URLs (redis-py's and libpq's ``password=``).
+SECRET_QUERY_NAME = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
+MASK = "****"
+
+
 def mask_url_password(value: Any) -> Any:
-    """``scheme://user:secret@host`` becomes ``scheme://user:****@host``; other values pass."""
+    """``scheme://user:secret@host?password=secret`` becomes
+    ``scheme://user:****@host?password=****``; other values pass unchanged."""
     if not isinstance(value, str) or "://" not in value:
         return value
-    parts = urlsplit(value)
-    if not parts.password:
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:  # not a URL we can read: show none of it
+        return f"{value.partition('://')[0]}://{MASK}"
+    pairs = parts.query.split("&") if parts.query else []
+    secret_pairs = [p for p in pairs if SECRET_QUERY_NAME.search(p.partition("=")[0])]
+    if not password and not secret_pairs:
         return value
-    host = parts.netloc.rpartition("@")[2]
-    netloc = f"{parts.username or ''}:****@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    if password:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
+    query = "&".join(
+        f"{p.partition('=')[0]}={MASK}" if p in secret_pairs else p for p in pairs
+    )
+    return urlunsplit(parts._replace(query=query))
 
 
 def environment_variable(field_name: str) -> str:
