@@ -59,6 +59,9 @@ def _headers_problem(headers: dict[str, Any]) -> str | None:
          f"task {_short(task)} has no id (id header is {_short(task_id)})"),
         *((headers.get(name) is not None and not isinstance(headers[name], str),
            f"header {name} is {_kind(headers.get(name))}, not text") for name in TEXT_HEADERS),
+        # Celery reads an empty eta or expires as a time, and fails outside its own guard.
+        *((headers.get(name) == "", f"header {name} is empty, not a time")
+          for name in ("eta", "expires")),
         (not _is_count(headers.get("retries", 0)),
          f"header retries is {_short(headers.get('retries'))}, not a count"),
         (not _is_time_limit(headers.get("timelimit")),
