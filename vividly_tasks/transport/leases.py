@@ -4,7 +4,8 @@ A message is leased from the moment a pull returns it until it is acked, release
 dead-lettered: while it is prefetched, while Celery holds it for its ETA, and while it runs.
 A keeper thread (one per process) extends each lease every third of its ack deadline, up to
 its ``max_lease_seconds`` after receipt, so a two-hour video render is never redelivered to a
-second worker while it runs.
+second worker while it runs. It sleeps until the next extension is due (at most
+``TICK_SECONDS``), and without leases until one is added: an idle worker has no timer here.
 """
 
 from __future__ import annotations
@@ -38,9 +39,13 @@ class Lease:
     original: PubsubMessage | None = None  # kept for an exact dead-letter copy
     extended_at: float = 0.0  # time.monotonic() of the last extension (0: at receipt)
 
-    def extension_due(self, now: float) -> bool:
+    def next_extension(self) -> float:
+        """time.monotonic() at which this lease's next extension is due."""
         last = self.extended_at or self.received_at
-        return now - last >= max(1.0, self.ack_deadline_seconds / 3)
+        return last + max(1.0, self.ack_deadline_seconds / 3)
+
+    def extension_due(self, now: float) -> bool:
+        return now >= self.next_extension()
 
     def release_deadline(self, now: float) -> int:
         """Seconds until Pub/Sub should redeliver this message when we let it go.
@@ -57,18 +62,21 @@ class Lease:
 class LeaseBook:
     """The unsettled leases of one process, and the thread that keeps them alive."""
 
-    #: How often the keeper looks at the leases; each is extended when its own step is due.
+    #: Longest sleep of the keeper while it holds leases; each is extended when its own step
+    #: is due, and an expired ``max_lease_seconds`` is noticed within this.
     TICK_SECONDS = 1.0
 
     def __init__(self, calls: BackgroundCalls) -> None:
         self.calls = calls
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
+        self._added = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
 
     def add(self, tag: str, lease: Lease) -> None:
         with self._lock:
             self._leases[tag] = lease
+            self._added.notify()
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._keep_alive, name="pubsub-leases", daemon=True
@@ -85,7 +93,11 @@ class LeaseBook:
 
     def _keep_alive(self) -> None:
         while True:
-            time.sleep(self.TICK_SECONDS)
+            with self._lock:
+                while not self._leases:
+                    self._added.wait()
+                due = min(lease.next_extension() for lease in self._leases.values())
+            time.sleep(min(self.TICK_SECONDS, max(0.0, due - time.monotonic())))
             self.extend_due()
 
     def extend_due(self) -> None:
