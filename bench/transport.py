@@ -156,6 +156,60 @@ class Figures:
         return value
 
 
+def measure_drain_ceiling(project: str, count: int, slots: int) -> float:
+    """The emulator's own drain rate for a consumer that may hold ``slots`` messages.
+
+    google-cloud-pubsub alone, no Celery: ``slots`` threads each Pull one message and ack it,
+    like a worker with ``concurrency x multiplier`` prefetch and no-op tasks whose every ack
+    frees one slot. Messages per second over a queued backlog of ``count``.
+    """
+    from google.cloud import pubsub_v1
+
+    publisher = pubsub_v1.PublisherClient()
+    subscriber = pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(project, "ceiling")
+    path = subscriber.subscription_path(project, "ceiling")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=path, topic=topic)
+    try:
+        for future in [publisher.publish(topic, b"x" * 600) for _ in range(count)]:
+            future.result(timeout=30)
+        time.sleep(1.0)  # as for the workers, the backlog is queued well before the drain
+        left = [count]
+        lock = threading.Lock()
+        finished: list[float] = []  # when the last message was acked (the other thread's
+        # Pull then waits out its timeout on an empty queue: not part of the drain)
+
+        def consume() -> None:
+            while True:
+                with lock:
+                    if left[0] <= 0:
+                        return
+                response = subscriber.pull(
+                    request={"subscription": path, "max_messages": 1}, timeout=10, retry=None,
+                )
+                ack_ids = [m.ack_id for m in response.received_messages]
+                if ack_ids:
+                    subscriber.acknowledge(request={"subscription": path, "ack_ids": ack_ids})
+                    with lock:
+                        left[0] -= len(ack_ids)
+                        if left[0] <= 0:
+                            finished.append(time.perf_counter())
+
+        threads = [threading.Thread(target=consume, daemon=True) for _ in range(slots)]
+        started = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        if not finished:
+            raise Failed(f"{left[0]} of {count} messages not drained in 120 s")
+        return count / (finished[0] - started)
+    finally:
+        subscriber.close()
+        publisher.stop()
+
+
 # --- processes ---------------------------------------------------------------------------
 def process_tree(root: int) -> list[int]:
     """``root`` and its descendants, from /proc."""
@@ -265,6 +319,7 @@ class BrokerRun:
     workdir: Path
     sizes: Sizes
     prefetch_multiplier: int
+    server_pid: int | None = None  # the broker's server (emulator or redis-server)
     figures: Figures = field(default_factory=Figures)
     worker: Any = None
     app: Any = None
@@ -342,6 +397,10 @@ class BrokerRun:
         ready = float(self.ledger.get(READY_KEY) or 0)
         done = 0
         last_progress = time.monotonic()
+        worker_pids = process_tree(self.worker.pid)
+        server_pids = process_tree(self.server_pid) if self.server_pid else []
+        done_before = int(self.ledger.llen(DONE_KEY))
+        worker_ticks, server_ticks = cpu_ticks(worker_pids), cpu_ticks(server_pids)
         while done < expected:
             count = int(self.ledger.llen(DONE_KEY))
             if count > done:
@@ -350,6 +409,14 @@ class BrokerRun:
                 raise Failed(f"{done} of {expected} done, then none for {STALL_TIMEOUT:.0f} s")
             self.check_worker_alive()
             time.sleep(0.02)
+        measured = expected - done_before
+        if measured > 0:  # CPU milliseconds per task while the backlog drained
+            tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
+            self.figures.values["drain_cpu_worker"] = (
+                (cpu_ticks(worker_pids) - worker_ticks) * tick_ms / measured)
+            if server_pids:
+                self.figures.values["drain_cpu_server"] = (
+                    (cpu_ticks(server_pids) - server_ticks) * tick_ms / measured)
         times = sorted(float(t) for t in self.ledger.lrange(DONE_KEY, 0, -1))
         before_ready = sum(1 for t in times if t < ready)
         if before_ready:
@@ -490,6 +557,10 @@ ROWS = (
     # key, label, unit scale, format, better ("high"/"low")
     ("publish", "publish rate, apply_async from one process (tasks/s)", 1.0, "{:,.0f}", "high"),
     ("drain", "drain {tasks:,} queued no-op tasks (tasks/s)", 1.0, "{:,.0f}", "high"),
+    ("drain_cpu_worker", "CPU while draining: worker processes (ms per task)", 1.0, "{:.2f}",
+     "low"),
+    ("drain_cpu_server", "CPU while draining: broker server, emulator or redis-server "
+     "(ms per task)", 1.0, "{:.2f}", "low"),
     ("latency_median", "apply_async -> task starts, median (ms)", 1000.0, "{:.1f}", "low"),
     ("latency_p95", "apply_async -> task starts, p95 (ms)", 1000.0, "{:.1f}", "low"),
     ("latency_over_floor", "median minus the bare client's floor (ms)", 1000.0, "{:+.1f}",
@@ -641,6 +712,17 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
     if floor is not None:
         floor_lines.append(f"- the floor used for the target: {1000 * floor:.1f} ms "
                            "(the lower of the two medians)")
+    ceiling = floors.get("ceiling", {})
+    if ceiling.get("drain"):
+        rate, slots = ceiling["drain"][0], int(ceiling["slots"][0])
+        share = ""
+        if ours is not None and "drain" in ours.values:
+            share = f"; ours drained at {100 * ours.values['drain'] / rate:.0f} % of it"
+        floor_lines.append(
+            f"- bare client, the emulator's drain ceiling for a consumer allowed {slots} "
+            f"messages (the worker's prefetch): {slots} threads each Pull 1 message and ack "
+            f"it, no Celery: {rate:,.0f} msg/s over {sizes.tasks:,} queued{share}"
+        )
     notes = [f"- {name}: {note}" for name in names for note in results[name].notes]
     begin, end = markers(args.prefetch_multiplier)
     text = [
@@ -728,7 +810,18 @@ def floor_round(floors: dict[str, dict[str, list[float]]], label: str, run_id: s
         print(f"== floor ({label}) failed: {exc}", flush=True)
 
 
-def main() -> None:
+def ceiling_round(floors: dict[str, dict[str, list[float]]], run_id: str, sizes: Sizes,
+                  slots: int) -> None:
+    try:
+        rate = measure_drain_ceiling(f"bench-{run_id}-ceiling", sizes.tasks, slots)
+    except Exception as exc:
+        print(f"== emulator drain ceiling failed: {exc}", flush=True)
+        return
+    floors["ceiling"] = {"drain": [rate], "slots": [float(slots)]}
+    print(f"== emulator drain ceiling, {slots} slots: {rate:,.0f} msg/s", flush=True)
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
     parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=BROKERS)
@@ -739,7 +832,11 @@ def main() -> None:
                         "(bench/all.py reads it)")
     parser.add_argument("--describe", help="what code is measured, for the doc "
                         "(default: the tree's git HEAD and whether vividly_tasks/ is clean)")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
     # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the services get stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
@@ -767,12 +864,15 @@ def main() -> None:
                   f"load {loads[0]}", flush=True)
 
             floor_round(floors, "start", run_id, sizes)
+            # The worker's prefetch: concurrency 2 times the multiplier.
+            ceiling_round(floors, run_id, sizes, 2 * args.prefetch_multiplier)
             for index, name in enumerate(args.brokers):
                 project = f"bench-{run_id}-{index}"
                 env = broker_env(name, index, project, redis_server.port, workdir,
                                  args.prefetch_multiplier)
+                server = (redis_server if name == "redis" else emulator).process
                 run = BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
-                                args.prefetch_multiplier)
+                                args.prefetch_multiplier, server_pid=server and server.pid)
                 try:
                     results[name] = run_broker(run)
                 except Exception as exc:
