@@ -30,6 +30,11 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.transport import ROWS as TRANSPORT_ROWS  # noqa: E402
+
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
 PYTHON = ".venv/bin/python"
@@ -165,24 +170,15 @@ def median(values: list[float]) -> float | None:
 
 
 def transport_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    """The transport benchmark's own rows (``bench.transport.ROWS``), from its stored figures."""
     if result is None:
         return []
     figures = result["figures"]
     sizes = figures["sizes"]
-    rows = (
-        ("publish", "publish rate, `apply_async` from one process (tasks/s)", 1, "{:,.0f}"),
-        ("drain", f"drain {sizes['tasks']:,} queued no-op tasks, 1 worker (tasks/s)", 1,
-         "{:,.0f}"),
-        ("latency_median", "`apply_async` -> task starts, median (ms)", 1000, "{:.1f}"),
-        ("latency_p95", "`apply_async` -> task starts, p95 (ms)", 1000, "{:.1f}"),
-        ("idle_cpu", f"idle worker CPU over {sizes['idle_seconds']:g} s (% of a core)", 1,
-         "{:.2f}"),
-        ("shutdown", "warm shutdown of an idle worker, SIGTERM -> exit (s)", 1, "{:.2f}"),
-        ("ping", "`celery inspect ping` CLI, wall (s)", 1, "{:.2f}"),
-        ("start_ready", "worker start -> ready (s)", 1, "{:.2f}"),
-    )
     out = []
-    for key, label, scale, template in rows:
+    for key, label, scale, template, _ in TRANSPORT_ROWS:
+        if key == "latency_over_floor":
+            continue  # needs the floor; on the transport page
         cells = []
         for broker in ("ours", "gcpubsub", "redis"):
             column = figures["results"].get(broker)
@@ -190,9 +186,13 @@ def transport_rows(result: dict[str, Any] | None) -> list[list[str]]:
                 cells.append("not run")
             elif key in column["values"]:
                 cells.append(template.format(column["values"][key] * scale))
+            elif key in column["failures"]:
+                cells.append(f"failed: {column['failures'][key]}"[:60])
             else:
-                cells.append(f"failed: {column['failures'].get(key, '-')}"[:60])
-        out.append([label, *cells, "transport"])
+                cells.append("-")  # figures from before this measure existed
+        text = label.format(tasks=sizes["tasks"], idle=sizes["idle_seconds"],
+                            pings=sizes["pings"])
+        out.append([text, *cells, "transport"])
     return out
 
 
