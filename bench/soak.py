@@ -401,7 +401,7 @@ class Soak:
             "properties": {"delivery_info": {"exchange": "", "routing_key": queue}},
         })
         self.publish_raw("not-celery", not_celery.data, **not_celery.attributes)
-        self.poison.append(Poison("not-celery", "rejected without requeue by the consumer"))
+        self.poison.append(Poison("not-celery", "not a Celery task message"))
         unknown = str(uuid.uuid4())
         self.app.send_task("soak.no_such_task", args=[1], task_id=unknown, queue=queue)
         self.poison.append(Poison("unknown-task", "soak.no_such_task", task_id=unknown))
