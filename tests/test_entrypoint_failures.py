@@ -82,3 +82,19 @@ def test_console_script_and_module_offer_both_modes() -> None:
         output = subprocess.run(command, capture_output=True, text=True, check=True,
                                 timeout=60, cwd=REPO_ROOT).stdout
         assert "job" in output and "service" in output
+
+
+def test_an_unreachable_content_database_exits_69_with_the_reason_and_no_password(
+    start_entrypoint: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dead_port = free_port()
+    monkeypatch.setenv(
+        "DATABASE_URL", f"postgresql+psycopg://vividly:hunter2@127.0.0.1:{dead_port}/vividly"
+    )
+    worker = start_entrypoint()
+    assert worker.wait(timeout=60) == RET_CONNECT
+    summary = worker.summary()
+    assert summary["exit_reason"] == "content_store_unusable"
+    assert "content database" in summary["detail"]
+    assert str(dead_port) in summary["detail"]
+    assert "hunter2" not in worker.logs()

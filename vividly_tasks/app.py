@@ -21,6 +21,8 @@ class VividlyCelery(Celery):  # type: ignore[misc]
 
     def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
         self._given_settings = settings
+        #: Why a start-up check refused to run this worker (read by worker_entry's summary).
+        self.startup_failure: str | None = None
         super().__init__(*args, **kwargs)
 
     @cached_property

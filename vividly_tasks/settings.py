@@ -259,6 +259,15 @@ SECRET_QUERY_NAME = re.compile(r"pass|secret|token|key|credential", re.IGNORECAS
 MASK = "****"
 
 
+def mask_urls_in(text: str, settings: Settings) -> str:
+    """``text`` (say an exception's message) with this configuration's URLs masked."""
+    for url in (settings.effective_broker_url, settings.effective_database_url,
+                settings.effective_storage_url, settings.effective_result_backend):
+        if isinstance(url, str) and url:
+            text = text.replace(url, str(mask_url_password(url)))
+    return text
+
+
 def mask_url_password(value: Any) -> Any:
     """``scheme://user:secret@host?password=secret`` becomes
     ``scheme://user:****@host?password=****``; other values pass unchanged."""

@@ -23,8 +23,9 @@ import random
 import socket
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
+import sqlalchemy.exc
 from celery import Task, shared_task
 from celery.exceptions import ImproperlyConfigured, Reject
 from celery.signals import celeryd_after_setup
@@ -44,7 +45,7 @@ from vividly_tasks.content.requests import submit
 from vividly_tasks.content.services import ContentServices, migrate
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import open_storage
-from vividly_tasks.settings import Settings
+from vividly_tasks.settings import Settings, mask_urls_in
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,20 @@ def prepare_content(sender: Any = None, instance: Any = None, **_: Any) -> None:
     open the artifact storage once, so a database it cannot reach or a storage URL it cannot
     use stops it there, with the reason, rather than fail every task."""
     settings = getattr(getattr(instance, "app", None), "settings", None)
-    if isinstance(settings, Settings):
+    if not isinstance(settings, Settings):
+        return
+    try:
         migrate(settings)
         open_storage(settings.effective_storage_url)
-        logger.info("content database migrated; storage %s", settings.effective_storage_url)
+    except Exception as exc:
+        # Celery logs and carries on after a signal handler's exception: exit instead.
+        unreachable = isinstance(exc, (TransientError, OSError, sqlalchemy.exc.OperationalError))
+        reason = mask_urls_in(
+            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", settings
+        )
+        refuse_to_start(instance.app, f"content database or storage unusable: {reason}",
+                        os.EX_UNAVAILABLE if unreachable else os.EX_CONFIG)
+    logger.info("content database migrated; storage %s", settings.effective_storage_url)
 
 
 @celeryd_after_setup.connect
@@ -83,8 +94,15 @@ def check_plain_message_bindings(sender: Any = None, instance: Any = None, **_: 
             plain_message_tasks.check_bindings(settings.plain_message_tasks, app.tasks)
         except ImproperlyConfigured as exc:
             # Celery logs and carries on after a signal handler's exception: exit instead.
-            logger.critical("%s", exc)
-            raise SystemExit(os.EX_CONFIG) from exc
+            refuse_to_start(app, str(exc), os.EX_CONFIG)
+
+
+def refuse_to_start(app: Any, reason: str, exit_code: int) -> NoReturn:
+    """Stop the worker before it takes any work, saying why (worker_entry's summary line
+    reads ``app.startup_failure``)."""
+    logger.critical("%s", reason)
+    app.startup_failure = reason
+    raise SystemExit(exit_code)
 
 
 @functools.cache

@@ -13,7 +13,8 @@ RET_OK = 0
 RET_ERROR = 1
 #: The command line was wrong (click's own usage-error code).
 RET_USAGE = 2
-#: The broker could not be reached within the bounded connection retry (EX_UNAVAILABLE).
+#: The broker could not be reached within the bounded connection retry, or the content
+#: database or storage could not be used at start (EX_UNAVAILABLE).
 RET_CONNECT = 69
 #: The configuration is invalid, e.g. an environment variable that does not parse (EX_CONFIG).
 RET_CONFIG = 78

@@ -220,6 +220,11 @@ def outcome(
     """Exit code, reason and detail of a run whose worker has returned."""
     if run.stop_reason is not None and run.stop_reason in NORMAL_STOPS:
         return RET_OK, run.stop_reason, None
+    if app.startup_failure is not None:
+        code = worker_exitcode if worker_exitcode in (RET_CONFIG, RET_CONNECT) else RET_ERROR
+        reason = (ExitReason.BAD_CONFIGURATION if code == RET_CONFIG
+                  else ExitReason.CONTENT_STORE_UNUSABLE)
+        return code, reason, app.startup_failure
     if worker_exitcode in (0, None):
         # Celery stopped itself cleanly (e.g. ``celery control shutdown``).
         return RET_OK, ExitReason.SHUTDOWN, None

@@ -61,6 +61,8 @@ class ExitReason(enum.StrEnum):
     SIGTERM = "sigterm"
     SIGINT = "sigint"
     BROKER_UNREACHABLE = "broker_unreachable"
+    #: The content database or artifact storage could not be used at start.
+    CONTENT_STORE_UNUSABLE = "content_store_unusable"
     BAD_CONFIGURATION = "bad_configuration"
     WORKER_ERROR = "worker_error"
     #: Celery stopped by itself without error, e.g. ``celery control shutdown``.
