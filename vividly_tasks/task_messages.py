@@ -47,27 +47,32 @@ def task_message_problem(message: Any) -> str | None:
     headers = message.headers
     if not isinstance(headers, dict):
         return f"headers are {_kind(headers)}, not an object"
-    return _headers_problem(headers) or _body_problem(message)
+    return _identity_problem(headers) or _headers_problem(headers) or _body_problem(message)
+
+
+def _identity_problem(headers: dict[str, Any]) -> str | None:
+    task, task_id = headers.get("task"), headers.get("id")
+    if not isinstance(task, str) or not task:
+        return f"not a Celery task message: task header is {_short(task)} (protocol 2 needed)"
+    if not isinstance(task_id, str) or not task_id:
+        return f"task {_short(task)} has no id (id header is {_short(task_id)})"
+    return None
 
 
 def _headers_problem(headers: dict[str, Any]) -> str | None:
-    task, task_id = headers.get("task"), headers.get("id")
-    problems = [
-        (not isinstance(task, str) or not task,
-         f"not a Celery task message: task header is {_short(task)} (protocol 2 needed)"),
-        (not isinstance(task_id, str) or not task_id,
-         f"task {_short(task)} has no id (id header is {_short(task_id)})"),
-        *((headers.get(name) is not None and not isinstance(headers[name], str),
-           f"header {name} is {_kind(headers.get(name))}, not text") for name in TEXT_HEADERS),
-        # Celery reads an empty eta or expires as a time, and fails outside its own guard.
-        *((headers.get(name) == "", f"header {name} is empty, not a time")
-          for name in ("eta", "expires")),
-        (not _is_count(headers.get("retries", 0)),
-         f"header retries is {_short(headers.get('retries'))}, not a count"),
-        (not _is_time_limit(headers.get("timelimit")),
-         f"header timelimit is {_short(headers.get('timelimit'))}, not [hard, soft] seconds"),
-    ]
-    return next((problem for failed, problem in problems if failed), None)
+    wrong = next((name for name in TEXT_HEADERS
+                  if not isinstance(headers.get(name), str | None)), None)
+    if wrong is not None:
+        return f"header {wrong} is {_kind(headers[wrong])}, not text"
+    # Celery reads an empty eta or expires as a time, and fails outside its own guard.
+    empty = next((name for name in ("eta", "expires") if headers.get(name) == ""), None)
+    if empty is not None:
+        return f"header {empty} is empty, not a time"
+    if not _is_count(headers.get("retries", 0)):
+        return f"header retries is {_short(headers.get('retries'))}, not a count"
+    if not _is_time_limit(headers.get("timelimit")):
+        return f"header timelimit is {_short(headers.get('timelimit'))}, not [hard, soft] seconds"
+    return None
 
 
 def _is_count(value: Any) -> bool:
@@ -95,18 +100,20 @@ def _body_problem(message: Any) -> str | None:
         return f"body is not valid {message.content_type}: {_short(str(exc), 200)}"
     if not isinstance(body, list | tuple) or len(body) != 3:
         return f"body is {_short(body)}, not [args, kwargs, embed]"
-    args, kwargs, embed = body
-    embed_ok = embed is None or (
+    return _call_problem(*body)
+
+
+def _call_problem(args: Any, kwargs: Any, embed: Any) -> str | None:
+    if not isinstance(args, list | tuple):
+        return f"task args are {_kind(args)}, not a list"
+    if not isinstance(kwargs, dict):
+        return f"task kwargs are {_kind(kwargs)}, not an object"
+    if embed is None or (
         isinstance(embed, dict) and set(embed) <= EMBED_KEYS
         and all(value is None or isinstance(value, list | dict) for value in embed.values())
-    )
-    problems = [
-        (not isinstance(args, list | tuple), f"task args are {_kind(args)}, not a list"),
-        (not isinstance(kwargs, dict), f"task kwargs are {_kind(kwargs)}, not an object"),
-        (not embed_ok,
-         f"embed is {_short(embed)}, not null or an object of {', '.join(sorted(EMBED_KEYS))}"),
-    ]
-    return next((problem for failed, problem in problems if failed), None)
+    ):
+        return None
+    return f"embed is {_short(embed)}, not null or an object of {', '.join(sorted(EMBED_KEYS))}"
 
 
 class GuardedConsumer(Consumer):  # type: ignore[misc]
