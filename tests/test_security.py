@@ -12,7 +12,6 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
@@ -21,6 +20,7 @@ from kombu import Connection, Exchange, Producer
 
 from tests.pubsub_helpers import dead_letters, publish_raw
 from tests.services import ServiceProcess
+from tests.test_properties import MarkerWhenUnpickled
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.content.errors import InvalidRequest
@@ -38,16 +38,6 @@ WRONG_SECRET = "wrongpw-s3cr3t"
 SECRETS = (BROKER_SECRET, BACKEND_SECRET, DATABASE_SECRET, WRONG_SECRET)
 
 
-class MarkerWhenUnpickled:
-    """Unpickling this creates a file: the proof that a pickle was (or was not) loaded."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (self.path, "w"))
-
-
 # --- unsafe content types ------------------------------------------------------------------
 @pytest.fixture
 def pubsub_app(pubsub_project: str, redis_url: str,
@@ -60,7 +50,7 @@ def pubsub_app(pubsub_project: str, redis_url: str,
 
 
 def pickle_envelope(marker: Path, *, content_type: str, base64_body: bool = True) -> bytes:
-    body = pickle.dumps(((MarkerWhenUnpickled(marker),), {}, {}))
+    body = pickle.dumps(((MarkerWhenUnpickled(str(marker)),), {}, {}))
     return json.dumps({
         "body": base64.b64encode(body).decode() if base64_body else body.decode("latin-1"),
         "content-type": content_type, "content-encoding": "binary",
@@ -113,7 +103,7 @@ def test_a_worker_never_unpickles_a_task_even_where_the_broker_passes_pickle(
     try:
         with Connection(redis_url) as connection:
             Producer(connection).publish(
-                [(MarkerWhenUnpickled(marker),), {}, {}], serializer="pickle",
+                [(MarkerWhenUnpickled(str(marker)),), {}, {}], serializer="pickle",
                 exchange=Exchange(QUEUE), routing_key=QUEUE,
                 headers={"task": "tests.add", "id": str(uuid.uuid4()), "lang": "py"},
             )
