@@ -84,10 +84,7 @@ class BackgroundCalls:
         self._queue(lambda batch: batch.dead_letters.append((topic, message, subscription, ack_id)))
 
     def call(self, function: Callable[[], None]) -> None:
-        """Run ``function`` on the background thread, before the batch it joins is sent.
-
-        (Starting the next Pull must not wait for this batch's acks and event publishes.)
-        """
+        """Run ``function`` on the background thread, before the batch it joins is sent."""
         self._queue(lambda batch: batch.calls.append(function))
 
     def _queue(self, operation: Callable[[Batch], None]) -> None:

@@ -535,9 +535,8 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             self.pubsub.background.ack(lease.subscription, lease.ack_id)
-        # The next Pull starts on the background thread: starting a gRPC call costs the
-        # event loop more than the ack itself.
-        self.pubsub.background.call(self.kick_pullers)
+        # The next Pull starts on its own thread (see pull_starter.py).
+        self.pubsub.pull_starter.kick(self, self.kick_pullers)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
         """requeue: Pub/Sub redelivers this very message (a nack), never a second copy.

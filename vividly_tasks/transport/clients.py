@@ -22,6 +22,7 @@ from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcT
 
 from vividly_tasks.transport.background import BackgroundCalls
 from vividly_tasks.transport.leases import LeaseBook
+from vividly_tasks.transport.pull_starter import PullStarter
 
 # Pub/Sub accepts messages up to 10 MB; gRPC's default receive limit is 4 MiB, and Google's
 # client opens an emulator channel without raising it, so large tasks would never arrive.
@@ -43,6 +44,10 @@ class PubSubClients:
         calls = BackgroundCalls(self)
         atexit.register(calls.flush, EXIT_FLUSH_TIMEOUT_SECONDS)
         return calls
+
+    @cached_property
+    def pull_starter(self) -> PullStarter:
+        return PullStarter()
 
     @cached_property
     def leases(self) -> LeaseBook:
