@@ -24,6 +24,7 @@ from vividly_tasks.settings import Settings
 from vividly_tasks.structured_logging import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from worker_entry.health_server import ConsumingFlag, HealthConfig, HealthServer, HealthState
+from worker_entry.idle_pool_exit import IdlePoolExit
 from worker_entry.job_limits import JobLimits
 from worker_entry.run import (
     NORMAL_STOPS,
@@ -185,6 +186,7 @@ def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) ->
     app.steps["consumer"].add(JobLimits)
     app.steps["consumer"].add(ConsumingFlag)
     app.steps["worker"].add(HealthServer)
+    app.steps["worker"].add(IdlePoolExit)
     kwargs: dict[str, Any] = {
         "hostname": host_format(
             default_nodename(options.hostname or f"{options.mode}-{os.getpid()}@%h")

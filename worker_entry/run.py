@@ -152,6 +152,8 @@ class WorkerRun:
         self.started_at = time.monotonic() if started_at is None else started_at
         self.counters = TaskCounters()
         self.stop_reason: ExitReason | None = None
+        #: The stop came with nothing reserved, running or due (a cold stop of an idle pool).
+        self.stopped_with_nothing_at_hand = False
         self.finished = threading.Event()
         #: Called by the grace watch as a stop begins (not in a signal handler).
         self.on_stopping: Callable[[], None] | None = None
@@ -183,6 +185,7 @@ class WorkerRun:
         if not self.note_stop(reason, grace, grace + COLD_SHUTDOWN_LIMIT_SECONDS):
             return False
         if nothing_at_hand:
+            self.stopped_with_nothing_at_hand = True
             if worker_state.should_terminate is None:
                 worker_state.should_terminate = RET_OK
         elif worker_state.should_stop is None:
