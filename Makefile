@@ -39,7 +39,7 @@ typecheck: install
 test: lint typecheck
 	$(BIN)/pytest
 
-# Every benchmark, then docs/benchmarks.md (~40 min; bench/README.md). The `bench` extra is
+# Every benchmark, then docs/benchmarks.md (~25 min; bench/README.md). The `bench` extra is
 # Kombu's gcpubsub's dependency, the transport benchmark's peer.
 $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install --quiet -e '.[test,bench]'
