@@ -25,7 +25,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.transport import ROWS as TRANSPORT_ROWS  # noqa: E402
+from bench.transport import (  # noqa: E402
+    cpu_model,
+    emulator_version,
+    package_versions,
+    redis_server_version,
+)
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks.md"
@@ -124,37 +129,18 @@ def first_line(command: list[str]) -> str:
         result.stdout or result.stderr).strip() else "?"
 
 
-def redis_version() -> str:
-    words = first_line(["redis-server", "--version"]).split()
-    return next((w.split("=", 1)[1] for w in words if w.startswith("v=")), "?")
-
-
 def machine() -> list[str]:
-    model = "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     memory = "unknown"
     with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemTotal:"):
                 memory = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-    versions = []
-    for name in PACKAGES:
-        try:
-            versions.append(f"{name} {metadata.version(name)}")
-        except metadata.PackageNotFoundError:
-            versions.append(f"{name} (not installed)")
-    emulator = sorted(Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib").glob("*.jar"))
     postgres = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
     return [
-        f"- CPU: {model}, {os.cpu_count()} cores (nproc); memory {memory}",
+        f"- CPU: {cpu_model()}, {os.cpu_count()} cores (nproc); memory {memory}",
         f"- OS: {platform.platform()}",
-        f"- Python {platform.python_version()}; {', '.join(versions)}",
-        f"- servers: Redis {redis_version()}; Pub/Sub emulator "
-        f"{emulator[0].stem if emulator else '(not installed)'}; "
+        f"- Python {platform.python_version()}; {', '.join(package_versions(PACKAGES))}",
+        f"- servers: Redis {redis_server_version()}; Pub/Sub emulator {emulator_version()}; "
         f"{first_line([str(postgres[-1]), '--version']) if postgres else 'PostgreSQL (none)'}",
         f"- tools: {first_line(['ffmpeg', '-version']).split(' Copyright')[0]}; "
         f"{first_line(['espeak-ng', '--version']).split('  Data at')[0]}",

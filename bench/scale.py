@@ -85,18 +85,9 @@ class ScaleRun:
         return self.failure is None and abs(self.rss_growth) <= LEAK_TOLERANCE
 
 
-def process_tree(root: int) -> list[int]:
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        for task in Path(f"/proc/{pid}/task").glob("*"):
-            with contextlib.suppress(OSError):
-                todo.extend(int(c) for c in (task / "children").read_text().split())
-    return found
-
-
 def tree_rss_mib(root: int) -> float:
+    from bench.transport import process_tree  # the repo root is on sys.path by now (main)
+
     total = 0
     for pid in process_tree(root):
         with contextlib.suppress(OSError, IndexError, ValueError):

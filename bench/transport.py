@@ -638,28 +638,40 @@ def source_description() -> str:
     return f"commit {head.strip()} ({state})"
 
 
-def machine() -> list[str]:
-    model = "unknown"
+def cpu_model() -> str:
     with contextlib.suppress(OSError):
         for text_line in Path("/proc/cpuinfo").read_text().splitlines():
             if text_line.startswith("model name"):
-                model = text_line.split(":", 1)[1].strip()
-                break
+                return text_line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def package_versions(packages: tuple[str, ...]) -> list[str]:
     versions = []
-    for name in PACKAGES:
+    for name in packages:
         try:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
+    return versions
+
+
+def redis_server_version() -> str:
     server = subprocess.run(["redis-server", "--version"], capture_output=True, text=True,
                             check=False).stdout.split()
-    redis_version = next((w.split("=", 1)[1] for w in server if w.startswith("v=")), "?")
-    emulator = sorted(Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib").glob("*.jar"))
+    return next((w.split("=", 1)[1] for w in server if w.startswith("v=")), "?")
+
+
+def emulator_version() -> str:
+    jars = sorted(Path("/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib").glob("*.jar"))
+    return jars[0].stem if jars else "(not installed)"
+
+
+def machine() -> list[str]:
     return [
-        f"- machine: {os.cpu_count()} CPUs (nproc), {model}; {platform.platform()}",
-        f"- Python {platform.python_version()}; {', '.join(versions)}",
-        f"- Redis server {redis_version}; Pub/Sub emulator "
-        f"{emulator[0].stem if emulator else '(unknown)'}",
+        f"- machine: {os.cpu_count()} CPUs (nproc), {cpu_model()}; {platform.platform()}",
+        f"- Python {platform.python_version()}; {', '.join(package_versions(PACKAGES))}",
+        f"- Redis server {redis_server_version()}; Pub/Sub emulator {emulator_version()}",
     ]
 
 

@@ -42,6 +42,7 @@ from vividly_tasks.content.errors import (
 from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import submit
+from vividly_tasks.content.runner import shortened
 from vividly_tasks.content.services import ContentServices, migrate
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import open_storage
@@ -128,18 +129,19 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             # `result` is the meta, as `AsyncResult(id).result` is while the task runs.
             self.send_event(PROGRESS_EVENT, result=saferepr(meta), **meta)
 
-    log_extra = {"request_id": request_id}
+    shown = shortened(request_id)  # a hostile id may be megabytes long: never log it whole
+    log_extra = {"request_id": shown}
     try:
         services = content_services(settings)
         outcome = services.runner.run(request_id, progress=progress, final_attempt=final_attempt)
     except (InvalidRequest, PermanentFailure) as exc:
         reason = f"{type(exc).__name__}: {exc}"
-        logger.error("request %s failed, not retried: %s", request_id, reason, extra=log_extra)
+        logger.error("request %s failed, not retried: %s", shown, reason, extra=log_extra)
         raise Reject(reason, requeue=False) from exc
     except TransientError as exc:
         if final_attempt:
             reason = f"gave up after {transient_retries + 1} attempts: {exc}"
-            logger.error("request %s failed: %s", request_id, reason, extra=log_extra)
+            logger.error("request %s failed: %s", shown, reason, extra=log_extra)
             raise Reject(reason, requeue=False) from exc
         countdown = get_exponential_backoff_interval(
             factor=settings.content_retry_backoff_seconds,
@@ -148,7 +150,7 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             full_jitter=True,
         )
         logger.warning(
-            "request %s: transient error, retry %d/%d in %d s: %s", request_id,
+            "request %s: transient error, retry %d/%d in %d s: %s", shown,
             transient_retries + 1, settings.content_max_retries, countdown, exc, extra=log_extra,
         )
         raise self.retry(
@@ -158,7 +160,7 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
     if outcome.kind == "busy":
         countdown = outcome.retry_after_seconds + random.uniform(0, BUSY_JITTER_SECONDS)  # noqa: S311
         logger.info(
-            "request %s is busy (%s); retry in %.1f s", request_id, outcome.detail, countdown,
+            "request %s is busy (%s); retry in %.1f s", shown, outcome.detail, countdown,
             extra=log_extra,
         )
         raise self.retry(
@@ -166,7 +168,7 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             kwargs={"request_id": request_id, "transient_retries": transient_retries},
         )
     logger.info(
-        "request %s: delivery %s (%s)", request_id, outcome.kind, outcome.status, extra=log_extra
+        "request %s: delivery %s (%s)", shown, outcome.kind, outcome.status, extra=log_extra
     )
     return outcome.as_dict()
 
