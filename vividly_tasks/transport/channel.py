@@ -535,7 +535,10 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             self.pubsub.background.ack(lease.subscription, lease.ack_id)
-        # The next Pull starts on its own thread (see pull_starter.py).
+        self._refill_soon()
+
+    def _refill_soon(self) -> None:
+        """A slot is free again: the next Pull starts on its own thread (pull_starter.py)."""
         self.pubsub.pull_starter.kick(self, self.kick_pullers)
 
     def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
@@ -556,7 +559,7 @@ class Channel(virtual.Channel):
                     f"rejected without requeue by the consumer (task {task or 'unknown'}; "
                     "the worker log says why)"
                 ))
-        self.kick_pullers()
+        self._refill_soon()
 
     def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:
         """Say why a message is about to be rejected; the dead-letter copy carries it."""
