@@ -2,8 +2,13 @@
 
 Acks, deadline changes, dead-letter copies and fire-and-forget publishes (Celery's events) are
 queued here and sent in batches: under load many acks share one request, and the worker's
-event loop never waits on a round trip. ``flush()`` waits until everything queued so far is
-sent, which a channel's ``close()`` and interpreter exit use so that nothing is left behind.
+event loop never waits on a round trip. Batches are at least ``BATCH_INTERVAL_SECONDS`` apart:
+a draining worker sends three events and one ack per task, and sent one by one they were three
+round trips per task, costing the worker and Pub/Sub more CPU than the task itself; nothing
+queued here is waited for by a task (an ack only ends a lease that runs for minutes), and an
+idle worker's first call still goes out at once. ``flush()`` sends at once and waits until
+everything queued so far is sent, which a channel's ``close()`` and interpreter exit use so
+that nothing is left behind.
 The thread lives as long as its process (it is shared by every connection of the process).
 """
 
@@ -16,10 +21,9 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from google.api_core import exceptions as google_errors
-from google.pubsub_v1 import PubsubMessage
 
 from vividly_tasks.transport.naming import short_name
 
@@ -35,14 +39,17 @@ ACK_IDS_PER_REQUEST = 1000
 MESSAGES_PER_PUBLISH = 1000
 CALL_TIMEOUT_SECONDS = 30.0
 TRANSIENT_RETRIES = 5
+#: Least time from one batch to the next (see the module docstring).
+BATCH_INTERVAL_SECONDS = 0.01
 
 
 @dataclass
 class Batch:
     acks: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     deadlines: dict[tuple[str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
-    publishes: dict[str, list[PubsubMessage]] = field(default_factory=lambda: defaultdict(list))
-    dead_letters: list[tuple[str, PubsubMessage, str, str]] = field(default_factory=list)
+    #: Messages are protobuf ``PubsubMessage``s (stubs.py).
+    publishes: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
+    dead_letters: list[tuple[str, Any, str, str]] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)
 
     def empty(self) -> bool:
@@ -60,6 +67,7 @@ class BackgroundCalls:
         self._condition = threading.Condition()
         self._queued = 0
         self._done = 0
+        self._urgent = False  # a flush() waits: send without the batch interval
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -70,11 +78,11 @@ class BackgroundCalls:
     def set_deadline(self, subscription: str, ack_id: str, seconds: int) -> None:
         self._queue(lambda batch: batch.deadlines[(subscription, seconds)].append(ack_id))
 
-    def publish(self, topic: str, message: PubsubMessage) -> None:
+    def publish(self, topic: str, message: Any) -> None:
         self._queue(lambda batch: batch.publishes[topic].append(message))
 
     def dead_letter(
-        self, topic: str, message: PubsubMessage, subscription: str, ack_id: str
+        self, topic: str, message: Any, subscription: str, ack_id: str
     ) -> None:
         """Publish ``message`` to the dead-letter ``topic``, then ack the original.
 
@@ -99,6 +107,8 @@ class BackgroundCalls:
         deadline = time.monotonic() + timeout
         with self._condition:
             target = self._queued
+            self._urgent = True
+            self._condition.notify_all()
             while self._done < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
@@ -108,12 +118,17 @@ class BackgroundCalls:
 
     # --- the thread ----------------------------------------------------------------------
     def _run(self) -> None:
+        next_batch = 0.0
         while True:
             with self._condition:
                 while not self._pending:
                     self._condition.wait()
+                while not self._urgent and (wait := next_batch - time.monotonic()) > 0:
+                    self._condition.wait(wait)
                 operations = list(self._pending)
                 self._pending.clear()
+                self._urgent = False
+            next_batch = time.monotonic() + BATCH_INTERVAL_SECONDS
             batch = Batch()
             for operation in operations:
                 operation(batch)
@@ -128,7 +143,7 @@ class BackgroundCalls:
     def _send(self, batch: Batch) -> None:
         for function in batch.calls:
             function()
-        subscriber, publisher = self.clients.subscriber, self.clients.publisher
+        calls = self.clients.data_plane
         logger.debug(
             "sending %d ack(s), %d deadline change(s), %d publish(es), %d dead letter(s)",
             sum(map(len, batch.acks.values())), sum(map(len, batch.deadlines.values())),
@@ -137,14 +152,12 @@ class BackgroundCalls:
         for topic, messages in batch.publishes.items():
             for chunk in chunks(messages, MESSAGES_PER_PUBLISH):
                 self._retrying(
-                    partial(publisher.publish, topic=topic, messages=chunk,
-                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
+                    partial(calls.publish, topic, chunk, timeout=CALL_TIMEOUT_SECONDS),
                     f"publish {len(chunk)} message(s) to {short_name(topic)}",
                 )
         for topic, message, subscription, ack_id in batch.dead_letters:
             copied = self._retrying(
-                partial(publisher.publish, topic=topic, messages=[message],
-                        timeout=CALL_TIMEOUT_SECONDS, retry=None),
+                partial(calls.publish, topic, [message], timeout=CALL_TIMEOUT_SECONDS),
                 f"dead-letter a message of {short_name(subscription)} to {short_name(topic)}",
             )
             if copied:
@@ -154,16 +167,14 @@ class BackgroundCalls:
         for subscription, ack_ids in batch.acks.items():
             for ids in chunks(ack_ids, ACK_IDS_PER_REQUEST):
                 self._retrying(
-                    partial(subscriber.acknowledge, subscription=subscription, ack_ids=ids,
-                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
+                    partial(calls.acknowledge, subscription, ids, timeout=CALL_TIMEOUT_SECONDS),
                     f"acknowledge {len(ids)} message(s) on {short_name(subscription)}",
                 )
         for (subscription, seconds), ack_ids in batch.deadlines.items():
             for ids in chunks(ack_ids, ACK_IDS_PER_REQUEST):
                 self._retrying(
-                    partial(subscriber.modify_ack_deadline, subscription=subscription,
-                            ack_ids=ids, ack_deadline_seconds=seconds,
-                            timeout=CALL_TIMEOUT_SECONDS, retry=None),
+                    partial(calls.modify_ack_deadline, subscription, ids, seconds,
+                            timeout=CALL_TIMEOUT_SECONDS),
                     f"set a {seconds} s deadline on {len(ids)} message(s) "
                     f"of {short_name(subscription)}",
                 )

@@ -4,23 +4,29 @@ Routing is AMQP's, done without subscription filters: a message is published to 
 topic with ``exchange`` and ``routing_key`` attributes, every queue bound to that exchange has a
 subscription on the topic, and a queue whose binding does not match acks and drops the copy it
 got. Publishing therefore needs no binding table: any process can publish to any queue.
+
+A fanout binding's key is a pattern, as with Kombu's Redis transport (``fanout_patterns``):
+``""`` and ``#`` take everything, ``worker.#`` only ``worker.*`` events. Celery's gossip binds
+``worker.#`` on the event exchange, so a worker does not hand its event loop the three task
+events of every task it runs, only to have Celery drop them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import datetime
-from functools import cached_property, partial
+from functools import cached_property, lru_cache, partial
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as google_errors
-from google.pubsub_v1 import PubsubMessage, PullRequest, ReceivedMessage
 from kombu.transport import virtual
+from kombu.transport.virtual.exchange import TopicExchange
 from kombu.utils.encoding import safe_str
 
 from vividly_tasks.transport import plain_messages, wire
@@ -36,6 +42,7 @@ from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller, pull_metadata
+from vividly_tasks.transport.stubs import PubsubMessage, PullRequest, ReceivedMessage
 
 if TYPE_CHECKING:
     from vividly_tasks.transport.transport import Transport
@@ -64,9 +71,17 @@ class QueueRoute:
     def accepts(self, exchange: str, routing_key: str) -> bool:
         if not exchange:  # AMQP's default exchange: routed by queue name
             return routing_key == self.queue
-        if self.fanout or self.routing_keys is None:
+        if self.routing_keys is None:
             return True
+        if self.fanout:
+            return self.fanout_accepts(routing_key)
         return exchange == self.exchange and routing_key in self.routing_keys
+
+    def fanout_accepts(self, routing_key: str) -> bool:
+        """Whether a message on this fanout queue's topic matches one of its binding keys."""
+        if self.routing_keys is None:
+            return True
+        return any(fanout_key_matches(key, routing_key) for key in self.routing_keys)
 
 
 class Channel(virtual.Channel):
@@ -344,18 +359,15 @@ class Channel(virtual.Channel):
             return self.exchange_topic(exchange)
         return self.route_for(routing_key).spec.topic
 
-    def _publish_confirmed(self, topic: str, message: PubsubMessage) -> None:
+    def _publish_confirmed(self, topic: str, message: Any) -> None:
         """Return only once Pub/Sub has the message (like AMQP publisher confirms), or raise."""
-        publisher = self.pubsub.publisher
+        calls = self.pubsub.data_plane
         deadline = time.monotonic() + self.publish_timeout_seconds
         delay = 0.05
         created = False
         while True:
             try:
-                publisher.publish(
-                    topic=topic, messages=[message],
-                    timeout=max(1.0, deadline - time.monotonic()), retry=None,
-                )
+                calls.publish(topic, [message], timeout=max(1.0, deadline - time.monotonic()))
                 return
             except google_errors.NotFound as exc:
                 if not self.auto_create or created:
@@ -449,7 +461,7 @@ class Channel(virtual.Channel):
                 return payload
         raise Empty()
 
-    def on_pulled(self, puller: Puller, received: list[ReceivedMessage], *, stopped: bool) -> None:
+    def on_pulled(self, puller: Puller, received: list[Any], *, stopped: bool) -> None:
         """Runs on a gRPC thread: lease, check and queue each message for delivery."""
         for message in received:
             if stopped or self.closed:  # arrived after the consumer stopped: give it back
@@ -460,12 +472,15 @@ class Channel(virtual.Channel):
                 self.connection.enqueue_delivery(self, puller.route.queue, payload)
 
     def accept(
-        self, route: QueueRoute, received: ReceivedMessage, *, no_ack: bool
+        self, route: QueueRoute, received: Any, *, no_ack: bool
     ) -> dict[str, Any] | None:
         """The Kombu payload of a received message, leased; None if it was settled here."""
         background = self.pubsub.background
         subscription = route.spec.path
         message = received.message
+        if route.fanout and not route.fanout_accepts(message.attributes.get("routing_key", "")):
+            background.ack(subscription, received.ack_id)  # not for this binding: skip decoding
+            return None
         try:
             payload = plain_messages.decode(
                 message, queue=route.queue, task=self.plain_message_tasks.get(route.queue),
@@ -499,7 +514,7 @@ class Channel(virtual.Channel):
         self.pubsub.leases.add(tag, lease)
         return payload
 
-    def dead_letter(self, route: QueueRoute, received: ReceivedMessage, reason: str) -> None:
+    def dead_letter(self, route: QueueRoute, received: Any, reason: str) -> None:
         """Send a copy with the reason to the queue's dead-letter topic, then ack."""
         dead_letter_topic = route.spec.dead_letter_topic
         message = received.message
@@ -652,6 +667,18 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
+
+
+def fanout_key_matches(binding_key: str, routing_key: str) -> bool:
+    """A fanout binding key as a pattern (AMQP topic syntax); ``""`` and ``#`` match all."""
+    if binding_key in ("", "#"):
+        return True
+    return _binding_pattern(binding_key).match(routing_key) is not None
+
+
+@lru_cache(maxsize=256)
+def _binding_pattern(binding_key: str) -> re.Pattern[str]:
+    return re.compile(TopicExchange(channel=None).key_to_pattern(binding_key))
 
 
 def eta_timestamp(eta: Any) -> float | None:

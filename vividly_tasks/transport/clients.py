@@ -16,13 +16,14 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import grpc
-from google.pubsub_v1 import PublisherClient, PullRequest, PullResponse, SubscriberClient
+from google.pubsub_v1 import PublisherClient, SubscriberClient
 from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTransport
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
 from vividly_tasks.transport.background import BackgroundCalls
 from vividly_tasks.transport.leases import LeaseBook
 from vividly_tasks.transport.pull_starter import PullStarter
+from vividly_tasks.transport.stubs import DataPlane
 
 # Pub/Sub accepts messages up to 10 MB; gRPC's default receive limit is 4 MiB, and Google's
 # client opens an emulator channel without raising it, so large tasks would never arrive.
@@ -54,18 +55,18 @@ class PubSubClients:
         return LeaseBook(self.background)
 
     @cached_property
+    def data_plane(self) -> DataPlane:
+        """Pull, ack, deadline and publish calls as bare stubs (stubs.py) on the clients' own
+        gRPC channels, below Google's logging interceptor (which blocks futures at DEBUG)."""
+        subscriber, publisher = self.subscriber.transport, self.publisher.transport
+        # We never use the REST transports.
+        assert isinstance(subscriber, SubscriberGrpcTransport)
+        assert isinstance(publisher, PublisherGrpcTransport)
+        return DataPlane(subscriber.grpc_channel, publisher.grpc_channel)
+
+    @property
     def pull(self) -> grpc.UnaryUnaryMultiCallable:
-        """The bare Pull stub: its ``.future()`` can be cancelled, which a worker's shutdown
-        needs and Google's wrapped method does not offer. It sits on the client's own gRPC
-        channel, below Google's logging interceptor (which blocks futures at DEBUG level)."""
-        transport = self.subscriber.transport
-        assert isinstance(transport, SubscriberGrpcTransport)  # we never use the REST one
-        channel = transport.grpc_channel
-        return channel.unary_unary(
-            "/google.pubsub.v1.Subscriber/Pull",
-            request_serializer=PullRequest.serialize,
-            response_deserializer=PullResponse.deserialize,
-        )
+        return self.data_plane.pull
 
 
 _lock = threading.Lock()

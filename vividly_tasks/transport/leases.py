@@ -14,8 +14,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-
-from google.pubsub_v1 import PubsubMessage
+from typing import Any
 
 from vividly_tasks.transport.background import BackgroundCalls
 
@@ -36,7 +35,7 @@ class Lease:
     ack_deadline_seconds: int
     max_lease_seconds: float
     eta: float | None = None  # time.time() of a Celery ETA/countdown, if any
-    original: PubsubMessage | None = None  # kept for an exact dead-letter copy
+    original: Any = None  # the received PubsubMessage, kept for an exact dead-letter copy
     extended_at: float = 0.0  # time.monotonic() of the last extension (0: at receipt)
 
     def next_extension(self) -> float:

@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from google.pubsub_v1 import PubsubMessage
+from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from vividly_tasks.transport import wire
 from vividly_tasks.transport.wire import PoisonMessage
@@ -63,22 +63,31 @@ def parse_bindings(value: Any) -> dict[str, str]:
 
 
 def decode(
-    message: PubsubMessage,
+    message: Any,
     *,
     queue: str,
     task: str | None,
     accepted_content_types: frozenset[str] = wire.DEFAULT_ACCEPTED_CONTENT_TYPES,
 ) -> dict[str, Any]:
-    """A received message as a Kombu payload: a Kombu envelope, or (on a queue bound to
-    ``task``) a plain message made into a call of ``task``; else ``PoisonMessage``."""
+    """A received message (a protobuf or proto-plus PubsubMessage) as a Kombu payload: a Kombu
+    envelope, or (on a queue bound to ``task``) a plain message made into a call of ``task``;
+    else ``PoisonMessage``."""
     attributes = dict(message.attributes)
     if task is None or wire.ENVELOPE_ATTRIBUTE in attributes:
         return wire.decode(message.data, attributes, accepted_content_types=accepted_content_types)
-    publish_time = message.publish_time
     return task_payload(
         message.data, attributes, task=task, queue=queue, message_id=message.message_id,
-        publish_time=publish_time.rfc3339() if publish_time else None,
+        publish_time=rfc3339(message.publish_time),
     )
+
+
+def rfc3339(publish_time: Any) -> str | None:
+    """A publish time as RFC 3339 text, from protobuf (the worker) or proto-plus (tools)."""
+    if hasattr(publish_time, "ToJsonString"):  # protobuf: unset is all zeros, not None
+        if not (publish_time.seconds or publish_time.nanos):
+            return None
+        publish_time = DatetimeWithNanoseconds.from_timestamp_pb(publish_time)
+    return publish_time.rfc3339() if publish_time else None
 
 
 def task_payload(

@@ -18,8 +18,8 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 import grpc
-from google.api_core.gapic_v1 import routing_header
-from google.pubsub_v1 import PullRequest
+
+from vividly_tasks.transport.stubs import PullRequest, routing_metadata
 
 if TYPE_CHECKING:
     from vividly_tasks.transport.channel import Channel, QueueRoute
@@ -39,8 +39,7 @@ CONNECTION_CODES = frozenset({
 
 
 def pull_metadata(subscription: str) -> tuple[tuple[str, str], ...]:
-    """The routing header Google's client sends with every Pull (we call the stub directly)."""
-    return (routing_header.to_grpc_metadata((("subscription", subscription),)),)
+    return routing_metadata("subscription", subscription)
 
 
 class Puller:
