@@ -132,6 +132,20 @@ def test_celery_events_see_task_events(
     assert {"task-sent", "task-received", "task-started", "task-succeeded"} <= set(seen)
 
 
+def test_mingle_syncs_a_starting_worker_with_the_running_one(
+    pubsub_broker: str, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """Celery enables Mingle for this transport's driver type (``gcpubsub``): a starting worker
+    broadcasts ``hello`` and the running one answers on its reply queue. (Gossip it leaves off
+    for that driver type: Celery's Gossip step knows only amqp and redis.)"""
+    alpha = start_worker(hostname="alpha@%h")
+    alpha.wait_ready()
+    beta = start_worker(hostname="beta@%h")
+    beta.wait_ready()
+    assert "mingle: sync with 1 nodes" in beta.logs()
+    assert wait_for(lambda: "sync with beta@" in alpha.logs(), 10)
+
+
 @pytest.mark.slow
 def test_a_long_task_keeps_its_lease_and_so_do_the_prefetched_ones(
     app: Celery, ledger: redis.Redis, monkeypatch: pytest.MonkeyPatch,

@@ -128,6 +128,26 @@ def test_fanout_reaches_every_bound_queue_published_from_another_process(
         assert json.loads(message.body) == {"hello": "all"}
 
 
+def test_a_fanout_binding_key_is_a_pattern_as_with_redis(connection: Connection) -> None:
+    """``#`` (Celery's event receivers, Flower) takes everything, ``worker.#`` only worker
+    events: the routing keys Celery gives its events."""
+    exchange = Exchange("events", type="fanout")
+    everything = Queue("all-events", exchange, routing_key="#")
+    workers_only = Queue("worker-events", exchange, routing_key="worker.#")
+    with connection.channel() as channel:
+        for queue in (everything, workers_only):
+            queue(channel).declare()
+        producer = Producer(channel)
+        for key in ("task.received", "worker.heartbeat", "task.succeeded"):
+            producer.publish({"key": key}, exchange=exchange, routing_key=key)
+    received = collect(connection, [everything], 3)
+    assert sorted(json.loads(m.body)["key"] for m in received) == [
+        "task.received", "task.succeeded", "worker.heartbeat"
+    ]
+    [heartbeat] = collect(connection, [workers_only], 1, linger=2.0)
+    assert json.loads(heartbeat.body) == {"key": "worker.heartbeat"}
+
+
 def test_requeue_delivers_the_same_message_again_exactly_once(connection: Connection) -> None:
     queue = connection.SimpleQueue("requeue")
     queue.put("again")

@@ -6,9 +6,8 @@ subscription on the topic, and a queue whose binding does not match acks and dro
 got. Publishing therefore needs no binding table: any process can publish to any queue.
 
 A fanout binding's key is a pattern, as with Kombu's Redis transport (``fanout_patterns``):
-``""`` and ``#`` take everything, ``worker.#`` only ``worker.*`` events. Celery's gossip binds
-``worker.#`` on the event exchange, so a worker does not hand its event loop the three task
-events of every task it runs, only to have Celery drop them.
+``""`` and ``#`` take everything (Celery's event receivers, Flower), ``worker.#`` only
+``worker.*`` events; the other copies are acked before they are decoded.
 """
 
 from __future__ import annotations
