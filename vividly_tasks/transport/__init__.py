@@ -4,7 +4,10 @@ Features
 ========
 * Type: virtual, event-driven (the worker's event loop wakes on arrival; no poll-and-sleep)
 * Supports direct: yes; fanout: yes (Celery events, remote control, Flower); topic: no
-* Routing is AMQP's, without subscription filters (see ``channel.py``)
+* Routing is AMQP's, without subscription filters (see ``channel.py``); a fanout binding key
+  is a pattern, as with Kombu's Redis transport (``#`` all, ``worker.#`` worker events only)
+* Acks, deadline changes and background publishes (events) go out in batches >= 10 ms apart;
+  message calls use bare gRPC stubs (``stubs.py``)
 * Leases of received, unacked messages are extended until acked, up to ``max_lease_seconds``
 * Prefetch-bounded: never more messages leased than the consumer's prefetch count
 * ack -> acknowledge; requeue -> nack (the same message again, never a copy);

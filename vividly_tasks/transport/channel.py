@@ -411,12 +411,13 @@ class Channel(virtual.Channel):
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
         self.kick_pullers()
 
-    def kick_pullers(self) -> None:
+    def kick_pullers(self, skip: Puller | None = None) -> None:
         pullers = list(self._pullers.values())
         # Consumers take turns at freed room, so none waits forever behind the others.
         self._kick_turn = turn = (self._kick_turn + 1) % max(1, len(pullers))
         for puller in pullers[turn:] + pullers[:turn]:
-            puller.kick()
+            if puller is not skip:
+                puller.kick()
 
     def reserve(self, no_ack: bool, holding: int = 0) -> int:
         """Claim room for up to N messages in the next Pull (0: no room, do not pull).

@@ -111,29 +111,36 @@ class Puller:
             reserved = self._in_flight.pop(future, 0)
             stopped = self._stopped
         try:
-            self._handle(future, reserved, stopped=stopped)
+            received = self._handle(future, reserved, stopped=stopped)
         finally:
             with self._lock:
-                if not self._in_flight:
+                others_in_flight = bool(self._in_flight)
+                if not others_in_flight:
                     self._idle.set()
         # The room this Pull reserved is free again, for this consumer or a sibling on the
-        # same channel (which may have found no room while this Pull was in flight).
-        self.channel.kick_pullers()
+        # same channel (which may have found no room while this Pull was in flight). An empty
+        # Pull is not replaced while another of ours still waits: after a drain, an idle
+        # worker would otherwise keep one Pull per prefetch slot going round instead of one.
+        quiet = received == 0 and others_in_flight
+        self.channel.kick_pullers(skip=self if quiet else None)
 
-    def _handle(self, future: Any, reserved: int, *, stopped: bool) -> None:
+    def _handle(self, future: Any, reserved: int, *, stopped: bool) -> int:
+        """Settle a finished Pull; the number of messages it brought."""
         if future.cancelled():
             self._unreserve(reserved)
-            return
+            return 0
         error = future.exception()
         if error is not None:
             self._unreserve(reserved)
             code = error.code() if isinstance(error, grpc.Call) else None
             if code not in QUIET_CODES:
                 self.channel.report_pull_error(self.route, error)
-            return
+            return 0
+        received = list(future.result().received_messages)
         try:
-            self.channel.on_pulled(self, list(future.result().received_messages), stopped=stopped)
+            self.channel.on_pulled(self, received, stopped=stopped)
         except Exception:
             logger.exception("handling pulled messages of %s failed", self.route.queue)
         finally:
             self._unreserve(reserved)
+        return len(received)
