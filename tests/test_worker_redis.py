@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 from collections.abc import Callable
 
 import pytest
@@ -59,3 +61,36 @@ def test_pickle_is_refused_by_configuration(redis_broker: str) -> None:
     assert app.conf.task_serializer == "json"
     assert app.conf.task_acks_late and app.conf.task_reject_on_worker_lost
     assert app.conf.worker_prefetch_multiplier == 1
+
+
+def test_a_warm_stop_ends_an_idle_pool_without_a_join_and_waits_for_a_running_task(
+    redis_broker: str, ledger: redis.Redis, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    """IdlePoolStop: SIGTERM to an idle worker kills its idle children instead of joining them;
+    with a task running, the warm stop still lets it finish."""
+    idle = start_worker(hostname="idle@%h", extra_args=["--loglevel", "DEBUG"]).wait_ready()
+    idle.send_signal(signal.SIGTERM)
+    assert idle.wait(30) == 0
+    assert "ended without a join" in idle.logs()
+
+    busy = start_worker(hostname="busy@%h", extra_args=["--loglevel", "DEBUG"]).wait_ready()
+    app = create_app()
+    try:
+        app.send_task("tests.record", ("slow", 3.0))
+        assert wait_until(lambda: busy.logs().count("tests.record") > 0, 20)
+        time.sleep(0.5)  # the task is running in a child
+        busy.send_signal(signal.SIGTERM)
+        assert busy.wait(30) == 0
+    finally:
+        app.close()
+    assert ledger.lrange("runs", 0, -1) == ["slow"]
+    assert "ended without a join" not in busy.logs()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False

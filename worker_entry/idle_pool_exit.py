@@ -9,20 +9,15 @@ just before the Pool step terminates, and billiard finds them gone.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import signal
 from typing import Any
 
 from celery import bootsteps
 
+from vividly_tasks.idle_pool_stop import kill_idle_children
 from worker_entry.run import WorkerRun
 
 logger = logging.getLogger(__name__)
-
-#: A SIGKILLed process is gone within milliseconds; this only bounds a surprise.
-REAP_TIMEOUT_SECONDS = 1.0
 
 
 class IdlePoolExit(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -50,11 +45,5 @@ class IdlePoolExit(bootsteps.StartStopStep):  # type: ignore[misc]
     def terminate(self, w: Any) -> None:
         if self.run is None or not self.run.stopped_with_nothing_at_hand:
             return
-        processes = list(getattr(getattr(w.pool, "_pool", None), "_pool", None) or [])
-        for process in processes:
-            with contextlib.suppress(OSError, TypeError):
-                os.kill(process.pid, signal.SIGKILL)
-        for process in processes:  # reaped, so billiard skips waiting on their pipes
-            with contextlib.suppress(Exception):
-                process.join(REAP_TIMEOUT_SECONDS)
-        logger.debug("idle pool: killed %d process(es) that held nothing", len(processes))
+        killed = kill_idle_children(w.pool)
+        logger.debug("idle pool: killed %d process(es) that held nothing", killed)

@@ -33,7 +33,7 @@ Transport Options
 * ``max_delivery_attempts`` (int, 5): Pub/Sub's dead-letter policy on created subscriptions.
 * ``retry_min_backoff_seconds`` / ``retry_max_backoff_seconds`` (float, 1 / 600): Pub/Sub's
   retry policy on created subscriptions.
-* ``pull_timeout_seconds`` (float, 3): gRPC deadline of one task-queue Pull; an empty Pull is
+* ``pull_timeout_seconds`` (float, 2): gRPC deadline of one task-queue Pull; an empty Pull is
   reissued at once (messages arriving meanwhile are delivered immediately), and closing waits
   for the Pulls in flight instead of cancelling them (see receiver.py for why).
 * ``broadcast_pull_timeout_seconds`` (float, 30): the same for consumers that ack on receipt

@@ -107,7 +107,10 @@ class Channel(virtual.Channel):
     default_retry_max_backoff_seconds = 600.0
     #: gRPC deadline of one task-queue Pull. Short, because such a Pull is never cancelled
     #: while it may still receive messages (see receiver.py): closing waits for it.
-    default_pull_timeout_seconds = 3.0
+    #: The emulator answers an empty Pull ~0.94 s before its deadline: a 2 s Pull comes back
+    #: after ~1.1 s, so an idle worker re-pulls about once a second and a closing one waits
+    #: at most that long (3 s Pulls: every ~2.1 s, and up to 2.1 s added to every shutdown).
+    default_pull_timeout_seconds = 2.0
     #: gRPC deadline of one Pull of an ack-on-receipt consumer (broadcasts, events), which is
     #: cancelled at once on close: long, so an idle worker makes few calls.
     default_broadcast_pull_timeout_seconds = 30.0
