@@ -198,7 +198,7 @@ class Channel(virtual.Channel):
 
     @property
     def pull_rpc(self) -> Any:
-        return self.pubsub.pull
+        return self.pubsub.data_plane.pull
 
     # --- names and routes ----------------------------------------------------------------
     def subscription_spec(self, queue: str, topic_name: str) -> SubscriptionSpec:

@@ -64,10 +64,6 @@ class PubSubClients:
         assert isinstance(publisher, PublisherGrpcTransport)
         return DataPlane(subscriber.grpc_channel, publisher.grpc_channel)
 
-    @property
-    def pull(self) -> grpc.UnaryUnaryMultiCallable:
-        return self.data_plane.pull
-
 
 _lock = threading.Lock()
 _clients: dict[tuple[int, str | None], PubSubClients] = {}
