@@ -1,7 +1,9 @@
-"""Pulling: one unary Pull in flight per consumed subscription, never more than prefetch allows.
+"""Pulling: unary Pulls per consumed subscription, never more messages than prefetch allows.
 
 Each Pull is a gRPC future: the server holds it until messages arrive (no poll-and-sleep), its
 callback hands the messages to the channel and starts the next Pull while there is capacity.
+A freed prefetch slot may get a Pull of its own while another waits (see ``Puller``); an empty
+Pull is not replaced while another of the consumer's Pulls still waits.
 
 A task-queue Pull is never cancelled while it may still be handed messages: Pub/Sub (and its
 emulator) can deliver into a Pull whose client already gave up, and such messages stay leased
