@@ -52,11 +52,6 @@ class Batch:
     dead_letters: list[tuple[str, Any, str, str]] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)
 
-    def empty(self) -> bool:
-        return not (
-            self.acks or self.deadlines or self.publishes or self.dead_letters or self.calls
-        )
-
 
 class BackgroundCalls:
     """Queue of Pub/Sub calls, sent by one daemon thread in batches."""
