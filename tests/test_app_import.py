@@ -1,4 +1,4 @@
-"""Importing the app: what every `celery -A vividly_tasks ...` command and every worker pays."""
+"""Building the product app: what every `celery -A vividly_tasks ...` command pays."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from tests.workers import REPO_ROOT
 PROBE = """
 import gc, json
 import vividly_tasks
+vividly_tasks.app  # built on first use (celery -A vividly_tasks reads it)
 frozen = gc.get_freeze_count()
 gc.unfreeze()
 print(json.dumps({"frozen": frozen, "unreachable": gc.collect()}))

@@ -17,6 +17,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import kombu.transport.redis
 import pytest
 import yaml
 
@@ -193,3 +194,15 @@ def test_dockerignore_sends_only_the_packages_and_their_metadata() -> None:
     copied = {source for keyword, args in dockerfile_stages()[1] if keyword == "COPY"
               for source in args.split()[:-1] if not source.startswith("--")}
     assert copied == allowed, "the build stage copies exactly what the context sends"
+
+
+def test_a_fresh_install_has_what_kombus_redis_transport_imports() -> None:
+    """``redis://`` is offered by the README: Kombu's redis transport imports ``packaging``,
+    which Kombu does not declare and only the test tools brought in; we declare it."""
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    names = {re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    kombu_redis = Path(kombu.transport.redis.__file__).read_text().splitlines()
+    imported = {line.split()[1].split(".")[0] for line in kombu_redis
+                if line.startswith(("import ", "from "))}
+    assert "packaging" in imported  # still needed by the Kombu we run on
+    assert "packaging" in names

@@ -38,6 +38,15 @@ def enqueue(tokens: list[str], sleep_seconds: float = 0.0, **options: Any) -> No
         app.close()
 
 
+def declare_queue() -> None:
+    app = create_app()
+    try:
+        with app.connection_for_write() as connection:
+            app.amqp.queues[app.conf.task_default_queue](connection.default_channel).declare()
+    finally:
+        app.close()
+
+
 def runs(ledger: redis.Redis) -> list[str]:
     return list(ledger.lrange(LEDGER_KEY, 0, -1))
 
@@ -75,6 +84,7 @@ def test_empty_queue_exits_zero_after_the_idle_timeout(
     monkeypatch.setenv("CLOUD_RUN_EXECUTION", "vividly-job-abc12")
     monkeypatch.setenv("CLOUD_RUN_TASK_INDEX", "2")
     monkeypatch.setenv("CLOUD_RUN_TASK_ATTEMPT", "1")
+    declare_queue()  # as the first publish would: a queue nobody declared is another story
     worker = start_entrypoint(extra_args=["--idle-timeout", "5"])
     worker.wait_ready(timeout=30)
     startup = time.monotonic() - worker.started_at

@@ -7,7 +7,7 @@ import pytest
 from worker_entry import exit_codes
 from worker_entry.cli import OVERRIDES, load_settings
 from worker_entry.run import SIGTERM_BUDGET_SECONDS, ExitReason, Limits, WorkerRun
-from worker_entry.summary import summary_record
+from worker_entry.summary import log_summary, summary_record
 
 
 def test_the_sigterm_grace_fits_cloud_runs_budget() -> None:
@@ -36,6 +36,27 @@ def test_summary_rates_final_outcomes_and_copies_cloud_run_fields(
     assert record["cloud_run_task_index"] == 3
     assert record["cloud_run_execution"] == "job-x7k2p"
     assert "cloud_run_task_attempt" not in record
+
+
+@pytest.mark.parametrize(("reason", "code", "level"), [
+    (ExitReason.IDLE, 0, "INFO"),
+    (ExitReason.QUEUE_MISSING, 0, "WARNING"),
+    (ExitReason.BAD_CONFIGURATION, exit_codes.RET_CONFIG, "ERROR"),
+])
+def test_the_summary_severity_follows_the_outcome_and_text_shows_the_counters(
+    caplog: pytest.LogCaptureFixture, reason: ExitReason, code: int, level: str
+) -> None:
+    run = WorkerRun("job", Limits())
+    run.counters.received = 4
+    run.counters._add("succeeded")
+    with caplog.at_level("INFO", logger="worker_entry.summary"):
+        log_summary(run, reason=reason, exit_code=code, detail="why")
+    [record] = caplog.records
+    assert record.levelname == level
+    # LOG_FORMAT=text prints the message alone: the counters are in it.
+    assert f"worker summary: {reason} (exit_code={code} received=4 refused=0 processed=1 " \
+        "succeeded=1 failed=0 retried=0 runtime_seconds=" in record.getMessage()
+    assert record.getMessage().endswith(": why")
 
 
 def test_flags_override_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -43,10 +43,10 @@ from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey, c
 from vividly_tasks.content.validation import validate
 from vividly_tasks.plain_message_tasks import check_arguments
 from vividly_tasks.settings import Settings
-from vividly_tasks.task_messages import task_message_problem
 from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.channel import QueueRoute, eta_timestamp
 from vividly_tasks.transport.provisioning import SubscriptionSpec
+from vividly_tasks.worker.guarded_consumer import task_message_problem
 
 #: A few hundred examples in the suite in all; no deadline (a loaded 2-core box is slow).
 PROPERTY = settings(

@@ -109,7 +109,7 @@ def test_a_worker_never_unpickles_a_task_even_where_the_broker_passes_pickle(
             )
         assert app.send_task("tests.add", (2, 3)).get(timeout=30) == 5
         worker.wait_for_log(lambda text: "content type 'application/x-python-serialize' "
-                            "refused (JSON only)" in text, timeout=10)
+                            "refused (the worker accepts application/json)" in text, timeout=10)
     finally:
         app.close()
     assert not marker.exists()

@@ -10,13 +10,13 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LogFormat = Literal["json", "text"]
+from vividly_tasks.worker.logs import LogFormat
 
 
 class Settings(BaseSettings):
@@ -82,6 +82,11 @@ class Settings(BaseSettings):
     )
 
     # Worker.
+    worker_app: str = Field(
+        default="vividly_tasks",
+        description="Celery app that vividly-worker runs (module or module:attr, as -A); "
+        "another app runs on its own configuration, with none of the content settings.",
+    )
     worker_concurrency: int | None = Field(
         default=None, ge=1, description="Pool processes; unset means one per CPU."
     )

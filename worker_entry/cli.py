@@ -16,7 +16,7 @@ import click
 from pydantic import ValidationError
 
 from vividly_tasks.settings import Settings, environment_variable
-from vividly_tasks.structured_logging import configure_process_logging
+from vividly_tasks.worker.logs import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG
 from worker_entry.launcher import WorkerOptions, run_worker
 from worker_entry.run import ExitReason, Limits, Mode, WorkerRun, process_age_seconds
@@ -29,12 +29,16 @@ POOLS = ("prefork", "solo", "threads")
 def worker_options(command: F) -> F:
     """The options that both modes share."""
     decorators = [
+        click.option("--app", "-A", default=None,
+                     help="Celery app to run, as `celery -A` takes it (module or module:attr) "
+                          "[env WORKER_APP; default: vividly_tasks, the product app]."),
         click.option("--concurrency", "-c", type=int, default=None,
                      help="Pool processes [env WORKER_CONCURRENCY; default: one per CPU]."),
         click.option("--pool", "-P", type=click.Choice(POOLS), default="prefork",
                      show_default=True, help="Celery execution pool."),
         click.option("--queues", "-Q", multiple=True,
-                     help="Queue to consume (repeatable) [default: VIVIDLY_QUEUE]."),
+                     help="Queue to consume (repeatable) [default: the app's task_queues or "
+                          "default queue; VIVIDLY_QUEUE for the product app]."),
         click.option("--include", "-I", multiple=True,
                      help="Extra task module to import (repeatable)."),
         click.option("--hostname", "-n", default=None,
@@ -54,7 +58,8 @@ def worker_options(command: F) -> F:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
-    """Run the vividly Celery worker as a Cloud Run Job or as a long-lived service."""
+    """Run a Celery worker (the product's, or any app's with -A) as a Cloud Run Job or as a
+    long-lived service."""
 
 
 @cli.command()
@@ -96,6 +101,7 @@ def service(**options: Any) -> None:
 
 #: CLI option -> settings field it overrides.
 OVERRIDES = {
+    "app": "worker_app",
     "idle_timeout": "worker_idle_timeout",
     "max_tasks": "worker_max_tasks",
     "max_runtime": "worker_max_runtime",
@@ -135,6 +141,7 @@ def common_options(mode: Mode, limits: Limits, settings: Settings,
                    options: dict[str, Any]) -> WorkerOptions:
     return WorkerOptions(
         mode=mode,
+        app=settings.worker_app,
         limits=limits,
         connect_timeout_seconds=settings.worker_connect_timeout,
         pool=options["pool"],

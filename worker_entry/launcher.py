@@ -7,6 +7,7 @@ only difference is which bootsteps are added: ``JobLimits`` for a job, ``Consumi
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import threading
@@ -15,16 +16,20 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from celery import Celery
+from celery.app.utils import find_app
 from celery.signals import worker_shutting_down
+from celery.utils.imports import import_from_cwd, symbol_by_name
 from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError
 
-from vividly_tasks.app import VividlyCelery, create_app
-from vividly_tasks.settings import Settings
-from vividly_tasks.structured_logging import configure_process_logging
+from vividly_tasks import transport, worker
+from vividly_tasks.product import create_app
+from vividly_tasks.settings import Settings, mask_url_password
+from vividly_tasks.transport.transport import Transport as PubSubTransport
+from vividly_tasks.worker.logs import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from worker_entry.health_server import ConsumingFlag, HealthConfig, HealthServer, HealthState
-from worker_entry.idle_pool_exit import IdlePoolExit
 from worker_entry.job_limits import JobLimits
 from worker_entry.run import (
     NORMAL_STOPS,
@@ -55,6 +60,8 @@ class WorkerOptions:
     mode: Mode
     limits: Limits
     connect_timeout_seconds: float
+    #: The Celery app to run, as ``celery -A`` takes it; the product app by default.
+    app: str = "vividly_tasks"
     pool: str = "prefork"
     queues: Sequence[str] = ()
     include: Sequence[str] = ()
@@ -63,16 +70,50 @@ class WorkerOptions:
     port: int = 8080
 
 
-def build_app(settings: Settings, mode: Mode) -> VividlyCelery:
-    app = create_app(settings)
+#: ``-A`` values that name the product app: built here, from this run's settings.
+PRODUCT_APP_NAMES = frozenset({"vividly_tasks", "vividly_tasks:app", "vividly_tasks.app"})
+
+
+class AppNotLoaded(Exception):
+    """The ``-A`` app could not be imported or is not a Celery app."""
+
+
+def load_app(name: str, settings: Settings) -> Celery:
+    """The app to run: ours from ``settings``, or the named one on its own configuration.
+
+    Another app keeps its broker, backend, queues and routes; it gets the ``pubsub://``
+    scheme and, unless its owner attached or detached them, the worker behaviours
+    (``vividly_tasks.worker.attach``, which leaves its own ``worker_consumer`` alone) with
+    LOG_FORMAT; none of the product's settings, checks or migrations.
+    """
+    if name in PRODUCT_APP_NAMES:
+        return create_app(settings)
+    transport.register()
+    try:
+        app = find_app(name, symbol_by_name=symbol_by_name, imp=import_from_cwd)
+    except Exception as exc:
+        raise AppNotLoaded(f"cannot load the Celery app {name!r}: {exc!r}") from exc
+    if not isinstance(app, Celery):
+        raise AppNotLoaded(f"{name!r} is a {type(app).__name__}, not a Celery app")
+    if not worker.was_attached(app):  # the app's owner chose; else the entrypoint's own
+        worker.attach(app, log_format=settings.log_format)
+    return app
+
+
+def build_app(settings: Settings, mode: Mode, name: str = "vividly_tasks") -> Celery:
+    app = load_app(name, settings)
     app.conf.update(
         broker_connection_max_retries=JOB_RECONNECT_MAX_RETRIES if mode == "job" else None,
     )
     app.set_default()
+    # What exists now lives as long as the worker: out of the cyclic collector's reach, the
+    # prefork children stop writing to the pages they share with this process (Python's own
+    # advice before fork()), and the exit does not walk it.
+    gc.freeze()
     return app
 
 
-def check_broker(app: VividlyCelery, timeout_seconds: float) -> None:
+def check_broker(app: Celery, timeout_seconds: float) -> None:
     """Connect, retrying for at most ``timeout_seconds``; raise if the broker never answers.
 
     The attempt runs in a thread that is abandoned at the deadline, because a transport's
@@ -102,7 +143,7 @@ def check_broker(app: VividlyCelery, timeout_seconds: float) -> None:
         raise failure[0]
 
 
-def broker_error_kind(app: VividlyCelery, exc: Exception) -> ExitReason:
+def broker_error_kind(app: Celery, exc: Exception) -> ExitReason:
     """Connection errors mean "unreachable"; anything else (unknown scheme, bad URL) is config."""
     try:
         with app.connection_for_read() as connection:
@@ -118,7 +159,12 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
     """Run one worker to its end; log the summary line; return the exit code."""
     configure_process_logging(settings.log_format, settings.log_level)
     run = WorkerRun(options.mode, options.limits, started_at=started_at)
-    app = build_app(settings, options.mode)
+    try:
+        app = build_app(settings, options.mode, options.app)
+    except AppNotLoaded as exc:
+        log_summary(run, reason=ExitReason.BAD_CONFIGURATION, exit_code=RET_CONFIG,
+                    detail=str(exc))
+        return RET_CONFIG
 
     try:
         check_broker(app, options.connect_timeout_seconds)
@@ -134,7 +180,9 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
         log_summary(run, reason=reason, exit_code=code, detail=detail)
         return code
 
-    worker = app.Worker(**worker_kwargs(app, options, run))
+    if options.mode == "job":
+        run.missing_queues = missing_queues(app, options.queues)
+    worker = app.Worker(**worker_kwargs(app, options, run, settings))
     on_shutting_down = partial(note_stop_signal, run)
     run.on_stopping = partial(hasten_stop, app, worker)
     run.on_overdue = partial(exit_overdue, run)
@@ -153,6 +201,33 @@ def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float)
     return code
 
 
+def missing_queues(app: Celery, queues: Sequence[str]) -> list[str]:
+    """The Pub/Sub subscriptions of the queues this worker will consume that do not exist yet.
+
+    A producer's publish declares its queue, so a job that finds its queue missing waits on
+    a name nobody sends to (a wrong queue name or prefix), and its idle exit says so. Only
+    for our transport: on Redis an empty queue does not exist either.
+    """
+    names = list(queues) or list(app.amqp.queues)
+    with app.connection_for_read() as connection:
+        if not isinstance(connection.transport, PubSubTransport):
+            return []
+        channel = connection.default_channel
+        missing = []
+        for name in names:
+            try:
+                channel.queue_declare(queue=name, passive=True)
+            except connection.channel_errors:
+                missing.append(channel.subscription_spec(name, name).path)
+        if missing:
+            logger.warning(
+                "consumed queue(s) do not exist, nothing was ever sent to them: %s (queue "
+                "names and the prefix %r must match the producers')",
+                ", ".join(missing), channel.prefix,
+            )
+        return missing
+
+
 def note_stop_signal(run: WorkerRun, sig: str = "", **_: Any) -> None:
     """Celery's own SIGTERM/SIGINT handler started a warm shutdown: bound it by the budget."""
     reason = STOP_SIGNALS.get(sig)
@@ -160,7 +235,7 @@ def note_stop_signal(run: WorkerRun, sig: str = "", **_: Any) -> None:
         run.note_stop(reason, run.limits.sigterm_grace_seconds, SIGTERM_HARD_EXIT_SECONDS)
 
 
-def hasten_stop(app: VividlyCelery, worker: Any) -> None:
+def hasten_stop(app: Celery, worker: Any) -> None:
     """Without an event loop (the embedded filesystem broker) Celery checks its stop flag only
     between 2-s drains of the broker, and drains once more before it acts. Its own
     remote-control shutdown, sent to this worker alone, arrives within one polling interval
@@ -181,18 +256,19 @@ def exit_overdue(run: WorkerRun) -> None:
     os._exit(code)
 
 
-def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) -> dict[str, Any]:
+def worker_kwargs(
+    app: Celery, options: WorkerOptions, run: WorkerRun, settings: Settings
+) -> dict[str, Any]:
     """Arguments for ``app.Worker``; the ``vividly_*`` ones reach our bootsteps."""
     app.steps["consumer"].add(JobLimits)
     app.steps["consumer"].add(ConsumingFlag)
     app.steps["worker"].add(HealthServer)
-    app.steps["worker"].add(IdlePoolExit)
     kwargs: dict[str, Any] = {
         "hostname": host_format(
             default_nodename(options.hostname or f"{options.mode}-{os.getpid()}@%h")
         ),
         "pool_cls": options.pool,
-        "loglevel": app.settings.log_level,
+        "loglevel": settings.log_level,
         "include": list(options.include),
         "queues": list(options.queues) or None,
         # The banner is plain text on stdout; Cloud Logging wants one JSON object a line.
@@ -203,6 +279,8 @@ def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) ->
         "without_gossip": options.mode == "job",
         "vividly_run": run,
     }
+    if settings.worker_concurrency is not None:
+        kwargs["concurrency"] = settings.worker_concurrency
     if options.mode == "service":
         kwargs["vividly_health"] = HealthConfig(
             options.health_host, options.port, lambda: check_broker_once(app)
@@ -211,22 +289,29 @@ def worker_kwargs(app: VividlyCelery, options: WorkerOptions, run: WorkerRun) ->
     return kwargs
 
 
-def check_broker_once(app: VividlyCelery) -> None:
+def check_broker_once(app: Celery) -> None:
     with app.connection_for_read(connect_timeout=PROBE_TIMEOUT_SECONDS) as connection:
         connection.ensure_connection(max_retries=0, timeout=PROBE_TIMEOUT_SECONDS)
 
 
 def outcome(
-    app: VividlyCelery, run: WorkerRun, worker_exitcode: Any
+    app: Celery, run: WorkerRun, worker_exitcode: Any
 ) -> tuple[int, ExitReason, str | None]:
     """Exit code, reason and detail of a run whose worker has returned."""
     if run.stop_reason is not None and run.stop_reason in NORMAL_STOPS:
+        if (run.stop_reason is ExitReason.IDLE and run.missing_queues
+                and not run.counters.received):
+            return RET_OK, ExitReason.QUEUE_MISSING, (
+                f"idle on queue(s) that did not exist at start: "
+                f"{', '.join(run.missing_queues)}; check the queue names and PUBSUB_PREFIX"
+            )
         return RET_OK, run.stop_reason, None
-    if app.startup_failure is not None:
+    startup_failure: str | None = getattr(app, "startup_failure", None)
+    if startup_failure is not None:
         code = worker_exitcode if worker_exitcode in (RET_CONFIG, RET_CONNECT) else RET_ERROR
         reason = (ExitReason.BAD_CONFIGURATION if code == RET_CONFIG
                   else ExitReason.CONTENT_STORE_UNUSABLE)
-        return code, reason, app.startup_failure
+        return code, reason, startup_failure
     if worker_exitcode in (0, None):
         # Celery stopped itself cleanly (e.g. ``celery control shutdown``).
         return RET_OK, ExitReason.SHUTDOWN, None
@@ -237,5 +322,10 @@ def outcome(
     return RET_ERROR, ExitReason.WORKER_ERROR, f"worker exited with {worker_exitcode!r} (see log)"
 
 
-def mask(app: VividlyCelery) -> str:
-    return str(app.settings.redacted()["broker_url"])
+def mask(app: Celery) -> str:
+    """The broker URL without its password (Kombu masks it)."""
+    try:
+        with app.connection_for_read() as connection:
+            return str(connection.as_uri())
+    except Exception:  # an unknown scheme cannot even be parsed into a connection
+        return str(mask_url_password(app.conf.broker_url))

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from celery.signals import task_failure, task_received, task_retry, task_success
+from celery.signals import (
+    task_failure,
+    task_received,
+    task_rejected,
+    task_retry,
+    task_success,
+    task_unknown,
+)
 from celery.worker import state as worker_state
 
 from worker_entry.exit_codes import RET_OK
@@ -67,12 +74,15 @@ class ExitReason(enum.StrEnum):
     WORKER_ERROR = "worker_error"
     #: Celery stopped by itself without error, e.g. ``celery control shutdown``.
     SHUTDOWN = "shutdown"
+    #: Idle, having received nothing, on a queue that did not exist when the job started:
+    #: most likely a name or prefix that no producer uses (the summary names the queue).
+    QUEUE_MISSING = "queue_missing"
 
 
 #: Reasons that are a normal end of a run (exit code 0).
 NORMAL_STOPS = frozenset(
     {ExitReason.IDLE, ExitReason.MAX_TASKS, ExitReason.MAX_RUNTIME, ExitReason.SIGTERM,
-     ExitReason.SIGINT, ExitReason.SHUTDOWN}
+     ExitReason.SIGINT, ExitReason.SHUTDOWN, ExitReason.QUEUE_MISSING}
 )
 
 
@@ -105,18 +115,25 @@ class TaskCounters:
 
     def __init__(self) -> None:
         self._values = multiprocessing.get_context("fork").Array("q", len(self.FIELDS))
-        #: Messages handed to this worker (counted in the main process, at ``task_received``).
+        #: Messages handed to this worker (counted in the main process, at ``task_received``),
+        #: and those its consumer refused without running them (unregistered task, malformed
+        #: message: dead-lettered with the reason), which count as received too.
         self.received = 0
+        self.refused = 0
 
     def connect(self) -> None:
         """Connect before the pool forks, so that the children inherit the receivers."""
         task_received.connect(self._on_received, weak=False)
+        task_unknown.connect(self._on_refused, weak=False)
+        task_rejected.connect(self._on_refused, weak=False)
         task_success.connect(self._on_success, weak=False)
         task_failure.connect(self._on_failure, weak=False)
         task_retry.connect(self._on_retry, weak=False)
 
     def disconnect(self) -> None:
         task_received.disconnect(self._on_received)
+        task_unknown.disconnect(self._on_refused)
+        task_rejected.disconnect(self._on_refused)
         task_success.disconnect(self._on_success)
         task_failure.disconnect(self._on_failure)
         task_retry.disconnect(self._on_retry)
@@ -131,6 +148,10 @@ class TaskCounters:
 
     def _on_received(self, **_: Any) -> None:
         self.received += 1
+
+    def _on_refused(self, **_: Any) -> None:
+        self.received += 1
+        self.refused += 1
 
     def _on_success(self, **_: Any) -> None:
         self._add("succeeded")
@@ -151,6 +172,8 @@ class WorkerRun:
         #: ``time.monotonic()`` at process start, so runtime includes the worker's start-up.
         self.started_at = time.monotonic() if started_at is None else started_at
         self.counters = TaskCounters()
+        #: Pub/Sub subscriptions of consumed queues that did not exist at start (job mode).
+        self.missing_queues: list[str] = []
         self.stop_reason: ExitReason | None = None
         #: The stop came with nothing reserved, running or due (a cold stop of an idle pool).
         self.stopped_with_nothing_at_hand = False

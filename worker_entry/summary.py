@@ -14,6 +14,9 @@ logger.setLevel(logging.INFO)
 
 #: Cloud Run's own variables, copied into the summary (as lower-case fields) when set.
 CLOUD_RUN_VARIABLES = ("CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_ATTEMPT")
+#: Fields repeated in the summary's message, for log formats that print only the message.
+TEXT_FIELDS = ("exit_code", "received", "refused", "processed", "succeeded", "failed", "retried",
+               "runtime_seconds")
 
 
 def summary_record(
@@ -33,6 +36,7 @@ def summary_record(
         "exit_reason": str(reason),
         "exit_code": exit_code,
         "received": run.counters.received,
+        "refused": run.counters.refused,
         "processed": final + counts["retried"],
         **counts,
         "success_rate": round(counts["succeeded"] / final, 4) if final else None,
@@ -40,6 +44,8 @@ def summary_record(
     }
     if detail:
         record["detail"] = detail
+    if run.missing_queues:
+        record["missing_queues"] = run.missing_queues
     for name in CLOUD_RUN_VARIABLES:
         value = os.environ.get(name)
         if value is not None:
@@ -50,7 +56,14 @@ def summary_record(
 def log_summary(
     run: WorkerRun, *, reason: ExitReason, exit_code: int, detail: str | None = None
 ) -> dict[str, Any]:
+    """Log the summary: INFO for a normal end, WARNING for an end that is normal but likely a
+    mistake (a queue nobody had declared), ERROR when the worker could not work (non-zero
+    exit), so an alert on severity catches it. The message itself carries the counters, so
+    ``LOG_FORMAT=text`` (which prints only the message) shows them too."""
     record = summary_record(run, reason=reason, exit_code=exit_code, detail=detail)
-    message = f"worker summary: {reason}" + (f": {detail}" if detail else "")
-    logger.info(message, extra=record)
+    counters = " ".join(f"{name}={record[name]}" for name in TEXT_FIELDS)
+    message = f"worker summary: {reason} ({counters})" + (f": {detail}" if detail else "")
+    level = (logging.ERROR if exit_code != 0 else
+             logging.WARNING if reason is ExitReason.QUEUE_MISSING else logging.INFO)
+    logger.log(level, message, extra=record)
     return record

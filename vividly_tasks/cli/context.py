@@ -12,12 +12,12 @@ from functools import cached_property
 import click
 from pydantic import ValidationError
 
-from vividly_tasks.app import VividlyCelery, create_app
 from vividly_tasks.cli.errors import cli_error, config_error
 from vividly_tasks.content.services import ContentServices
+from vividly_tasks.product import VividlyCelery, create_app
 from vividly_tasks.settings import Settings, environment_variable
-from vividly_tasks.structured_logging import configure_process_logging
 from vividly_tasks.transport.channel import Channel as PubSubChannel
+from vividly_tasks.worker.logs import configure_process_logging
 
 
 def describe_validation_error(exc: ValidationError) -> str:

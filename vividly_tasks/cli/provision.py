@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from vividly_tasks.app import VividlyCelery
 from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError
 from vividly_tasks.cli.exit_codes import RET_NO_PERMISSION
+from vividly_tasks.product import VividlyCelery
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.transport.provisioning_plan import (
     Plan,

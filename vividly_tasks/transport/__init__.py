@@ -17,6 +17,13 @@ Features
 * Poison messages (not JSON, not a Kombu envelope, refused content type) are dead-lettered
 * Plain JSON messages on a queue bound to a task run that task (see ``plain_messages.py``)
 
+Registration
+============
+``import vividly_tasks.transport`` is the one line: it adds ``pubsub`` to Kombu's alias table
+(``kombu.transport.TRANSPORT_ALIASES``) and does nothing else (no app, signal, logging or
+environment; the client libraries load when a connection is made). Without the import,
+Celery's ``broker_transport = "vividly_tasks.transport:Transport"`` names the class directly.
+
 Connection String
 =================
 ``pubsub://PROJECT_ID`` (or ``pubsub://`` with ``GOOGLE_CLOUD_PROJECT`` set). The emulator is
@@ -24,7 +31,9 @@ used when ``PUBSUB_EMULATOR_HOST`` is set; Application Default Credentials other
 
 Transport Options
 =================
-* ``prefix`` (str, ``kombu-``): prefix of every topic and subscription id.
+* ``prefix`` (str, ``$PUBSUB_PREFIX`` or ``vividly-``): prefix of every topic and subscription
+  id; the product's commands (provision, dlq, the worker) use the same default, so a message
+  never sits under a name nobody consumes.
 * ``auto_create`` (bool, true): create topics/subscriptions on declare; false only verifies.
 * ``ack_deadline_seconds`` (int, 60): ack deadline of created subscriptions and the lease
   extension step.
@@ -52,16 +61,32 @@ Transport Options
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from kombu.transport import TRANSPORT_ALIASES
 
-from vividly_tasks.transport.transport import Transport
+if TYPE_CHECKING:
+    from vividly_tasks.transport.transport import Transport
 
 SCHEME = "pubsub"
+#: Where Kombu finds the class (loaded only when a ``pubsub://`` connection is made).
+TRANSPORT_PATH = "vividly_tasks.transport.transport:Transport"
 
 
 def register() -> None:
     """Make ``pubsub://`` URLs resolve to this transport (Kombu's public alias table)."""
-    TRANSPORT_ALIASES.setdefault(SCHEME, "vividly_tasks.transport:Transport")
+    TRANSPORT_ALIASES.setdefault(SCHEME, TRANSPORT_PATH)
 
 
-__all__ = ["SCHEME", "Transport", "register"]
+def __getattr__(name: str) -> Any:
+    """``Transport`` on first use, so registering does not load gRPC and the Pub/Sub client."""
+    if name == "Transport":
+        from vividly_tasks.transport.transport import Transport  # noqa: PLC0415 - lazily, on first use
+
+        return Transport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+register()
+
+__all__ = ["SCHEME", "TRANSPORT_PATH", "Transport", "register"]

@@ -13,6 +13,7 @@ A fanout binding's key is a pattern, as with Kombu's Redis transport (``fanout_p
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
@@ -54,6 +55,8 @@ TRANSIENT_DELIVERY_MODE = 1
 NO_ACK_PULL_SIZE = 100
 #: How long closing a channel waits for its releases and acks to reach Pub/Sub.
 CLOSE_FLUSH_TIMEOUT_SECONDS = 5.0
+#: Environment variable that sets the prefix when the ``prefix`` transport option does not.
+PREFIX_VARIABLE = "PUBSUB_PREFIX"
 
 
 @dataclass
@@ -92,8 +95,10 @@ class Channel(virtual.Channel):
     #: Bodies travel as text when they are text (see wire.py), base64 only when binary.
     body_encoding = None  # type: ignore[assignment]
 
-    #: Prefix of every topic and subscription id.
-    default_prefix = "kombu-"
+    #: Prefix of every topic and subscription id, when neither the ``prefix`` option nor
+    #: ``PUBSUB_PREFIX`` sets one: the product's own default, so every app, worker and
+    #: command of the product names the same topics.
+    default_prefix = "vividly-"
     #: Create topics and subscriptions on declare; False only verifies that they exist.
     default_auto_create = True
     #: Ack deadline of created subscriptions, and the extension step of held leases.
@@ -151,7 +156,11 @@ class Channel(virtual.Channel):
 
     @cached_property
     def prefix(self) -> str:
-        return self.connection.option("prefix", str)
+        # Read when the channel is made, never at import: the environment of the process
+        # that connects, as Google's clients read PUBSUB_EMULATOR_HOST.
+        if "prefix" in self.connection.options:
+            return self.connection.option("prefix", str)
+        return os.environ.get(PREFIX_VARIABLE, self.default_prefix)
 
     @cached_property
     def auto_create(self) -> bool:

@@ -3,7 +3,9 @@
 A task that raises ``celery.exceptions.Reject(reason, requeue=False)`` has its message rejected
 by the worker's main process; on Pub/Sub that publishes a copy to the queue's dead-letter topic.
 Celery's own reject carries no reason, so this request class (Celery's documented extension
-point, ``Task.Request``) tells the channel the reason just before Celery rejects.
+point, ``Task.Request``) tells the channel the reason just before Celery rejects. The
+``DeadLetterReasons`` worker bootstep gives it to every task of one app that uses Celery's own
+request class (a task with a request class of its own keeps it).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import ast
 import contextlib
 from typing import Any
 
-from celery import Task
+from celery import bootsteps
 from celery.exceptions import Reject
 from celery.worker.request import Request
 
-from vividly_tasks import plain_message_tasks
-
 MAX_REASON_CHARS = 1000
+#: ``Task.Request`` as Celery leaves it: a path, or the class once resolved.
+CELERY_REQUESTS = ("celery.worker.request:Request", Request)
 
 
 class DeadLetterReasonRequest(Request):  # type: ignore[misc]
@@ -46,11 +48,17 @@ def note_reason(message: Any, reason: str) -> None:
         setter(message.delivery_tag, reason[:MAX_REASON_CHARS])
 
 
-class VividlyTask(Task):  # type: ignore[misc]
-    """Base class of every task of the app."""
+class DeadLetterReasons(bootsteps.Step):  # type: ignore[misc]
+    """Gives the tasks of this worker's app that use Celery's request class this one.
 
-    Request = DeadLetterReasonRequest
+    Runs as the worker is built, after the app is finalized and ``--include`` modules are
+    imported, and before the consumer builds its per-task strategies (which read
+    ``task.Request``).
+    """
 
-    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        # A plain Pub/Sub message that does not fit the signature is rejected with the reason.
-        plain_message_tasks.check_arguments(self, args, kwargs)
+    label = "Dead-letter reasons"
+
+    def __init__(self, w: Any, **kwargs: Any) -> None:
+        for task in w.app.tasks.values():
+            if task.Request in CELERY_REQUESTS:
+                task.Request = DeadLetterReasonRequest

@@ -1,4 +1,4 @@
-"""A worker bootstep: a warm stop with no task at hand ends the prefork pool at once.
+"""A worker bootstep: a stop with no task at hand ends the prefork pool at once.
 
 Celery's warm stop closes and joins the pool: billiard's supervisor thread finishes a 0.8 s
 sleep, each child gets a sentinel and tears down its interpreter, and Celery's timer thread
@@ -7,8 +7,12 @@ or waiting for a child, a child holds nothing a kill could lose (with ``acks_lat
 acked only after its task ran, and the consumer, stopped before the pool, no longer hands any
 over), so this step SIGKILLs and reaps the idle children and terminates the pool instead; the
 Pool step then finds nothing left to join. With any request at hand it does nothing, and the
-warm stop lets those tasks finish as before. The job entrypoint's cold stop does the same
-through ``worker_entry/idle_pool_exit.py``.
+warm stop lets those tasks finish as before.
+
+A cold stop (the job entrypoint's stop of an idle job, Celery's SIGQUIT) is the same story
+through billiard's terminate: half a second waiting for the children's pipes to go quiet, then
+a SIGTERM and a join per child. With nothing at hand the children are SIGKILLed just before
+the Pool step terminates, and billiard finds them gone.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def nothing_at_hand() -> bool:
 
 
 class IdlePoolStop(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Ends an idle prefork pool at once on a warm stop; inert with work at hand."""
+    """Ends an idle prefork pool at once on a warm or cold stop; inert with work at hand."""
 
     label = "Idle pool stop"
     # Steps stop in reverse start order: after Pool means stopped just before it.
@@ -70,4 +74,7 @@ class IdlePoolStop(bootsteps.StartStopStep):  # type: ignore[misc]
         logger.debug("idle pool: %d process(es) held nothing; ended without a join", killed)
 
     def terminate(self, w: Any) -> None:
-        pass  # a cold stop terminates the pool itself
+        # The Pool step terminates the pool itself, right after this.
+        if isinstance(w.pool, TaskPool) and nothing_at_hand():
+            killed = kill_idle_children(w.pool)
+            logger.debug("idle pool: killed %d process(es) that held nothing", killed)

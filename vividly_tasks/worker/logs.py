@@ -1,20 +1,25 @@
 """Structured logs: one JSON object a line, with Cloud Logging's ``severity`` field.
 
-Celery configures its own handlers; the app hooks its ``after_setup_logger`` and
+Celery configures its own handlers; ``StructuredLogs`` hooks its ``after_setup_logger`` and
 ``after_setup_task_logger`` signals to give those handlers our formatter (``apply_format``),
-so worker and task logs share one shape. Records logged inside a task carry ``task_id`` and
-``task_name``.
+so worker and task logs share one shape. Those signals name no app, so the hooks are connected
+only once a worker of the app it was made for starts in this process (``celeryd_init`` names
+the worker): another app's worker keeps its own logging. Records logged inside a task carry
+``task_id`` and ``task_name``.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
+from typing import Any, Literal
 
 from celery import current_task
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from pythonjsonlogger.json import JsonFormatter
 
-from vividly_tasks.settings import LogFormat
+LogFormat = Literal["json", "text"]
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -57,3 +62,31 @@ def configure_process_logging(log_format: LogFormat, level: str) -> None:
         root.addHandler(logging.StreamHandler(sys.stderr))
     root.setLevel(level.upper())
     apply_format(root, log_format)
+
+
+class StructuredLogs:
+    """Our log format on the worker logging of one app (connect, disconnect)."""
+
+    def __init__(self, app: Any, log_format: LogFormat | Callable[[], LogFormat]) -> None:
+        self.app = app
+        #: A callable is read when the worker sets up its logging (settings read late).
+        self.log_format = log_format
+
+    def connect(self) -> None:
+        celeryd_init.connect(self._on_worker_init, weak=False)
+
+    def disconnect(self) -> None:
+        celeryd_init.disconnect(self._on_worker_init)
+        after_setup_logger.disconnect(self._apply)
+        after_setup_task_logger.disconnect(self._apply)
+
+    def _on_worker_init(self, sender: Any = None, instance: Any = None, **_: Any) -> None:
+        if getattr(instance, "app", None) is not self.app:
+            return
+        # The worker sets up its logging next, in this process, for this app.
+        after_setup_logger.connect(self._apply, weak=False)
+        after_setup_task_logger.connect(self._apply, weak=False)
+
+    def _apply(self, logger: logging.Logger, **_: Any) -> None:
+        log_format = self.log_format() if callable(self.log_format) else self.log_format
+        apply_format(logger, log_format)

@@ -15,10 +15,11 @@ import logging
 import math
 from typing import Any
 
+from celery.signals import task_rejected
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from vividly_tasks.dead_letters import MAX_REASON_CHARS, note_reason
+from vividly_tasks.worker.dead_letters import MAX_REASON_CHARS, note_reason
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ def task_message_problem(message: Any) -> str | None:
     """Why ``message`` (a Kombu message) is not a Celery protocol 2 task message; None if it is.
 
     Checks only what Celery's consumer relies on without guarding it itself; the body is
-    decoded with the consumer's accepted content types (JSON only), so nothing else is read.
+    decoded with the consumer's accepted content types (``accept_content``), so nothing else is
+    read.
     """
     headers = message.headers
     if not isinstance(headers, dict):
@@ -95,7 +97,9 @@ def _body_problem(message: Any) -> str | None:
     try:
         body = message.decode()
     except ContentDisallowed:
-        return f"content type {_short(message.content_type)} refused (JSON only)"
+        accepted = ", ".join(sorted(message.accept or ())) or "nothing"
+        content_type = _short(message.content_type)
+        return f"content type {content_type} refused (the worker accepts {accepted})"
     except Exception as exc:
         return f"body is not valid {message.content_type}: {_short(str(exc), 200)}"
     if not isinstance(body, list | tuple) or len(body) != 3:
@@ -142,13 +146,25 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
         # Celery acks an undecodable message (it is lost); dead-letter it with the reason.
         self.refuse(message, f"body cannot be decoded: {exc}")
 
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        # Celery rejects it (dead-lettered on Pub/Sub) and marks the result failed.
+        name = message.headers.get("task") if isinstance(message.headers, dict) else None
+        note_reason(message, f"unregistered task {_short(name)}: this worker does not have it")
+        super().on_unknown_task(body, message, exc)
+
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
         note_reason(message, f"invalid task message: {exc}")
         super().on_invalid_task(body, message, exc)
+        task_rejected.send(sender=self, message=message, exc=exc)
 
     def refuse(self, message: Any, reason: str) -> None:
-        """Reject without requeue: the broker dead-letters the message with ``reason``."""
+        """Reject without requeue: the broker dead-letters the message with ``reason``.
+
+        Sends Celery's ``task_rejected`` (as its consumer does for a message of unknown
+        type), so whoever counts what a worker took, the job's summary, counts this too.
+        """
         reason = reason[:MAX_REASON_CHARS]
         logger.warning("refused a task message: %s", reason)
         note_reason(message, reason)
         message.reject_log_error(logger, self.connection_errors)
+        task_rejected.send(sender=self, message=message, exc=None)

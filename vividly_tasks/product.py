@@ -1,18 +1,19 @@
-"""The Celery app factory: one app, configured from the one settings object."""
+"""The product app's factory: one app, configured from the one settings object.
+
+Building it reads no environment (the settings are read on first use of ``app.conf``) and
+touches no other app: its worker behaviours are attached to it alone.
+"""
 
 from __future__ import annotations
 
-import logging
 from functools import cached_property
 from typing import Any
 
-from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery import Celery, Task
 
-from vividly_tasks import transport
-from vividly_tasks.idle_pool_stop import IdlePoolStop
+from vividly_tasks import plain_message_tasks, transport, worker
 from vividly_tasks.settings import Settings
-from vividly_tasks.structured_logging import apply_format
+from vividly_tasks.worker.dead_letters import DeadLetterReasonRequest
 
 TASK_MODULES = ["vividly_tasks.tasks"]
 
@@ -32,6 +33,16 @@ class VividlyCelery(Celery):  # type: ignore[misc]
         return self._given_settings or Settings()
 
 
+class VividlyTask(Task):  # type: ignore[misc]
+    """Base class of every task of the app."""
+
+    Request = DeadLetterReasonRequest
+
+    def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        # A plain Pub/Sub message that does not fit the signature is rejected with the reason.
+        plain_message_tasks.check_arguments(self, args, kwargs)
+
+
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery configuration derived from the settings."""
     settings.ensure_local_dirs()
@@ -46,9 +57,6 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],
-        # A malformed task message is dead-lettered with its reason instead of stopping
-        # the worker (Celery's own consumer raises on it).
-        "worker_consumer": "vividly_tasks.task_messages:GuardedConsumer",
         "result_accept_content": ["json"],
         # Ack after the task ran, and give the message back if its process died, so a crash
         # never loses work; the tasks are idempotent for exactly this reason.
@@ -85,15 +93,10 @@ def create_app(settings: Settings | None = None) -> VividlyCelery:
     transport.register()
     app = VividlyCelery(
         "vividly_tasks", settings=settings, include=TASK_MODULES,
-        task_cls="vividly_tasks.dead_letters:VividlyTask",
+        task_cls="vividly_tasks.product:VividlyTask",
     )
     app.add_defaults(lambda: celery_config(app.settings))
-    # An idle worker's warm stop skips billiard's ~1.5 s join of idle children.
-    app.steps["worker"].add(IdlePoolStop)
-
-    def use_structured_logs(logger: logging.Logger, **_: Any) -> None:
-        apply_format(logger, app.settings.log_format)
-
-    after_setup_logger.connect(use_structured_logs, weak=False)
-    after_setup_task_logger.connect(use_structured_logs, weak=False)
+    # A malformed task message is dead-lettered with its reason instead of stopping the
+    # worker; an idle worker's stop skips billiard's ~1.5 s join; logs as LOG_FORMAT says.
+    worker.attach(app, log_format=lambda: app.settings.log_format)
     return app

@@ -1,0 +1,76 @@
+"""The worker behaviours of vividly-tasks, for any Celery app: ``attach(app)``.
+
+Importing this package changes nothing. ``attach`` adds to one app, and only to it:
+
+* **guarded consumer** (``guarded_consumer.py``): a task message Celery cannot take (not
+  protocol 2, malformed headers or body, a refused content type, an unregistered task) is
+  rejected with the reason, so Pub/Sub dead-letters it, instead of stopping the worker. Set
+  through Celery's ``worker_consumer`` as a default, so an app's own setting wins.
+* **dead-letter reasons** (``dead_letters.py``): ``Reject(reason, requeue=False)`` puts the
+  reason on the dead-letter copy.
+* **idle pool stop** (``idle_pool.py``): a stop with no task at hand ends the prefork pool at
+  once instead of joining it (~1.5 s saved per stop).
+* **structured logs** (``logs.py``): the app's worker logs as one JSON object a line with
+  Cloud Logging's ``severity`` (``log_format="json"``), or text; ``None`` leaves them alone.
+
+``detach(app)`` takes the bootsteps and log hooks off again; the consumer default stays (it
+behaves as Celery's own for messages Celery can take).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vividly_tasks.worker.dead_letters import DeadLetterReasons
+from vividly_tasks.worker.idle_pool import IdlePoolStop
+from vividly_tasks.worker.logs import LogFormat, StructuredLogs
+
+GUARDED_CONSUMER = "vividly_tasks.worker.guarded_consumer:GuardedConsumer"
+#: Where ``attach`` keeps what it connected, on the app it was attached to.
+ATTACHED = "_vividly_worker_behaviours"
+
+
+def attach(
+    app: Any,
+    *,
+    guard_messages: bool = True,
+    dead_letter_reasons: bool = True,
+    idle_pool_stop: bool = True,
+    log_format: LogFormat | Callable[[], LogFormat] | None = "json",
+) -> None:
+    """Add the worker behaviours to ``app``'s workers (and to no other app's).
+
+    Reads no configuration now: a lazily configured app stays lazy. Calling it again
+    replaces what an earlier call attached.
+    """
+    detach(app)
+    if guard_messages:
+        app.add_defaults({"worker_consumer": GUARDED_CONSUMER})
+    if dead_letter_reasons:
+        app.steps["worker"].add(DeadLetterReasons)
+    if idle_pool_stop:
+        app.steps["worker"].add(IdlePoolStop)
+    logs = None
+    if log_format is not None:
+        logs = StructuredLogs(app, log_format)
+        logs.connect()
+    setattr(app, ATTACHED, logs)
+
+
+def was_attached(app: Any) -> bool:
+    """Whether ``attach`` (or ``detach``) was called on ``app``: its owner chose."""
+    return hasattr(app, ATTACHED)
+
+
+def detach(app: Any) -> None:
+    """Take off what ``attach`` added (the consumer default stays: see the module doc)."""
+    app.steps["worker"].discard(DeadLetterReasons)
+    app.steps["worker"].discard(IdlePoolStop)
+    logs: StructuredLogs | None = getattr(app, ATTACHED, None)
+    if logs is not None:
+        logs.disconnect()
+    setattr(app, ATTACHED, None)
+
+
+__all__ = ["attach", "detach", "was_attached"]
