@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Any
 
 from google.pubsub_v1 import PubsubMessage, ReceivedMessage
+from kombu import Connection, Consumer, Message, Queue
 
 from vividly_tasks.transport.clients import clients_for_this_process
 from vividly_tasks.transport.naming import (
@@ -54,3 +56,24 @@ def publish_raw(project: str, prefix: str, topic_name: str, data: bytes,
 def list_subscriptions(project: str) -> list[str]:
     subscriber = clients_for_this_process().subscriber
     return [s.name for s in subscriber.list_subscriptions(project=f"projects/{project}")]
+
+
+def collect(
+    connection: Connection, queues: list[Queue], expect: int, *, timeout: float = 15.0,
+    linger: float = 1.0, accept: list[str] | None = None,
+) -> list[Message]:
+    """Consume (acking) until ``expect`` messages came, then ``linger`` for any extra ones."""
+    got: list[Message] = []
+
+    def on_message(body: object, message: Message) -> None:
+        got.append(message)
+        message.ack()
+
+    with Consumer(connection, queues, callbacks=[on_message], accept=accept or ["json"]):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(got) >= expect:
+                deadline = min(deadline, time.monotonic() + linger)
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=max(0.01, deadline - time.monotonic()))
+    return got

@@ -116,13 +116,16 @@ def test_a_worker_never_unpickles_a_task_even_where_the_broker_passes_pickle(
 
 
 def test_the_app_accepts_and_sends_json_only() -> None:
-    conf = create_app().conf
+    conf = create_app(Settings(broker_url="pubsub://p")).conf
     assert conf.accept_content == ["json"] and conf.result_accept_content == ["json"]
     assert conf.task_serializer == "json" and conf.result_serializer == "json"
+    # The transport's own fence is opt-in; the product app turns it on, JSON only.
+    fence = conf.broker_transport_options["accept_content"]
+    assert fence == "application/json"
     with pytest.raises(wire.PoisonMessage, match="refused"):
         wire.decode(json.dumps({"body": "gAR9lC4=", "content-type": "application/x-python-"
                                 "serialize", "properties": {"body_encoding": "base64"}}).encode(),
-                    {})
+                    {}, accepted_content_types=frozenset({fence}))
 
 
 # --- credentials in logs, reports and remote control ----------------------------------------

@@ -13,7 +13,7 @@ from celery import Celery, Task
 
 from vividly_tasks import plain_message_tasks, transport, worker
 from vividly_tasks.settings import Settings
-from vividly_tasks.worker.dead_letters import DeadLetterReasonRequest
+from vividly_tasks.worker.requests import TaskRequest
 
 TASK_MODULES = ["vividly_tasks.tasks"]
 
@@ -36,7 +36,7 @@ class VividlyCelery(Celery):  # type: ignore[misc]
 class VividlyTask(Task):  # type: ignore[misc]
     """Base class of every task of the app."""
 
-    Request = DeadLetterReasonRequest
+    Request = TaskRequest
 
     def before_start(self, task_id: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         # A plain Pub/Sub message that does not fit the signature is rejected with the reason.

@@ -3,9 +3,17 @@
 Features
 ========
 * Type: virtual, event-driven (the worker's event loop wakes on arrival; no poll-and-sleep)
-* Supports direct: yes; fanout: yes (Celery events, remote control, Flower); topic: no
+* Supports direct: yes; fanout: yes (Celery events, remote control, Flower); topic: yes
+  (AMQP's ``*`` one word, ``#`` zero or more); the default exchange ``""`` routes by queue name
 * Routing is AMQP's, without subscription filters (see ``channel.py``); a fanout binding key
-  is a pattern, as with Kombu's Redis transport (``#`` all, ``worker.#`` worker events only)
+  is a pattern, as with Kombu's Redis transport (``#`` all, ``worker.#`` worker events only);
+  a queue bound to one exchange cannot be bound to another (a subscription has one topic):
+  that is a clear error, never a silent miss
+* Carries any serializer: ``body``, ``content-type``, ``content-encoding``, ``headers`` and
+  ``properties`` arrive as published; the consumer's accept list decides what is decoded
+* Pub/Sub's metadata is in ``delivery_info``: ``delivery_attempt``, ``pubsub_message_id``,
+  ``pubsub_publish_time``, ``pubsub_subscription`` (``vividly_tasks.worker`` hands them on to
+  a Celery task's ``self.request``)
 * Acks, deadline changes and background publishes (events) go out in batches >= 10 ms apart;
   message calls use bare gRPC stubs (``stubs.py``)
 * Leases of received, unacked messages are extended until acked, up to ``max_lease_seconds``
@@ -13,8 +21,17 @@ Features
 * ack -> acknowledge; requeue -> nack (the same message again, never a copy);
   reject -> a copy on the queue's dead-letter topic with the reason, then ack
 * Close releases every unstarted message at once; a delayed task comes back near its ETA
-* Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms)
-* Poison messages (not JSON, not a Kombu envelope, refused content type) are dead-lettered
+* Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms); only
+  Celery's events and broadcasts (fanout) and remote-control replies go out in the background,
+  a failure logged with the count of messages lost
+* ``basic_get(no_ack=True)`` acks at once; ``queue_purge`` refuses a queue that does not exist
+  and returns how many messages were waiting (those leased by consumers are dropped, not
+  counted); ``queue_delete`` stops this channel's consumers of the queue and deletes its
+  subscription, dead-letter topic and dead-letter subscription, refuses ``if_unused`` while
+  a consumer of this process reads it and ``if_empty`` always (Pub/Sub cannot tell);
+  ``basic_recover(requeue=True)`` redelivers what the channel holds
+* Poison messages (not JSON, not a Kombu envelope, a content type outside the opt-in
+  ``accept_content``) are dead-lettered
 * Plain JSON messages on a queue bound to a task run that task (see ``plain_messages.py``)
 
 Registration
@@ -51,9 +68,9 @@ Transport Options
   no prefetch count.
 * ``get_timeout_seconds`` (float, 1): how long ``basic_get`` waits for a message.
 * ``publish_timeout_seconds`` (float, 60): deadline of a confirmed publish, retries included.
-* ``accept_content`` (list or comma-separated str, ``application/json,text/plain,
-  application/data``): content types accepted on receipt; others (pickle above all) are
-  dead-lettered without being decoded.
+* ``accept_content`` (list or comma-separated str, unset): opt-in fence; when set, a message
+  of any other content type is dead-lettered without being decoded. Unset, every type is
+  carried and the consumer's accept list decides (the product app sets JSON only).
 * ``plain_message_tasks`` (mapping or its JSON text, empty): queue name -> task name; each
   message on the queue without the ``kombu-envelope`` attribute calls the task with its JSON
   object as keyword arguments.

@@ -5,16 +5,17 @@ topic with ``exchange`` and ``routing_key`` attributes, every queue bound to tha
 subscription on the topic, and a queue whose binding does not match acks and drops the copy it
 got. Publishing therefore needs no binding table: any process can publish to any queue.
 
-A fanout binding's key is a pattern, as with Kombu's Redis transport (``fanout_patterns``):
-``""`` and ``#`` take everything (Celery's event receivers, Flower), ``worker.#`` only
-``worker.*`` events; the other copies are acked before they are decoded.
+Exchange types: direct (the routing key equals a binding key), topic (AMQP's patterns: words
+split on ``.``, ``*`` one word, ``#`` zero or more) and fanout; the default exchange ``""``
+routes by queue name. A fanout binding's key is also a pattern, as with Kombu's Redis
+transport (``fanout_patterns``): ``""`` and ``#`` take everything (Celery's event receivers,
+Flower), ``worker.#`` only worker events; the other copies are acked before they are decoded.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import threading
 import time
 import uuid
@@ -26,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
-from kombu.transport.virtual.exchange import TopicExchange
 from kombu.utils.encoding import safe_str
 
 from vividly_tasks.transport import plain_messages, wire
@@ -49,12 +49,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout"})
+SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
 TRANSIENT_DELIVERY_MODE = 1
+#: Celery's remote-control exchanges (``celery.pidbox``, ``reply.celery.pidbox``).
+PIDBOX_SUFFIX = ".pidbox"
 #: Messages pulled at once for consumers that ack on receipt (remote control, events).
 NO_ACK_PULL_SIZE = 100
 #: How long closing a channel waits for its releases and acks to reach Pub/Sub.
 CLOSE_FLUSH_TIMEOUT_SECONDS = 5.0
+#: Purge: messages per Pull, the wait of a Pull that finds none, the whole pull-and-ack.
+PURGE_PULL_SIZE = 1000
+PURGE_PULL_TIMEOUT_SECONDS = 2.0
+PURGE_BUDGET_SECONDS = 30.0
 #: Environment variable that sets the prefix when the ``prefix`` transport option does not.
 PREFIX_VARIABLE = "PUBSUB_PREFIX"
 
@@ -66,7 +72,8 @@ class QueueRoute:
     queue: str
     spec: SubscriptionSpec
     exchange: str
-    fanout: bool = False
+    #: The exchange's type: direct, fanout or topic.
+    kind: str = "direct"
     #: None: binding unknown in this process, so every message on the subscription is ours.
     routing_keys: set[str] | None = None
 
@@ -77,7 +84,15 @@ class QueueRoute:
             return True
         if self.fanout:
             return self.fanout_accepts(routing_key)
-        return exchange == self.exchange and routing_key in self.routing_keys
+        if exchange != self.exchange:
+            return False
+        if self.kind == "topic":
+            return any(topic_key_matches(key, routing_key) for key in self.routing_keys)
+        return routing_key in self.routing_keys
+
+    @property
+    def fanout(self) -> bool:
+        return self.kind == "fanout"
 
     def fanout_accepts(self, routing_key: str) -> bool:
         """Whether a message on this fanout queue's topic matches one of its binding keys."""
@@ -125,8 +140,9 @@ class Channel(virtual.Channel):
     default_get_timeout_seconds = 1.0
     #: Deadline of a confirmed publish, retries included.
     default_publish_timeout_seconds = 60.0
-    #: Content types accepted on receipt; others are dead-lettered unread (pickle never runs).
-    default_accept_content = ("application/json", "text/plain", "application/data")
+    #: Content types accepted on receipt, others dead-lettered unread; None carries every
+    #: type, and the consumer's own accept list decides what is deserialized (Kombu's rule).
+    default_accept_content: tuple[str, ...] | None = None
 
     connection: Transport
 
@@ -195,10 +211,12 @@ class Channel(virtual.Channel):
         return self.connection.option("publish_timeout_seconds", float)
 
     @cached_property
-    def accepted_content_types(self) -> frozenset[str]:
+    def accepted_content_types(self) -> frozenset[str] | None:
         value = self.transport_options.get("accept_content", self.default_accept_content)
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
+        if not value:
+            return None
         return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in value)
 
     @cached_property
@@ -297,13 +315,13 @@ class Channel(virtual.Channel):
                 f"queue {queue!r} is already bound to exchange {route.exchange!r}; a Pub/Sub "
                 f"subscription has one topic, so it cannot also be bound to {exchange!r}"
             )
-        fanout = self.typeof(exchange).type == "fanout"
+        kind = self.typeof(exchange).type
         spec = self.subscription_spec(queue, exchange)
         self.connection.provisioner.ensure_subscription(spec)
         self._remember_if_temporary(spec)
         if route is None or route.routing_keys is None:
             route = self._routes[queue] = QueueRoute(
-                queue, spec, exchange, fanout=fanout, routing_keys=set()
+                queue, spec, exchange, kind=kind, routing_keys=set()
             )
         assert route.routing_keys is not None
         route.routing_keys.add(routing_key)
@@ -311,19 +329,57 @@ class Channel(virtual.Channel):
         self.state.binding_declare(queue, exchange, routing_key, arguments)
 
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False,
-                     **kwargs: Any) -> None:
+                     **kwargs: Any) -> int:
+        """Delete the queue's subscription and what was made for it (its dead-letter topic
+        and that topic's subscription); this channel's consumers of it stop first.
+
+        ``if_unused``: refused while a consumer of this process reads it (Pub/Sub does not
+        say who else pulls). ``if_empty``: refused always, since Pub/Sub cannot tell whether
+        a subscription holds messages without leasing them; purge first, then delete.
+        Returns 0 (the messages deleted with it are not counted).
+        """
+        if if_empty:
+            raise PubSubChannelError(
+                f"queue_delete({queue!r}, if_empty=True): Pub/Sub cannot tell whether a "
+                "subscription is empty without taking its messages; purge it, then delete"
+            )
+        consumers = [tag for tag, name in self._tag_to_queue.items() if name == queue]
+        if if_unused and consumers:
+            raise PubSubChannelError(
+                f"queue_delete({queue!r}, if_unused=True): {len(consumers)} consumer(s) of "
+                "this process read it"
+            )
+        for tag in consumers:
+            self.basic_cancel(tag)
         route = self._routes.pop(queue, None)
-        path = route.spec.path if route else self.subscription_spec(queue, queue).path
-        self.connection.provisioner.delete_subscription(path)
-        self._temporary_subscriptions.discard(path)
+        spec = route.spec if route else self.subscription_spec(queue, queue)
+        provisioner = self.connection.provisioner
+        provisioner.delete_subscription(spec.path)
+        if spec.dead_letter_subscription:
+            provisioner.delete_subscription(spec.dead_letter_subscription)
+        if spec.dead_letter_topic:
+            provisioner.delete_topic(spec.dead_letter_topic)
+        self._temporary_subscriptions.discard(spec.path)
         self.state.queue_bindings_delete(queue)
+        return 0
 
     def _delete(self, queue: str, *args: Any, **kwargs: Any) -> None:
         self.queue_delete(queue)
 
-    def _purge(self, queue: str) -> int:
-        """Drop every message now on the queue (a Pub/Sub seek to now); the count is unknown."""
+    def queue_purge(self, queue: str, **kwargs: Any) -> int:
+        """Drop every message of an existing queue; how many were waiting.
+
+        The waiting ones are pulled and acked (counted); a seek to now then drops the rest,
+        those leased by consumers at that moment (not counted). A queue that does not
+        exist is a channel error, as in AMQP; nothing is created.
+        """
+        if not self._has_queue(queue):
+            raise ResourceNotFound(
+                f"queue {queue!r} does not exist (subscription "
+                f"{self.subscription_spec(queue, queue).path}): nothing to purge"
+            )
         path = self.route_for(queue).spec.path
+        purged = self._ack_waiting(path)
         try:
             self.pubsub.subscriber.seek(
                 request={"subscription": path, "time": datetime.now().astimezone()},
@@ -331,7 +387,31 @@ class Channel(virtual.Channel):
             )
         except Exception as exc:
             raise translate(exc, "seek", path) from exc
-        return 0
+        return purged
+
+    def _purge(self, queue: str) -> int:
+        return self.queue_purge(queue)
+
+    def _ack_waiting(self, path: str) -> int:
+        """Pull and ack until a Pull comes back empty (or the time budget is spent)."""
+        count = 0
+        deadline = time.monotonic() + PURGE_BUDGET_SECONDS
+        while time.monotonic() < deadline:
+            request = PullRequest(subscription=path, max_messages=PURGE_PULL_SIZE)
+            try:
+                response = self.pull_rpc(request, timeout=PURGE_PULL_TIMEOUT_SECONDS,
+                                         metadata=pull_metadata(path))
+            except Exception as exc:
+                code = getattr(exc, "code", lambda: None)()
+                if code is not None and code.name == "DEADLINE_EXCEEDED":
+                    break
+                raise translate(exc, "pull from", path) from exc
+            ack_ids = [received.ack_id for received in response.received_messages]
+            if not ack_ids:
+                break
+            self.pubsub.data_plane.acknowledge(path, ack_ids, timeout=30)
+            count += len(ack_ids)
+        return count
 
     def _size(self, queue: str) -> int:
         # Pub/Sub has no cheap exact count (only Cloud Monitoring's delayed metric).
@@ -358,12 +438,20 @@ class Channel(virtual.Channel):
             )
         topic = self._publish_topic(exchange or "", routing_key or "")
         pubsub_message = PubsubMessage(data=envelope.data, attributes=envelope.attributes)
-        fanout = bool(exchange) and self.typeof(exchange).type == "fanout"
-        if fanout or properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE:
-            # Events and broadcasts are transient by contract: sent in the background.
+        if self._fire_and_forget(exchange or "", properties):
             self.pubsub.background.publish(topic, pubsub_message)
             return
         self._publish_confirmed(topic, pubsub_message)
+
+    def _fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
+        """Whether a publish may return before Pub/Sub has it: only Celery's events and
+        broadcasts (fanout) and its remote-control replies (transient, to a ``*.pidbox``
+        exchange), which Celery itself treats as lossy. A failure is logged by the background
+        thread with the count of messages lost; every other publish is confirmed or raises."""
+        if exchange and self.typeof(exchange).type == "fanout":
+            return True
+        return (exchange.endswith(PIDBOX_SUFFIX)
+                and properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE)
 
     def _publish_topic(self, exchange: str, routing_key: str) -> str:
         if exchange:
@@ -453,8 +541,25 @@ class Channel(virtual.Channel):
             with self._capacity_lock:
                 self._reserved -= count
 
+    def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
+        """One message or None (``SimpleQueue.get_nowait``); with ``no_ack`` it is acked at
+        once and never comes back, as in AMQP."""
+        try:
+            payload = self._get_one(queue, no_ack=no_ack)
+        except Empty:
+            return None
+        message = self.Message(payload, channel=self)
+        if not no_ack:
+            self.qos.append(message, message.delivery_tag)
+        return message
+
     def _get(self, queue: str, timeout: float | None = None) -> dict[str, Any]:
-        """One message now, for basic_get (``SimpleQueue.get_nowait``); Empty if none."""
+        return self._get_one(queue, timeout=timeout)
+
+    def _get_one(
+        self, queue: str, *, no_ack: bool = False, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One message now; Empty if none."""
         route = self.route_for(queue)
         request = PullRequest(subscription=route.spec.path, max_messages=1)
         try:
@@ -468,7 +573,7 @@ class Channel(virtual.Channel):
                 raise Empty() from None
             raise self.pull_error(route, exc) from exc
         for received in response.received_messages:
-            payload = self.accept(route, received, no_ack=False)
+            payload = self.accept(route, received, no_ack=no_ack)
             if payload is not None:
                 return payload
         raise Empty()
@@ -506,12 +611,18 @@ class Channel(virtual.Channel):
             background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
             return None
         tag = uuid.uuid4().hex
-        attempt = int(received.delivery_attempt or 0)
+        attempt = int(received.delivery_attempt or 0) or 1
         payload["properties"]["delivery_tag"] = tag
-        info["redelivered"] = attempt > 1
+        # Pub/Sub's metadata goes where Kombu's SQS and gcpubsub put theirs: the headers
+        # arrive exactly as the producer sent them.
+        info.update({
+            "redelivered": attempt > 1,
+            wire.DELIVERY_ATTEMPT: attempt,
+            wire.MESSAGE_ID: message.message_id,
+            wire.PUBLISH_TIME: plain_messages.rfc3339(message.publish_time),
+            wire.SUBSCRIPTION: subscription,
+        })
         headers = payload["headers"]
-        headers["delivery_attempt"] = attempt or 1
-        headers["pubsub_message_id"] = message.message_id
         if no_ack:
             background.ack(subscription, received.ack_id)
             return payload
@@ -599,17 +710,23 @@ class Channel(virtual.Channel):
         raise PubSubChannelError(f"no queue of this channel reads {path}")
 
     def basic_recover(self, requeue: bool = False) -> None:
-        self.release_all()
+        """Redeliver every unacked message of the channel (Kombu: only with requeue)."""
+        if not requeue:
+            raise NotImplementedError("Does not support recover(requeue=False)")
+        for tag in list(self.qos._delivered):
+            self.qos.ack(tag)  # settled here: Pub/Sub delivers them again
+        self.release_all(at_once=True)
 
-    def release_all(self) -> None:
-        """Give every unsettled message back to Pub/Sub now (delayed tasks near their ETA)."""
+    def release_all(self, *, at_once: bool = False) -> None:
+        """Give every unsettled message back to Pub/Sub now; a delayed task comes back near
+        its ETA unless ``at_once``."""
         with self._capacity_lock:
             tags, self._tags = set(self._tags), set()
         now = time.time()
         released = self.pubsub.leases.pop_all(tags)
         for lease in released:
             self.pubsub.background.set_deadline(
-                lease.subscription, lease.ack_id, lease.release_deadline(now)
+                lease.subscription, lease.ack_id, 0 if at_once else lease.release_deadline(now)
             )
         if released:
             logger.info("released %d unstarted message(s) back to Pub/Sub", len(released))
@@ -685,12 +802,25 @@ def fanout_key_matches(binding_key: str, routing_key: str) -> bool:
     """A fanout binding key as a pattern (AMQP topic syntax); ``""`` and ``#`` match all."""
     if binding_key in ("", "#"):
         return True
-    return _binding_pattern(binding_key).match(routing_key) is not None
+    return topic_key_matches(binding_key, routing_key)
 
 
-@lru_cache(maxsize=256)
-def _binding_pattern(binding_key: str) -> re.Pattern[str]:
-    return re.compile(TopicExchange(channel=None).key_to_pattern(binding_key))
+def topic_key_matches(binding_key: str, routing_key: str) -> bool:
+    """AMQP's topic match: words split on ``.``; ``*`` is one word, ``#`` zero or more
+    (``a.#`` matches ``a``, ``a.b`` and ``a.b.c``; Kombu's own memory transport wants one)."""
+    if binding_key == "#":
+        return True
+    return _words_match(tuple(binding_key.split(".")), tuple(routing_key.split(".")))
+
+
+@lru_cache(maxsize=4096)
+def _words_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
+    if not pattern:
+        return not words
+    head, rest = pattern[0], pattern[1:]
+    if head == "#":
+        return any(_words_match(rest, words[i:]) for i in range(len(words) + 1))
+    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
 def eta_timestamp(eta: Any) -> float | None:

@@ -67,7 +67,7 @@ def decode(
     *,
     queue: str,
     task: str | None,
-    accepted_content_types: frozenset[str] = wire.DEFAULT_ACCEPTED_CONTENT_TYPES,
+    accepted_content_types: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     """A received message (a protobuf or proto-plus PubsubMessage) as a Kombu payload: a Kombu
     envelope, or (on a queue bound to ``task``) a plain message made into a call of ``task``;

@@ -18,8 +18,8 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import DeadLetterPolicy, ExpirationPolicy, RetryPolicy, Subscription, Topic
 
 from vividly_tasks.transport.clients import PubSubClients
-from vividly_tasks.transport.errors import ResourceNotFound, translate
-from vividly_tasks.transport.naming import dead_letter_id, subscription_path, topic_path
+from vividly_tasks.transport.errors import PubSubChannelError, ResourceNotFound, translate
+from vividly_tasks.transport.naming import dead_letter_id, short_name, subscription_path, topic_path
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,6 +127,7 @@ class Provisioner:
 
     def ensure_subscription(self, spec: SubscriptionSpec) -> None:
         if spec.path in self._known:
+            self._check_topic(spec, self._subscription_topics.get(spec.path, spec.topic))
             return
         if not self.auto_create and not spec.temporary:
             # Verify-only: the subscription must exist (its dead-letter policy came with it).
@@ -142,16 +143,29 @@ class Provisioner:
                     spec.dead_letter_subscription, spec.dead_letter_topic
                 )
             self.ensure_topic(spec.topic)
-            self._create_if_missing(
+            created = self._create_if_missing(
                 lambda: self.clients.subscriber.create_subscription(
                     request=spec.to_subscription(), timeout=ADMIN_TIMEOUT_SECONDS
                 ),
                 "create subscription", spec.path,
             )
-            topic = spec.topic
+            topic = spec.topic if created else self.subscription_topic(spec.path)
+        self._check_topic(spec, topic)
         with self._lock:
             self._subscription_topics[spec.path] = topic
             self._known.add(spec.path)
+
+    @staticmethod
+    def _check_topic(spec: SubscriptionSpec, topic: str) -> None:
+        """A subscription has one topic for life: binding its queue to another exchange
+        would leave it reading the old one while messages go to the new one."""
+        if topic != spec.topic:
+            raise PubSubChannelError(
+                f"queue {short_name(spec.path)!r} is bound to exchange {short_name(topic)!r} "
+                f"(its subscription {spec.path} reads {topic}); a Pub/Sub subscription cannot "
+                f"change topics, so it cannot be bound to {short_name(spec.topic)!r}: delete "
+                "the queue first, or use another queue name"
+            )
 
     def _ensure_plain_subscription(self, path: str, topic: str) -> None:
         if path in self._known:
@@ -199,6 +213,16 @@ class Provisioner:
             self._known.discard(path)
             self._subscription_topics.pop(path, None)
 
+    def delete_topic(self, path: str) -> None:
+        try:
+            self.clients.publisher.delete_topic(topic=path, timeout=ADMIN_TIMEOUT_SECONDS)
+        except google_errors.NotFound:
+            pass
+        except Exception as exc:
+            raise translate(exc, "delete topic", path) from exc
+        with self._lock:
+            self._known.discard(path)
+
     def delete_subscription_quietly(self, path: str) -> None:
         """Delete at shutdown: a failure is logged, since the subscription expires anyway."""
         try:
@@ -207,14 +231,16 @@ class Provisioner:
             logger.warning("could not delete temporary subscription %s: %s", path, exc)
 
     @staticmethod
-    def _create_if_missing(create: Callable[[], object], action: str, path: str) -> None:
+    def _create_if_missing(create: Callable[[], object], action: str, path: str) -> bool:
+        """Create; False if it existed already (another process won the race, or earlier)."""
         try:
             create()
             logger.info("created %s", path)
         except google_errors.AlreadyExists:
-            pass
+            return False
         except Exception as exc:
             raise translate(exc, action, path) from exc
+        return True
 
 
 def call(operation: Callable[[], T], action: str, resource: str) -> T:

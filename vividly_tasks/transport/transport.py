@@ -66,7 +66,7 @@ class Transport(virtual.Transport):
 
     implements = virtual.Transport.implements.extend(
         asynchronous=True,
-        exchange_type=frozenset(["direct", "fanout"]),
+        exchange_type=frozenset(["direct", "fanout", "topic"]),
         heartbeats=False,
     )
 

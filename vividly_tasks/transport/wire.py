@@ -19,7 +19,12 @@ ENVELOPE_VERSION = "1"
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: Pub/Sub refuses a message with more attributes than this.
 MAX_ATTRIBUTES = 100
-DEFAULT_ACCEPTED_CONTENT_TYPES = frozenset({"application/json"})
+#: Keys of ``delivery_info`` that carry Pub/Sub's metadata of a received message.
+DELIVERY_ATTEMPT = "delivery_attempt"
+MESSAGE_ID = "pubsub_message_id"
+PUBLISH_TIME = "pubsub_publish_time"
+SUBSCRIPTION = "pubsub_subscription"
+PUBSUB_DELIVERY_INFO = (DELIVERY_ATTEMPT, MESSAGE_ID, PUBLISH_TIME, SUBSCRIPTION)
 
 
 class PoisonMessage(ValueError):
@@ -80,9 +85,13 @@ def decode(
     data: bytes,
     attributes: dict[str, str],
     *,
-    accepted_content_types: frozenset[str] = DEFAULT_ACCEPTED_CONTENT_TYPES,
+    accepted_content_types: frozenset[str] | None = None,
 ) -> dict[str, Any]:
-    """A received message as a Kombu payload, or ``PoisonMessage`` saying why it is not one."""
+    """A received message as a Kombu payload, or ``PoisonMessage`` saying why it is not one.
+
+    Any content type passes unless ``accepted_content_types`` lists the ones that may (the
+    consumer's accept list decides what is deserialized; this is an opt-in second fence).
+    """
     try:
         envelope = json.loads(data)
     except UnicodeDecodeError:
@@ -99,10 +108,7 @@ def decode(
     headers = envelope.get("headers") or {}
     if not isinstance(headers, dict):
         raise PoisonMessage("Kombu envelope has non-object headers")
-    content_type = envelope["content-type"]
-    if not isinstance(content_type, str) or content_type not in accepted_content_types:
-        accepted = ", ".join(sorted(accepted_content_types))
-        raise PoisonMessage(f"content type {content_type!r} refused (accepted: {accepted})")
+    check_content_type(envelope["content-type"], accepted_content_types)
     body = envelope["body"]
     body_encoding = envelope["properties"].get("body_encoding")
     if body_encoding == "base64":
@@ -122,6 +128,15 @@ def decode(
         raise PoisonMessage("Kombu envelope's exchange and routing_key are not both text")
     envelope["properties"]["delivery_info"] = delivery_info
     return dict(envelope)
+
+
+def check_content_type(content_type: Any, accepted: frozenset[str] | None) -> None:
+    """``PoisonMessage`` if the content type is not text, or not among ``accepted`` (if set)."""
+    if content_type is not None and not isinstance(content_type, str):
+        raise PoisonMessage(f"content type {content_type!r} is not text")
+    if accepted is not None and content_type not in accepted:
+        listed = ", ".join(sorted(accepted))
+        raise PoisonMessage(f"content type {content_type!r} refused (accepted: {listed})")
 
 
 def attribute_text(value: str) -> str:

@@ -6,8 +6,9 @@ Importing this package changes nothing. ``attach`` adds to one app, and only to 
   protocol 2, malformed headers or body, a refused content type, an unregistered task) is
   rejected with the reason, so Pub/Sub dead-letters it, instead of stopping the worker. Set
   through Celery's ``worker_consumer`` as a default, so an app's own setting wins.
-* **dead-letter reasons** (``dead_letters.py``): ``Reject(reason, requeue=False)`` puts the
-  reason on the dead-letter copy.
+* **task requests** (``requests.py``): ``Reject(reason, requeue=False)`` puts the reason on
+  the dead-letter copy, and Pub/Sub's metadata (``delivery_attempt``, ``pubsub_message_id``,
+  ...) reaches ``self.request``.
 * **idle pool stop** (``idle_pool.py``): a stop with no task at hand ends the prefork pool at
   once instead of joining it (~1.5 s saved per stop).
 * **structured logs** (``logs.py``): the app's worker logs as one JSON object a line with
@@ -22,9 +23,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vividly_tasks.worker.dead_letters import DeadLetterReasons
 from vividly_tasks.worker.idle_pool import IdlePoolStop
 from vividly_tasks.worker.logs import LogFormat, StructuredLogs
+from vividly_tasks.worker.requests import TaskRequests
 
 GUARDED_CONSUMER = "vividly_tasks.worker.guarded_consumer:GuardedConsumer"
 #: Where ``attach`` keeps what it connected, on the app it was attached to.
@@ -35,7 +36,7 @@ def attach(
     app: Any,
     *,
     guard_messages: bool = True,
-    dead_letter_reasons: bool = True,
+    task_requests: bool = True,
     idle_pool_stop: bool = True,
     log_format: LogFormat | Callable[[], LogFormat] | None = "json",
 ) -> None:
@@ -47,8 +48,8 @@ def attach(
     detach(app)
     if guard_messages:
         app.add_defaults({"worker_consumer": GUARDED_CONSUMER})
-    if dead_letter_reasons:
-        app.steps["worker"].add(DeadLetterReasons)
+    if task_requests:
+        app.steps["worker"].add(TaskRequests)
     if idle_pool_stop:
         app.steps["worker"].add(IdlePoolStop)
     logs = None
@@ -65,7 +66,7 @@ def was_attached(app: Any) -> bool:
 
 def detach(app: Any) -> None:
     """Take off what ``attach`` added (the consumer default stays: see the module doc)."""
-    app.steps["worker"].discard(DeadLetterReasons)
+    app.steps["worker"].discard(TaskRequests)
     app.steps["worker"].discard(IdlePoolStop)
     logs: StructuredLogs | None = getattr(app, ATTACHED, None)
     if logs is not None:

@@ -19,7 +19,7 @@ from celery.signals import task_rejected
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
-from vividly_tasks.worker.dead_letters import MAX_REASON_CHARS, note_reason
+from vividly_tasks.worker.requests import MAX_REASON_CHARS, note_reason
 
 logger = logging.getLogger(__name__)
 

@@ -1,11 +1,18 @@
-"""Rejection reasons reach the dead-letter copy of a message.
+"""The request class of a worker's tasks: dead-letter reasons, and Pub/Sub's metadata.
 
-A task that raises ``celery.exceptions.Reject(reason, requeue=False)`` has its message rejected
-by the worker's main process; on Pub/Sub that publishes a copy to the queue's dead-letter topic.
-Celery's own reject carries no reason, so this request class (Celery's documented extension
-point, ``Task.Request``) tells the channel the reason just before Celery rejects. The
-``DeadLetterReasons`` worker bootstep gives it to every task of one app that uses Celery's own
-request class (a task with a request class of its own keeps it).
+* A task that raises ``celery.exceptions.Reject(reason, requeue=False)`` has its message
+  rejected by the worker's main process; on Pub/Sub that publishes a copy to the queue's
+  dead-letter topic. Celery's own reject carries no reason, so this request tells the channel
+  the reason just before Celery rejects.
+* The transport puts Pub/Sub's metadata of a received message in ``delivery_info`` (the
+  headers stay as the producer sent them), and Celery's request keeps only four keys of it.
+  This request passes the Pub/Sub ones on, so a task reads ``self.request.delivery_attempt``
+  (also ``pubsub_message_id``, ``pubsub_publish_time``, ``pubsub_subscription``, and the same
+  keys in ``self.request.delivery_info``).
+
+``Task.Request`` is Celery's documented extension point; the ``TaskRequests`` worker bootstep
+gives this class to every task of one app that uses Celery's own (a task with a request class
+of its own keeps it).
 """
 
 from __future__ import annotations
@@ -23,7 +30,22 @@ MAX_REASON_CHARS = 1000
 CELERY_REQUESTS = ("celery.worker.request:Request", Request)
 
 
-class DeadLetterReasonRequest(Request):  # type: ignore[misc]
+#: ``delivery_info`` keys of the Pub/Sub transport (``vividly_tasks.transport.wire`` names
+#: them; a test checks that the two agree) that reach ``self.request``.
+PUBSUB_REQUEST_FIELDS = (
+    "delivery_attempt", "pubsub_message_id", "pubsub_publish_time", "pubsub_subscription",
+)
+
+
+class TaskRequest(Request):  # type: ignore[misc]
+    def __init__(self, message: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(message, *args, **kwargs)
+        info = message.delivery_info or {}
+        metadata = {key: info[key] for key in PUBSUB_REQUEST_FIELDS if key in info}
+        if metadata:
+            self._request_dict.update(metadata)
+            self._request_dict["delivery_info"] = {**self._delivery_info, **metadata}
+
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)
@@ -48,7 +70,7 @@ def note_reason(message: Any, reason: str) -> None:
         setter(message.delivery_tag, reason[:MAX_REASON_CHARS])
 
 
-class DeadLetterReasons(bootsteps.Step):  # type: ignore[misc]
+class TaskRequests(bootsteps.Step):  # type: ignore[misc]
     """Gives the tasks of this worker's app that use Celery's request class this one.
 
     Runs as the worker is built, after the app is finalized and ``--include`` modules are
@@ -56,9 +78,9 @@ class DeadLetterReasons(bootsteps.Step):  # type: ignore[misc]
     ``task.Request``).
     """
 
-    label = "Dead-letter reasons"
+    label = "Task requests"
 
     def __init__(self, w: Any, **kwargs: Any) -> None:
         for task in w.app.tasks.values():
             if task.Request in CELERY_REQUESTS:
-                task.Request = DeadLetterReasonRequest
+                task.Request = TaskRequest

@@ -1,0 +1,249 @@
+"""Kombu's contract, kept by the transport (issue 15, item 4), on the Pub/Sub emulator.
+
+What a producer sends arrives as sent (any serializer, headers, properties), with Pub/Sub's
+metadata in ``delivery_info``; the consumer's accept list decides what is deserialized.
+Exchanges route as in AMQP (direct, fanout, topic, the default exchange); ``basic_get``,
+purge, delete and recover do what Kombu says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from queue import Empty
+from typing import Any
+
+import pytest
+from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
+from kombu.exceptions import ContentDisallowed
+
+import vividly_tasks.transport  # noqa: F401 - registers pubsub://
+from tests.pubsub_helpers import collect, list_subscriptions
+from vividly_tasks.transport.errors import PubSubChannelError, ResourceNotFound
+from vividly_tasks.worker.requests import PUBSUB_REQUEST_FIELDS
+
+PREFIX = "c-"
+HEADERS = {"k1": "v1"}
+
+
+@pytest.fixture
+def broker_url(pubsub_project: str) -> str:
+    return f"pubsub://{pubsub_project}"
+
+
+@pytest.fixture
+def connection(broker_url: str) -> Iterator[Connection]:
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as conn:
+        yield conn
+
+
+def direct_queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, "direct"), routing_key=name)
+
+
+def publish(connection: Connection, body: Any, queue: Queue, **options: Any) -> None:
+    with Producer(connection.default_channel) as producer:
+        producer.publish(body, exchange=queue.exchange, routing_key=queue.routing_key,
+                         declare=[queue], **options)
+
+
+@pytest.mark.parametrize(("serializer", "content_type", "body"), [
+    ("pickle", "application/x-python-serialize", {"tuple": (1, "a"), "set": {3}}),
+    ("yaml", "application/x-yaml", {"lesson": "fractions", "grades": [5, 6]}),
+    ("json", "application/json", {"text": "héllo", "n": 1}),
+])
+def test_any_serializer_the_consumer_accepts_arrives_exactly_as_published(
+    connection: Connection, serializer: str, content_type: str, body: Any
+) -> None:
+    queue = direct_queue(f"serializer-{serializer}")
+    publish(connection, body, queue, serializer=serializer, headers=HEADERS,
+            correlation_id="corr-1", reply_to="replies", priority=3)
+    [message] = collect(connection, [queue], 1, accept=[serializer])
+    assert message.decode() == body
+    assert (message.content_type, message.content_encoding) == (content_type, "utf-8"
+                                                                  if serializer != "pickle"
+                                                                  else "binary")
+    assert message.headers == HEADERS  # nothing added by the transport
+    assert (message.properties["correlation_id"], message.properties["reply_to"],
+            message.properties["priority"]) == ("corr-1", "replies", 3)
+    info = message.delivery_info
+    assert info["delivery_attempt"] == 1 and not info["redelivered"]
+    assert info["pubsub_message_id"] and info["pubsub_publish_time"].endswith("Z")
+    assert info["pubsub_subscription"].endswith(f"/subscriptions/{PREFIX}{queue.name}")
+    # The worker's request class reads exactly these keys (vividly_tasks.worker.requests).
+    assert set(PUBSUB_REQUEST_FIELDS) <= info.keys()
+
+
+def test_raw_bytes_with_an_encoding_arrive_as_bytes(connection: Connection) -> None:
+    queue = direct_queue("raw-bytes")
+    data = bytes(range(256))
+    publish(connection, data, queue, content_type="application/octet-stream",
+            content_encoding="binary", headers=HEADERS)
+    [message] = collect(connection, [queue], 1, accept=["application/octet-stream"])
+    assert message.body == data and message.decode() == data
+    assert (message.content_type, message.content_encoding) == (
+        "application/octet-stream", "binary")
+    assert message.headers == HEADERS
+
+
+def test_the_consumer_not_the_transport_refuses_what_it_does_not_accept(
+    connection: Connection
+) -> None:
+    queue = direct_queue("refused-pickle")
+    publish(connection, {"never": "unpickled"}, queue, serializer="pickle", headers=HEADERS)
+    refused: list[tuple[Message, Exception]] = []
+
+    def on_decode_error(message: Message, exc: Exception) -> None:
+        refused.append((message, exc))
+        message.ack()
+
+    with Consumer(connection, [queue], callbacks=[lambda *_: None], accept=["json"],
+                  on_decode_error=on_decode_error):
+        deadline = time.monotonic() + 15
+        while not refused and time.monotonic() < deadline:
+            with contextlib.suppress(TimeoutError):
+                connection.drain_events(timeout=1)
+    [(message, exc)] = refused
+    assert isinstance(exc, ContentDisallowed)
+    assert message.headers == HEADERS
+
+
+def test_simple_queue_and_simple_buffer(connection: Connection) -> None:
+    simple = connection.SimpleQueue("simple")
+    simple.put({"a": 1}, headers=HEADERS)
+    message = simple.get(timeout=10)
+    assert (message.payload, message.headers) == ({"a": 1}, HEADERS)
+    message.ack()
+    simple.close()
+    # SimpleBuffer: transient messages, no acks; its put is confirmed like any other.
+    buffer = connection.SimpleBuffer("buffer")
+    buffer.put("first")
+    buffer.put("second")
+    got = sorted(buffer.get(timeout=10).payload for _ in range(2))
+    assert got == ["first", "second"]
+    buffer.close()
+
+
+def test_basic_get_with_no_ack_takes_the_message_for_good(broker_url: str) -> None:
+    queue = direct_queue("get-no-ack")
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as first:
+        publish(first, "once", queue)
+        bound = queue(first.default_channel)
+        message = poll_get(bound, no_ack=True)
+        assert message.payload == "once"
+    # The channel closed holding nothing: the message does not come back to anyone.
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as second:
+        bound = queue(second.default_channel)
+        time.sleep(1)
+        assert bound.get(no_ack=True) is None
+        with pytest.raises(AssertionError):
+            poll_get(bound, no_ack=True, timeout=4)
+
+
+def poll_get(bound: Queue, *, no_ack: bool, timeout: float = 15.0) -> Message:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        message = bound.get(no_ack=no_ack)
+        if message is not None:
+            return message
+    raise AssertionError(f"nothing on {bound.name} within {timeout} s")
+
+
+def test_purge_counts_what_waited_and_never_creates_a_queue(
+    connection: Connection, pubsub_project: str
+) -> None:
+    never = direct_queue("never-declared")
+    with pytest.raises(ResourceNotFound, match="never-declared"):
+        never(connection.default_channel).purge()
+    assert not [s for s in list_subscriptions(pubsub_project) if "never-declared" in s]
+
+    simple = connection.SimpleQueue("purged")
+    for number in range(5):
+        simple.put(number)
+    assert simple.clear() == 5
+    with pytest.raises(Empty):
+        simple.get(timeout=2)
+    simple.close()
+
+
+def test_queue_delete_honours_its_flags_removes_what_it_made_and_stops_its_consumer(
+    connection: Connection, pubsub_project: str
+) -> None:
+    queue = direct_queue("doomed")
+    channel = connection.channel()
+    bound = queue(channel)
+    bound.declare()
+    made = [s for s in list_subscriptions(pubsub_project) if "doomed" in s]
+    assert len(made) == 2  # the queue's subscription and its dead-letter one
+    with Consumer(channel, [queue], callbacks=[lambda *_: None]):
+        with pytest.raises(PubSubChannelError, match="if_unused"):
+            bound.delete(if_unused=True)
+        with pytest.raises(PubSubChannelError, match="if_empty"):
+            bound.delete(if_empty=True)
+        bound.delete()
+        # Its consumer stopped first: no "vanished" connection error while draining on.
+        with pytest.raises(TimeoutError):
+            connection.drain_events(timeout=3)
+    assert not [s for s in list_subscriptions(pubsub_project) if "doomed" in s]
+    channel.close()
+
+
+def test_basic_recover_with_requeue_redelivers_what_the_channel_holds(
+    connection: Connection
+) -> None:
+    simple = connection.SimpleQueue("recovered")
+    simple.put("back")
+    simple.get(timeout=10)
+    with pytest.raises(NotImplementedError):
+        simple.channel.basic_recover(requeue=False)
+    simple.channel.basic_recover(requeue=True)
+    again = simple.get(timeout=10)
+    assert again.payload == "back"
+    assert again.delivery_info["delivery_attempt"] == 2
+    again.ack()
+    simple.close()
+
+
+def test_a_queue_cannot_be_rebound_to_another_exchange_silently(broker_url: str) -> None:
+    options = {"prefix": PREFIX}
+    with Connection(broker_url, transport_options=options) as first:
+        Queue("rebound", Exchange("first", "direct"), "k")(first.default_channel).declare()
+    with Connection(broker_url, transport_options=options) as second, \
+            pytest.raises(PubSubChannelError, match="cannot change topics"):  # no memory of it
+        Queue("rebound", Exchange("second", "direct"), "k")(second.default_channel).declare()
+
+
+def test_exchanges_route_as_in_amqp(connection: Connection) -> None:
+    """Direct (two queues, two keys), fanout (three queues), topic (``a.*``, ``a.#``, ``#``,
+    a key nothing matches) and the default exchange: each message reaches exactly the
+    queues whose binding matches, and one that matches no binding reaches none."""
+    direct = Exchange("mx-direct", "direct")
+    fanout = Exchange("mx-fanout", "fanout")
+    topic = Exchange("mx-topic", "topic")
+    queues = {
+        "d1": Queue("mx-d1", direct, "k1"), "d2": Queue("mx-d2", direct, "k2"),
+        **{f"f{i}": Queue(f"mx-f{i}", fanout) for i in (1, 2, 3)},
+        "t-star": Queue("mx-t-star", topic, "a.*"), "t-hash": Queue("mx-t-hash", topic, "a.#"),
+        "t-all": Queue("mx-t-all", topic, "#"), "t-none": Queue("mx-t-none", topic, "z.z"),
+    }
+    channel = connection.default_channel
+    for queue in queues.values():
+        queue(channel).declare()
+    with Producer(channel) as producer:
+        for body, exchange, key in [
+            ("d-k1", direct, "k1"), ("d-k2", direct, "k2"), ("d-k3", direct, "k3"),
+            ("f", fanout, ""), ("a", topic, "a"), ("a.b", topic, "a.b"),
+            ("a.b.c", topic, "a.b.c"), ("b", topic, "b"), ("default", "", "mx-d1"),
+        ]:
+            producer.publish(body, exchange=exchange, routing_key=key)
+    expected = {
+        "d1": ["d-k1", "default"], "d2": ["d-k2"], "f1": ["f"], "f2": ["f"], "f3": ["f"],
+        "t-star": ["a.b"], "t-hash": ["a", "a.b", "a.b.c"], "t-all": ["a", "a.b", "a.b.c", "b"],
+        "t-none": [],
+    }
+    got = {name: sorted(m.decode() for m in collect(connection, [queue], len(expected[name]),
+                                                    timeout=10, linger=1.5,
+                                                    accept=["text/plain"]))
+           for name, queue in queues.items()}
+    assert got == expected
