@@ -60,7 +60,7 @@ def list_subscriptions(project: str) -> list[str]:
 
 def collect(
     connection: Connection, queues: list[Queue], expect: int, *, timeout: float = 15.0,
-    linger: float = 1.0, accept: list[str] | None = None,
+    linger: float = 1.0, accept: list[str] | None = None, declare: bool = True,
 ) -> list[Message]:
     """Consume (acking) until ``expect`` messages came, then ``linger`` for any extra ones."""
     got: list[Message] = []
@@ -69,7 +69,8 @@ def collect(
         got.append(message)
         message.ack()
 
-    with Consumer(connection, queues, callbacks=[on_message], accept=accept or ["json"]):
+    with Consumer(connection, queues, callbacks=[on_message], accept=accept or ["json"],
+                  auto_declare=declare):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if len(got) >= expect:

@@ -44,8 +44,9 @@ from vividly_tasks.content.validation import validate
 from vividly_tasks.plain_message_tasks import check_arguments
 from vividly_tasks.settings import Settings
 from vividly_tasks.transport import plain_messages, wire
-from vividly_tasks.transport.channel import QueueRoute, eta_timestamp
+from vividly_tasks.transport.channel import eta_timestamp
 from vividly_tasks.transport.provisioning import SubscriptionSpec
+from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.worker.guarded_consumer import task_message_problem
 
 #: A few hundred examples in the suite in all; no deadline (a loaded 2-core box is slow).
@@ -163,7 +164,7 @@ def kombu_channel() -> Iterator[Any]:
 
 def route() -> QueueRoute:
     spec = SubscriptionSpec("project", f"vividly-{QUEUE}", f"vividly-{QUEUE}", 60, 5, 1.0, 600.0)
-    return QueueRoute(QUEUE, spec, exchange=QUEUE)
+    return QueueRoute(QUEUE, spec)
 
 
 def receive(data: bytes, attrs: dict[str, str], channel: Any, app: Any,

@@ -9,6 +9,10 @@ purge, delete and recover do what Kombu says.
 from __future__ import annotations
 
 import contextlib
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from queue import Empty
@@ -20,6 +24,7 @@ from kombu.exceptions import ContentDisallowed
 
 import vividly_tasks.transport  # noqa: F401 - registers pubsub://
 from tests.pubsub_helpers import collect, list_subscriptions
+from tests.workers import REPO_ROOT
 from vividly_tasks.transport.errors import PubSubChannelError, ResourceNotFound
 from vividly_tasks.worker.requests import PUBSUB_REQUEST_FIELDS
 
@@ -175,7 +180,9 @@ def test_queue_delete_honours_its_flags_removes_what_it_made_and_stops_its_consu
     bound = queue(channel)
     bound.declare()
     made = [s for s in list_subscriptions(pubsub_project) if "doomed" in s]
-    assert len(made) == 2  # the queue's subscription and its dead-letter one
+    # The queue's subscription, its dead-letter one, and the record of its binding.
+    assert sorted(name.rsplit("/", 1)[1] for name in made) == [
+        f"{PREFIX}doomed", f"{PREFIX}doomed-dead-letter", f"{PREFIX}doomed~binding~direct~doomed"]
     with Consumer(channel, [queue], callbacks=[lambda *_: None]):
         with pytest.raises(PubSubChannelError, match="if_unused"):
             bound.delete(if_unused=True)
@@ -214,36 +221,74 @@ def test_a_queue_cannot_be_rebound_to_another_exchange_silently(broker_url: str)
         Queue("rebound", Exchange("second", "direct"), "k")(second.default_channel).declare()
 
 
-def test_exchanges_route_as_in_amqp(connection: Connection) -> None:
+DECLARE_ELSEWHERE = """
+import json, sys
+import vividly_tasks.transport
+from kombu import Connection, Exchange, Queue
+url, prefix, bindings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+with Connection(url, transport_options={"prefix": prefix}) as connection:
+    for queue, exchange, kind, key in bindings:
+        Queue(queue, Exchange(exchange, kind), key)(connection.default_channel).declare()
+"""
+
+
+def declare_in_another_process(broker_url: str, bindings: list[tuple[str, str, str, str]]
+                               ) -> None:
+    """Bind queues in a process of their own, which exits: only Pub/Sub remembers."""
+    subprocess.run(
+        [sys.executable, "-c", DECLARE_ELSEWHERE, broker_url, PREFIX, json.dumps(bindings)],
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, cwd=REPO_ROOT, check=True,
+        timeout=60,
+    )
+
+
+def test_exchanges_route_as_in_amqp_with_bindings_made_in_another_process(
+    connection: Connection, broker_url: str
+) -> None:
     """Direct (two queues, two keys), fanout (three queues), topic (``a.*``, ``a.#``, ``#``,
-    a key nothing matches) and the default exchange: each message reaches exactly the
-    queues whose binding matches, and one that matches no binding reaches none."""
-    direct = Exchange("mx-direct", "direct")
-    fanout = Exchange("mx-fanout", "fanout")
-    topic = Exchange("mx-topic", "topic")
-    queues = {
-        "d1": Queue("mx-d1", direct, "k1"), "d2": Queue("mx-d2", direct, "k2"),
-        **{f"f{i}": Queue(f"mx-f{i}", fanout) for i in (1, 2, 3)},
-        "t-star": Queue("mx-t-star", topic, "a.*"), "t-hash": Queue("mx-t-hash", topic, "a.#"),
-        "t-all": Queue("mx-t-all", topic, "#"), "t-none": Queue("mx-t-none", topic, "z.z"),
-    }
-    channel = connection.default_channel
-    for queue in queues.values():
-        queue(channel).declare()
-    with Producer(channel) as producer:
+    a key nothing matches) and the default exchange, bound by another process and consumed
+    here without declaring: each message reaches exactly the queues whose binding matches,
+    and one that matches no binding reaches none."""
+    bindings = [
+        ("mx-d1", "mx-direct", "direct", "k1"), ("mx-d2", "mx-direct", "direct", "k2"),
+        *[(f"mx-f{i}", "mx-fanout", "fanout", "") for i in (1, 2, 3)],
+        ("mx-t-star", "mx-topic", "topic", "a.*"), ("mx-t-hash", "mx-topic", "topic", "a.#"),
+        ("mx-t-all", "mx-topic", "topic", "#"), ("mx-t-none", "mx-topic", "topic", "z.z"),
+    ]
+    declare_in_another_process(broker_url, bindings)
+    exchanges = {name: Exchange(name, kind) for _, name, kind, _ in bindings}
+    with Producer(connection.default_channel) as producer:
         for body, exchange, key in [
-            ("d-k1", direct, "k1"), ("d-k2", direct, "k2"), ("d-k3", direct, "k3"),
-            ("f", fanout, ""), ("a", topic, "a"), ("a.b", topic, "a.b"),
-            ("a.b.c", topic, "a.b.c"), ("b", topic, "b"), ("default", "", "mx-d1"),
+            ("d-k1", "mx-direct", "k1"), ("d-k2", "mx-direct", "k2"),
+            ("d-k3", "mx-direct", "k3"), ("f", "mx-fanout", ""), ("a", "mx-topic", "a"),
+            ("a.b", "mx-topic", "a.b"), ("a.b.c", "mx-topic", "a.b.c"), ("b", "mx-topic", "b"),
         ]:
-            producer.publish(body, exchange=exchange, routing_key=key)
+            producer.publish(body, exchange=exchanges[exchange], routing_key=key)
+        producer.publish("default", exchange="", routing_key="mx-d1")
     expected = {
-        "d1": ["d-k1", "default"], "d2": ["d-k2"], "f1": ["f"], "f2": ["f"], "f3": ["f"],
-        "t-star": ["a.b"], "t-hash": ["a", "a.b", "a.b.c"], "t-all": ["a", "a.b", "a.b.c", "b"],
-        "t-none": [],
+        "mx-d1": ["d-k1", "default"], "mx-d2": ["d-k2"], "mx-f1": ["f"], "mx-f2": ["f"],
+        "mx-f3": ["f"], "mx-t-star": ["a.b"], "mx-t-hash": ["a", "a.b", "a.b.c"],
+        "mx-t-all": ["a", "a.b", "a.b.c", "b"], "mx-t-none": [],
     }
-    got = {name: sorted(m.decode() for m in collect(connection, [queue], len(expected[name]),
-                                                    timeout=10, linger=1.5,
-                                                    accept=["text/plain"]))
-           for name, queue in queues.items()}
+    got = {
+        queue: sorted(m.decode() for m in collect(
+            connection, [Queue(queue, exchanges[exchange], key)], len(expected[queue]),
+            timeout=10, linger=1.5, accept=["text/plain"], declare=False,
+        ))
+        for queue, exchange, _, key in bindings
+    }
     assert got == expected
+
+
+def test_one_queue_bound_with_two_keys_by_two_processes_receives_both(
+    connection: Connection, broker_url: str
+) -> None:
+    exchange = Exchange("two-keys", "direct")
+    declare_in_another_process(broker_url, [("two-keys-q", "two-keys", "direct", "from-there")])
+    here = Queue("two-keys-q", exchange, "from-here")
+    here(connection.default_channel).declare()  # this process knows only its own key
+    with Producer(connection.default_channel) as producer:
+        for key in ("from-there", "from-here", "from-nobody"):
+            producer.publish(key, exchange=exchange, routing_key=key)
+    got = collect(connection, [here], 2, linger=2.0, accept=["text/plain"])
+    assert sorted(m.decode() for m in got) == ["from-here", "from-there"]

@@ -7,7 +7,9 @@ Features
   (AMQP's ``*`` one word, ``#`` zero or more); the default exchange ``""`` routes by queue name
 * Routing is AMQP's, without subscription filters (see ``channel.py``); a fanout binding key
   is a pattern, as with Kombu's Redis transport (``#`` all, ``worker.#`` worker events only);
-  a queue bound to one exchange cannot be bound to another (a subscription has one topic):
+  a durable queue's bindings are shared by every process through records in Pub/Sub
+  (``bindings.py``), so no process drops a message another process's binding matches; a
+  queue bound to one exchange cannot be bound to another (a subscription has one topic):
   that is a clear error, never a silent miss
 * Carries any serializer: ``body``, ``content-type``, ``content-encoding``, ``headers`` and
   ``properties`` arrive as published; the consumer's accept list decides what is decoded

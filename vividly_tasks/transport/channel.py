@@ -1,15 +1,13 @@
 """The Kombu channel over Pub/Sub: declare, bind, publish, consume, ack, reject, release.
 
-Routing is AMQP's, done without subscription filters: a message is published to its exchange's
-topic with ``exchange`` and ``routing_key`` attributes, every queue bound to that exchange has a
-subscription on the topic, and a queue whose binding does not match acks and drops the copy it
-got. Publishing therefore needs no binding table: any process can publish to any queue.
+Routing is AMQP's, done without subscription filters (``routing.py``): a message is published
+to its exchange's topic with ``exchange`` and ``routing_key`` attributes, every queue bound to
+that exchange has a subscription on the topic, and a queue whose bindings do not match acks
+and drops the copy it got. Publishing therefore needs no binding table: any process can
+publish to any queue. A durable queue's bindings are shared by every process (``bindings.py``).
 
-Exchange types: direct (the routing key equals a binding key), topic (AMQP's patterns: words
-split on ``.``, ``*`` one word, ``#`` zero or more) and fanout; the default exchange ``""``
-routes by queue name. A fanout binding's key is also a pattern, as with Kombu's Redis
-transport (``fanout_patterns``): ``""`` and ``#`` take everything (Celery's event receivers,
-Flower), ``worker.#`` only worker events; the other copies are acked before they are decoded.
+Exchange types: direct, topic and fanout, and the default exchange ``""`` (``routing.py``);
+a fanout queue's unmatched copies are acked before they are decoded.
 """
 
 from __future__ import annotations
@@ -19,9 +17,9 @@ import os
 import threading
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
-from functools import cached_property, lru_cache, partial
+from functools import cached_property, partial
 from queue import Empty
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +28,7 @@ from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
 from vividly_tasks.transport import plain_messages, wire
+from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.errors import (
     PUBSUB_MAX_MESSAGE_BYTES,
     MessageTooLarge,
@@ -42,6 +41,7 @@ from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller, pull_metadata
+from vividly_tasks.transport.routing import QueueRoute, published_at
 from vividly_tasks.transport.stubs import PubsubMessage, PullRequest, ReceivedMessage
 
 if TYPE_CHECKING:
@@ -63,42 +63,6 @@ PURGE_PULL_TIMEOUT_SECONDS = 2.0
 PURGE_BUDGET_SECONDS = 30.0
 #: Environment variable that sets the prefix when the ``prefix`` transport option does not.
 PREFIX_VARIABLE = "PUBSUB_PREFIX"
-
-
-@dataclass
-class QueueRoute:
-    """A queue's subscription and which of its topic's messages belong to the queue."""
-
-    queue: str
-    spec: SubscriptionSpec
-    exchange: str
-    #: The exchange's type: direct, fanout or topic.
-    kind: str = "direct"
-    #: None: binding unknown in this process, so every message on the subscription is ours.
-    routing_keys: set[str] | None = None
-
-    def accepts(self, exchange: str, routing_key: str) -> bool:
-        if not exchange:  # AMQP's default exchange: routed by queue name
-            return routing_key == self.queue
-        if self.routing_keys is None:
-            return True
-        if self.fanout:
-            return self.fanout_accepts(routing_key)
-        if exchange != self.exchange:
-            return False
-        if self.kind == "topic":
-            return any(topic_key_matches(key, routing_key) for key in self.routing_keys)
-        return routing_key in self.routing_keys
-
-    @property
-    def fanout(self) -> bool:
-        return self.kind == "fanout"
-
-    def fanout_accepts(self, routing_key: str) -> bool:
-        """Whether a message on this fanout queue's topic matches one of its binding keys."""
-        if self.routing_keys is None:
-            return True
-        return any(fanout_key_matches(key, routing_key) for key in self.routing_keys)
 
 
 class Channel(virtual.Channel):
@@ -169,6 +133,10 @@ class Channel(virtual.Channel):
     @cached_property
     def project(self) -> str:
         return self.connection.project
+
+    @property
+    def binding_records(self) -> BindingRecords:
+        return self.connection.binding_records
 
     @cached_property
     def prefix(self) -> str:
@@ -255,8 +223,10 @@ class Channel(virtual.Channel):
                 spec = replace(spec, topic_id=short_name(topic))
             else:
                 provisioner.ensure_subscription(spec)  # raises when auto-creation is off
-            route = self._routes[queue] = QueueRoute(queue, spec, exchange=queue)
+            route = self._routes[queue] = QueueRoute(queue, spec, shares=not spec.temporary)
             self._remember_if_temporary(spec)
+            if route.shares:  # not bound here: what others bound decides
+                route.read_shared(self.binding_records)
         return route
 
     def _remember_if_temporary(self, spec: SubscriptionSpec) -> None:
@@ -309,24 +279,42 @@ class Channel(virtual.Channel):
         if not exchange:
             self.route_for(queue)
             return
-        route = self._routes.get(queue)
-        if route is not None and route.exchange != exchange and route.routing_keys is not None:
-            raise PubSubChannelError(
-                f"queue {queue!r} is already bound to exchange {route.exchange!r}; a Pub/Sub "
-                f"subscription has one topic, so it cannot also be bound to {exchange!r}"
-            )
         kind = self.typeof(exchange).type
         spec = self.subscription_spec(queue, exchange)
+        # Refuses a queue whose subscription reads another exchange's topic.
         self.connection.provisioner.ensure_subscription(spec)
         self._remember_if_temporary(spec)
-        if route is None or route.routing_keys is None:
-            route = self._routes[queue] = QueueRoute(
-                queue, spec, exchange, kind=kind, routing_keys=set()
-            )
-        assert route.routing_keys is not None
+        route = self._routes.get(queue)
+        if route is None:
+            route = self._routes[queue] = QueueRoute(queue, spec, shares=not spec.temporary)
+        route.spec, route.kind = spec, kind
+        if route.routing_keys is None:
+            route.routing_keys = set()
         route.routing_keys.add(routing_key)
+        if route.shares:
+            self.binding_records.write(short_name(spec.path), (kind, routing_key),
+                                       create=self.auto_create)
         # Kombu's own binding table serves list_bindings() and queue_delete().
         self.state.binding_declare(queue, exchange, routing_key, arguments)
+
+    def queue_unbind(
+        self,
+        queue: str,
+        exchange: str | None = None,
+        routing_key: str = "",
+        arguments: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """Forget a binding here and in the shared records (its copies are dropped again)."""
+        route = self._routes.get(queue)
+        if route is not None and route.routing_keys is not None:
+            route.routing_keys.discard(routing_key)
+        if exchange and (route is None or route.shares):
+            kind = self.typeof(exchange).type
+            self.binding_records.delete(resource_id(self.prefix, queue), (kind, routing_key))
+        if route is not None:
+            route.read_at = 0.0  # the next unmatched message reads the records again
+        self.state.binding_delete(queue, exchange or "", routing_key)
 
     def queue_delete(self, queue: str, if_unused: bool = False, if_empty: bool = False,
                      **kwargs: Any) -> int:
@@ -359,6 +347,8 @@ class Channel(virtual.Channel):
             provisioner.delete_subscription(spec.dead_letter_subscription)
         if spec.dead_letter_topic:
             provisioner.delete_topic(spec.dead_letter_topic)
+        if not spec.temporary:
+            self.binding_records.delete_all(short_name(spec.path))
         self._temporary_subscriptions.discard(spec.path)
         self.state.queue_bindings_delete(queue)
         return 0
@@ -595,7 +585,11 @@ class Channel(virtual.Channel):
         background = self.pubsub.background
         subscription = route.spec.path
         message = received.message
-        if route.fanout and not route.fanout_accepts(message.attributes.get("routing_key", "")):
+        attributes = message.attributes
+        if route.fanout and wire.ENVELOPE_ATTRIBUTE in attributes and not route.accepts_now(
+            attributes.get("exchange", ""), attributes.get("routing_key", ""),
+            published_at(message), self.binding_records,
+        ):
             background.ack(subscription, received.ack_id)  # not for this binding: skip decoding
             return None
         try:
@@ -607,7 +601,8 @@ class Channel(virtual.Channel):
             self.dead_letter(route, received, str(reason))
             return None
         info = payload["properties"]["delivery_info"]
-        if not route.accepts(info.get("exchange", ""), info.get("routing_key", "")):
+        if not route.accepts_now(info.get("exchange", ""), info.get("routing_key", ""),
+                                 published_at(message), self.binding_records):
             background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
             return None
         tag = uuid.uuid4().hex
@@ -796,31 +791,6 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
-
-
-def fanout_key_matches(binding_key: str, routing_key: str) -> bool:
-    """A fanout binding key as a pattern (AMQP topic syntax); ``""`` and ``#`` match all."""
-    if binding_key in ("", "#"):
-        return True
-    return topic_key_matches(binding_key, routing_key)
-
-
-def topic_key_matches(binding_key: str, routing_key: str) -> bool:
-    """AMQP's topic match: words split on ``.``; ``*`` is one word, ``#`` zero or more
-    (``a.#`` matches ``a``, ``a.b`` and ``a.b.c``; Kombu's own memory transport wants one)."""
-    if binding_key == "#":
-        return True
-    return _words_match(tuple(binding_key.split(".")), tuple(routing_key.split(".")))
-
-
-@lru_cache(maxsize=4096)
-def _words_match(pattern: tuple[str, ...], words: tuple[str, ...]) -> bool:
-    if not pattern:
-        return not words
-    head, rest = pattern[0], pattern[1:]
-    if head == "#":
-        return any(_words_match(rest, words[i:]) for i in range(len(words) + 1))
-    return bool(words) and head in ("*", words[0]) and _words_match(rest, words[1:])
 
 
 def eta_timestamp(eta: Any) -> float | None:

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.transport.stubs import PullRequest, routing_metadata
 
 if TYPE_CHECKING:
-    from vividly_tasks.transport.channel import Channel, QueueRoute
+    from vividly_tasks.transport.channel import Channel
 
 logger = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import gapic_version
 from kombu.transport import virtual
 
+from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.transport.clients import PubSubClients, clients_for_this_process
 from vividly_tasks.transport.errors import (
@@ -113,6 +114,10 @@ class Transport(virtual.Transport):
                 "no Google Cloud project: use pubsub://PROJECT_ID or set GOOGLE_CLOUD_PROJECT"
             )
         return str(project)
+
+    @cached_property
+    def binding_records(self) -> BindingRecords:
+        return BindingRecords(self.clients, self.project)
 
     @cached_property
     def provisioner(self) -> Provisioner:
