@@ -231,20 +231,23 @@ def test_provision_verify_only_dry_run_idempotent_and_policy_updates(
     assert len(pending) == 1 and "does not exist" in (pending[0].error or "")
 
     planned = expect(invoke("provision", "--dry-run"), 0)
-    assert len(re.findall(r"^  create ", planned, re.MULTILINE)) == 7
-    assert "dry run: 7 change(s) not applied" in planned
+    assert len(re.findall(r"^  create ", planned, re.MULTILINE)) == 9
+    assert "dry run: 9 change(s) not applied" in planned
+    # The queue's binding is recorded too, so verify-only workers share it (bindings.py).
+    assert re.search(rf"create +subscription +projects/{pubsub_env}/subscriptions/"
+                     rf"{PREFIX}vividly~binding~direct~vividly ", planned)
     expect(invoke("provision", "--verify-only"), RET_NO_PERMISSION)  # the dry run made nothing
 
-    assert "created 7, updated 0, 0 already as wanted" in expect(invoke("provision"), 0)
-    assert "created 0, updated 0, 7 already as wanted" in expect(invoke("provision"), 0)
-    assert "verified: all 7 resources" in expect(invoke("provision", env=verify_only), 0)
+    assert "created 9, updated 0, 0 already as wanted" in expect(invoke("provision"), 0)
+    assert "created 0, updated 0, 9 already as wanted" in expect(invoke("provision"), 0)
+    assert "verified: all 9 resources" in expect(invoke("provision", env=verify_only), 0)
 
     changed = {"PUBSUB_ACK_DEADLINE_SECONDS": "30", "PUBSUB_MAX_DELIVERY_ATTEMPTS": "7"}
     differs = invoke("provision", env={**changed, **verify_only})
     expect(differs, RET_NO_PERMISSION)
     assert "ack_deadline_seconds: 60 -> 30" in differs.stdout
     assert "after 5 deliveries -> " in differs.stdout and "after 7 deliveries" in differs.stdout
-    assert "created 0, updated 1, 6 already" in expect(invoke("provision", env=changed), 0)
+    assert "created 0, updated 1, 8 already" in expect(invoke("provision", env=changed), 0)
     expect(invoke("provision", env={**changed, **verify_only}), 0)
 
     # Queues bound to a task for plain messages are consumed by workers: provisioned too.
@@ -252,7 +255,7 @@ def test_provision_verify_only_dry_run_idempotent_and_policy_updates(
     planned = expect(invoke("provision", "--dry-run", env={**changed, **bound}), 0)
     assert re.search(rf"create +subscription +projects/{pubsub_env}/subscriptions/"
                      rf"{PREFIX}lesson-requests +\(queue lesson-requests\)", planned)
-    assert "dry run: 4 change(s) not applied" in planned
+    assert "dry run: 6 change(s) not applied" in planned
 
 
 def dead_letters(*args: str) -> list[dict[str, object]]:

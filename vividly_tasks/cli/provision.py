@@ -60,7 +60,10 @@ def planned_resources(app: VividlyCelery, channel: PubSubChannel,
     for name in queues or tuple(app.amqp.queues):  # what workers consume, unless told -Q
         queue = app.amqp.queues[name]  # Celery's own declaration (created if unlisted)
         spec = channel.subscription_spec(queue.name, queue.exchange.name or queue.name)
-        resources += queue_resources(queue.name, spec)
+        bindings = [(queue.exchange.type, queue.routing_key or "")] if queue.exchange.name \
+            else []
+        bindings += [(b.exchange.type, b.routing_key or "") for b in queue.bindings]
+        resources += queue_resources(queue.name, spec, bindings)
     mailbox = app.control.mailbox
     for exchange, purpose in (
         (app.conf.event_exchange, "Celery events (Flower, celery events)"),

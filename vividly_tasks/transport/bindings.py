@@ -62,8 +62,33 @@ def encode_key(routing_key: str) -> str:
 Binding = tuple[str, str]
 
 
+def records_topic(project: str, subscription_id: str) -> str:
+    """The topic that a queue's binding records are attached to."""
+    return topic_path(project, f"{subscription_id}{RECORDS_SUFFIX}")
+
+
+def record_path(project: str, subscription_id: str, binding: Binding) -> str:
+    """The subscription that records one binding of a queue."""
+    kind, routing_key = binding
+    head = f"{subscription_id}{RECORD_INFIX}{kind}~"
+    record_id = f"{head}{encode_key(routing_key)}"
+    if len(record_id) > MAX_ID_LENGTH:
+        room = MAX_ID_LENGTH - len(head)
+        raise PubSubChannelError(
+            f"binding key {routing_key[:40]!r}... of queue {subscription_id!r} is too long "
+            f"to be shared across processes: at most {room} characters once encoded"
+        )
+    return subscription_path(project, record_id)
+
+
+def record_subscription(project: str, subscription_id: str, binding: Binding) -> Subscription:
+    """A binding record as it is created (no expiry)."""
+    return Subscription(name=record_path(project, subscription_id, binding),
+                        topic=records_topic(project, subscription_id), expiration_policy=NEVER)
+
+
 class BindingRecords:
-    """Reads and writes the binding records of queues (one instance per process)."""
+    """Reads and writes the binding records of queues (one instance per connection)."""
 
     def __init__(self, clients: PubSubClients, project: str) -> None:
         self.clients = clients
@@ -71,19 +96,10 @@ class BindingRecords:
         self._written: set[str] = set()
 
     def records_topic(self, subscription_id: str) -> str:
-        return topic_path(self.project, f"{subscription_id}{RECORDS_SUFFIX}")
+        return records_topic(self.project, subscription_id)
 
     def record_path(self, subscription_id: str, binding: Binding) -> str:
-        kind, routing_key = binding
-        head = f"{subscription_id}{RECORD_INFIX}{kind}~"
-        record_id = f"{head}{encode_key(routing_key)}"
-        if len(record_id) > MAX_ID_LENGTH:
-            room = MAX_ID_LENGTH - len(head)
-            raise PubSubChannelError(
-                f"binding key {routing_key[:40]!r}... of queue {subscription_id!r} is too long "
-                f"to be shared across processes: at most {room} characters once encoded"
-            )
-        return subscription_path(self.project, record_id)
+        return record_path(self.project, subscription_id, binding)
 
     def write(self, subscription_id: str, binding: Binding, *, create: bool) -> None:
         """Record a binding (``create=False``: verify only, a warning if absent)."""
@@ -104,7 +120,7 @@ class BindingRecords:
             self._create(lambda: self.clients.publisher.create_topic(
                 request=Topic(name=topic), timeout=ADMIN_TIMEOUT_SECONDS))
             self._create(lambda: self.clients.subscriber.create_subscription(
-                request=Subscription(name=path, topic=topic, expiration_policy=NEVER),
+                request=record_subscription(self.project, subscription_id, binding),
                 timeout=ADMIN_TIMEOUT_SECONDS))
         except Exception as exc:
             raise translate(exc, "record binding", path) from exc

@@ -2,9 +2,11 @@
 
 A task queue needs its topic, its subscription (with the dead-letter and retry policies and
 the ack deadline of the settings), its dead-letter topic and the dead-letter topic's retaining
-subscription. Celery's broadcast exchanges (events, remote control and its replies) need their
-topics; their subscriptions are per process and made by the processes themselves. The plan
-reads each resource (``get``) and says per resource: present as wanted, to create, or to update
+subscription, and the records of its bindings (``bindings.py``: a topic, and a subscription
+per binding), so that workers that may not create anything still share them. Celery's
+broadcast exchanges (events, remote control and its replies) need their topics; their
+subscriptions are per process and made by the processes themselves. The plan reads each
+resource (``get``) and says per resource: present as wanted, to create, or to update
 (a subscription whose policies differ from the settings). Applying it goes through the
 transport's own ``Provisioner`` (race-safe creation), then updates what differs.
 """
@@ -19,8 +21,10 @@ from typing import Literal
 from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import Subscription
 
+from vividly_tasks.transport.bindings import Binding, record_subscription, records_topic
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.errors import PubSubChannelError, translate
+from vividly_tasks.transport.naming import short_name
 from vividly_tasks.transport.provisioning import (
     ADMIN_TIMEOUT_SECONDS,
     Provisioner,
@@ -67,9 +71,21 @@ class Plan:
         return [step for step in self.steps if step.action == "create"]
 
 
-def queue_resources(queue: str, spec: SubscriptionSpec) -> list[Resource]:
-    """A task queue's four resources, in the order they must be created."""
+def queue_resources(queue: str, spec: SubscriptionSpec,
+                    bindings: Iterable[Binding] = ()) -> list[Resource]:
+    """A task queue's resources, in the order they must be created."""
     assert spec.dead_letter_topic and spec.dead_letter_subscription, "a durable queue"
+    subscription_id = short_name(spec.path)
+    records = [
+        Resource("subscription", record.name,
+                 f"records binding {binding[0]} {binding[1]!r} of queue {queue}", record,
+                 owns_policies=False)
+        for binding in bindings
+        for record in [record_subscription(spec.project, subscription_id, binding)]
+    ]
+    if records:
+        records.insert(0, Resource("topic", records_topic(spec.project, subscription_id),
+                                   f"binding records of queue {queue}"))
     return [
         Resource("topic", spec.dead_letter_topic, f"dead letters of queue {queue}"),
         Resource("subscription", spec.dead_letter_subscription,
@@ -78,6 +94,7 @@ def queue_resources(queue: str, spec: SubscriptionSpec) -> list[Resource]:
                  owns_policies=False),
         Resource("topic", spec.topic, f"exchange of queue {queue}"),
         Resource("subscription", spec.path, f"queue {queue}", spec.to_subscription()),
+        *records,
     ]
 
 
