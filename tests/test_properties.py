@@ -336,7 +336,7 @@ def test_a_dead_letter_copy_fits_pubsub_attribute_limits(
     original: dict[str, str], reason: str
 ) -> None:
     ours = {"dead_letter_reason": reason, "original_message_id": "1"}
-    attributes = wire.dead_letter_attributes(original, ours)
+    attributes = wire.copy_attributes(original, ours)
     assert len(attributes) <= wire.MAX_ATTRIBUTES
     assert all(len(v.encode()) <= wire.MAX_ATTRIBUTE_VALUE_BYTES for v in attributes.values())
     assert reason.startswith(attributes["dead_letter_reason"])

@@ -23,7 +23,7 @@ from kombu import Connection, Consumer, Exchange, Message, Producer, Queue
 from kombu.exceptions import ContentDisallowed
 
 import vividly_tasks.transport  # noqa: F401 - registers pubsub://
-from tests.pubsub_helpers import collect, list_subscriptions
+from tests.pubsub_helpers import collect, dead_letters, list_subscriptions
 from tests.workers import REPO_ROOT
 from vividly_tasks.transport.errors import PubSubChannelError, ResourceNotFound
 from vividly_tasks.worker.requests import PUBSUB_REQUEST_FIELDS
@@ -292,3 +292,62 @@ def test_one_queue_bound_with_two_keys_by_two_processes_receives_both(
             producer.publish(key, exchange=exchange, routing_key=key)
     got = collect(connection, [here], 2, linger=2.0, accept=["text/plain"])
     assert sorted(m.decode() for m in got) == ["from-here", "from-there"]
+
+
+# --- releases at shutdown: a held message is not dead-lettered by releases alone ------------
+RELEASE_CYCLES = 20
+#: Short Pulls: a closing channel waits for its Pull in flight, 20 times over here.
+QUICK_CLOSE = {"prefix": PREFIX, "pull_timeout_seconds": 1.0}
+
+
+def hold_and_release(broker_url: str, name: str, *, started: bool) -> int:
+    """One job's life: connect, receive the message, exit without acking (closing releases
+    it). ``started``: the worker had begun the task (the worker behaviours say so)."""
+    with Connection(broker_url, transport_options=QUICK_CLOSE) as connection:
+        simple = connection.SimpleQueue(name)
+        message = simple.get(timeout=15)
+        if started:
+            message.channel.note_started(message.delivery_tag)
+        attempt: int = message.delivery_info["delivery_attempt"]
+        simple.close()
+    return attempt
+
+
+def test_a_message_released_unstarted_survives_twenty_exits_and_then_runs(
+    broker_url: str, pubsub_project: str
+) -> None:
+    """Before the renewal rule the fifth release dead-lettered it (4 exits survived, at
+    Pub/Sub's default 5 delivery attempts): a countdown held by a fleet of short jobs died
+    before it was due."""
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as connection:
+        connection.SimpleQueue("held").put("held")
+    attempts = [hold_and_release(broker_url, "held", started=False)
+                for _ in range(RELEASE_CYCLES)]
+    assert max(attempts) <= 4  # renewed before Pub/Sub's fifth attempt, every time
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as connection:
+        simple = connection.SimpleQueue("held")
+        final = simple.get(timeout=15)
+        assert final.payload == "held"
+        final.ack()
+        with pytest.raises(Empty):  # one message, never two
+            simple.get(timeout=3)
+        simple.close()
+    assert dead_letters(pubsub_project, PREFIX, "held", expect=1, timeout=3) == []
+
+
+def test_a_message_released_after_it_started_still_reaches_the_dead_letter_topic(
+    broker_url: str, pubsub_project: str
+) -> None:
+    """A task that began and never finished (its worker stopped or crashed every time) is
+    what the dead-letter policy is for: 5 deliveries, then the dead-letter topic."""
+    with Connection(broker_url, transport_options={"prefix": PREFIX}) as connection:
+        connection.SimpleQueue("poison").put("poison")
+    attempts = [hold_and_release(broker_url, "poison", started=True) for _ in range(5)]
+    assert attempts == [1, 2, 3, 4, 5]
+    with Connection(broker_url, transport_options=QUICK_CLOSE) as connection:
+        simple = connection.SimpleQueue("poison")
+        with pytest.raises(Empty):  # no sixth delivery: Pub/Sub dead-letters it instead
+            simple.get(timeout=3)
+        simple.close()
+    [dead] = dead_letters(pubsub_project, PREFIX, "poison", expect=1, timeout=20)
+    assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"

@@ -22,7 +22,10 @@ Features
 * Prefetch-bounded: never more messages leased than the consumer's prefetch count
 * ack -> acknowledge; requeue -> nack (the same message again, never a copy);
   reject -> a copy on the queue's dead-letter topic with the reason, then ack
-* Close releases every unstarted message at once; a delayed task comes back near its ETA
+* Close releases every unstarted message at once; a delayed task comes back near its ETA;
+  a message that never started, one delivery short of ``max_delivery_attempts``, is renewed
+  (a copy for its queue alone, then the original acked), so releases alone never
+  dead-letter it, while a message that started (``Channel.note_started``) still counts
 * Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms); only
   Celery's events and broadcasts (fanout) and remote-control replies go out in the background,
   a failure logged with the count of messages lost

@@ -1,6 +1,7 @@
 """One background thread per process for the calls that must not block the event loop.
 
-Acks, deadline changes, dead-letter copies and fire-and-forget publishes (Celery's events) are
+Acks, deadline changes, moves (a copy published, then the original acked: dead letters and
+renewed messages) and fire-and-forget publishes (Celery's events) are
 queued here and sent in batches: under load many acks share one request, and the worker's
 event loop never waits on a round trip. Batches are at least ``BATCH_INTERVAL_SECONDS`` apart:
 a draining worker sends three events and one ack per task, and sent one by one they were three
@@ -49,7 +50,7 @@ class Batch:
     deadlines: dict[tuple[str, int], list[str]] = field(default_factory=lambda: defaultdict(list))
     #: Messages are protobuf ``PubsubMessage``s (stubs.py).
     publishes: dict[str, list[Any]] = field(default_factory=lambda: defaultdict(list))
-    dead_letters: list[tuple[str, Any, str, str]] = field(default_factory=list)
+    moves: list[tuple[str, Any, str, str]] = field(default_factory=list)
     calls: list[Callable[[], None]] = field(default_factory=list)
 
 
@@ -76,15 +77,14 @@ class BackgroundCalls:
     def publish(self, topic: str, message: Any) -> None:
         self._queue(lambda batch: batch.publishes[topic].append(message))
 
-    def dead_letter(
-        self, topic: str, message: Any, subscription: str, ack_id: str
-    ) -> None:
-        """Publish ``message`` to the dead-letter ``topic``, then ack the original.
+    def move(self, topic: str, message: Any, subscription: str, ack_id: str) -> None:
+        """Publish ``message`` (a copy of the original) to ``topic``, then ack the original:
+        a dead letter, or a renewed message (channel.py).
 
         If the copy cannot be published the original is released instead, so Pub/Sub
         redelivers it (and its own dead-letter policy applies): never acked without a copy.
         """
-        self._queue(lambda batch: batch.dead_letters.append((topic, message, subscription, ack_id)))
+        self._queue(lambda batch: batch.moves.append((topic, message, subscription, ack_id)))
 
     def call(self, function: Callable[[], None]) -> None:
         """Run ``function`` on the background thread, before the batch it joins is sent."""
@@ -140,9 +140,9 @@ class BackgroundCalls:
             function()
         calls = self.clients.data_plane
         logger.debug(
-            "sending %d ack(s), %d deadline change(s), %d publish(es), %d dead letter(s)",
+            "sending %d ack(s), %d deadline change(s), %d publish(es), %d move(s)",
             sum(map(len, batch.acks.values())), sum(map(len, batch.deadlines.values())),
-            sum(map(len, batch.publishes.values())), len(batch.dead_letters),
+            sum(map(len, batch.publishes.values())), len(batch.moves),
         )
         for topic, messages in batch.publishes.items():
             for chunk in chunks(messages, MESSAGES_PER_PUBLISH):
@@ -150,10 +150,10 @@ class BackgroundCalls:
                     partial(calls.publish, topic, chunk, timeout=CALL_TIMEOUT_SECONDS),
                     f"publish {len(chunk)} message(s) to {short_name(topic)}",
                 )
-        for topic, message, subscription, ack_id in batch.dead_letters:
+        for topic, message, subscription, ack_id in batch.moves:
             copied = self._retrying(
                 partial(calls.publish, topic, [message], timeout=CALL_TIMEOUT_SECONDS),
-                f"dead-letter a message of {short_name(subscription)} to {short_name(topic)}",
+                f"move a message of {short_name(subscription)} to {short_name(topic)}",
             )
             if copied:
                 batch.acks[subscription].append(ack_id)

@@ -586,6 +586,10 @@ class Channel(virtual.Channel):
         subscription = route.spec.path
         message = received.message
         attributes = message.attributes
+        addressed_to = attributes.get(wire.QUEUE_ATTRIBUTE)
+        if addressed_to is not None and addressed_to != route.queue:
+            background.ack(subscription, received.ack_id)  # a renewed copy for another queue
+            return None
         if route.fanout and wire.ENVELOPE_ATTRIBUTE in attributes and not route.accepts_now(
             attributes.get("exchange", ""), attributes.get("routing_key", ""),
             published_at(message), self.binding_records,
@@ -601,8 +605,10 @@ class Channel(virtual.Channel):
             self.dead_letter(route, received, str(reason))
             return None
         info = payload["properties"]["delivery_info"]
-        if not route.accepts_now(info.get("exchange", ""), info.get("routing_key", ""),
-                                 published_at(message), self.binding_records):
+        if addressed_to is None and not route.accepts_now(
+            info.get("exchange", ""), info.get("routing_key", ""), published_at(message),
+            self.binding_records,
+        ):
             background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
             return None
         tag = uuid.uuid4().hex
@@ -625,7 +631,7 @@ class Channel(virtual.Channel):
             subscription, received.ack_id, message.message_id, time.monotonic(),
             ack_deadline_seconds=self.ack_deadline_seconds,
             max_lease_seconds=self.connection.option("max_lease_seconds", float),
-            eta=eta_timestamp(headers.get("eta")), original=message,
+            eta=eta_timestamp(headers.get("eta")), original=message, delivery_attempt=attempt,
         )
         with self._capacity_lock:
             self._tags.add(tag)
@@ -643,7 +649,7 @@ class Channel(virtual.Channel):
         logger.warning(
             "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
         )
-        attributes = wire.dead_letter_attributes(message.attributes, {
+        attributes = wire.copy_attributes(message.attributes, {
             "dead_letter_reason": reason,
             "dead_letter_queue": route.queue,
             "dead_letter_subscription": route.spec.path,
@@ -652,9 +658,7 @@ class Channel(virtual.Channel):
             "dead_lettered_at": datetime.now().astimezone().isoformat(),
         })
         copy = PubsubMessage(data=message.data, attributes=attributes)
-        self.pubsub.background.dead_letter(
-            dead_letter_topic, copy, route.spec.path, received.ack_id
-        )
+        self.pubsub.background.move(dead_letter_topic, copy, route.spec.path, received.ack_id)
 
     # --- settling ---------------------------------------------------------------------------
     def _settle(self, delivery_tag: str) -> Lease | None:
@@ -698,11 +702,44 @@ class Channel(virtual.Channel):
         """Say why a message is about to be rejected; the dead-letter copy carries it."""
         self._dead_letter_reasons[delivery_tag] = reason
 
+    def renew(self, lease: Lease) -> bool:
+        """Replace a released, never-started message by a copy for its queue alone, whose
+        delivery count starts again at 1; the original is acked once the copy is published
+        (or released, if it cannot be). False if there is no copy to make."""
+        original = lease.original
+        try:
+            route = self._route_of_subscription(lease.subscription)
+        except PubSubChannelError:
+            return False
+        if original is None:
+            return False
+        attributes = dict(original.attributes)
+        releases = int(attributes.get(wire.RELEASES_ATTRIBUTE, "0") or 0) + 1
+        copy = PubsubMessage(data=original.data, attributes=wire.copy_attributes(attributes, {
+            wire.QUEUE_ATTRIBUTE: route.queue,
+            wire.RELEASES_ATTRIBUTE: str(releases),
+            wire.RENEWS_ATTRIBUTE: attributes.get(wire.RENEWS_ATTRIBUTE, original.message_id),
+        }))
+        logger.info(
+            "renewing message %s of queue %s: released unstarted at delivery %d of %d "
+            "(%d release(s) so far)", original.message_id, route.queue,
+            lease.delivery_attempt, self.max_delivery_attempts, releases,
+        )
+        self.pubsub.background.move(route.spec.topic, copy, lease.subscription, lease.ack_id)
+        return True
+
     def _route_of_subscription(self, path: str) -> QueueRoute:
         for route in self._routes.values():
             if route.spec.path == path:
                 return route
         raise PubSubChannelError(f"no queue of this channel reads {path}")
+
+    def note_started(self, delivery_tag: str) -> None:
+        """The consumer began working on this message (a Celery task handed to the pool):
+        releasing it from now on counts as a failed attempt (see ``release_all``)."""
+        lease = self.pubsub.leases.get(delivery_tag)
+        if lease is not None:
+            lease.started = True
 
     def basic_recover(self, requeue: bool = False) -> None:
         """Redeliver every unacked message of the channel (Kombu: only with requeue)."""
@@ -712,14 +749,25 @@ class Channel(virtual.Channel):
             self.qos.ack(tag)  # settled here: Pub/Sub delivers them again
         self.release_all(at_once=True)
 
-    def release_all(self, *, at_once: bool = False) -> None:
+    def release_all(self, *, at_once: bool = False, renew: bool = False) -> None:
         """Give every unsettled message back to Pub/Sub now; a delayed task comes back near
-        its ETA unless ``at_once``."""
+        its ETA unless ``at_once``.
+
+        ``renew`` (a closing channel): a message that never started, one delivery short of
+        the dead-letter policy's limit, is renewed instead (``renew``): Pub/Sub counts a
+        release as a delivery like any other, and releases alone must not dead-letter a
+        message that a fleet of short jobs keeps receiving and giving back (a countdown due
+        in an hour, jobs that exit every ten minutes).
+        """
         with self._capacity_lock:
             tags, self._tags = set(self._tags), set()
         now = time.time()
         released = self.pubsub.leases.pop_all(tags)
+        limit = self.max_delivery_attempts - 1
         for lease in released:
+            if renew and not lease.started and lease.delivery_attempt >= limit \
+                    and self.renew(lease):
+                continue
             self.pubsub.background.set_deadline(
                 lease.subscription, lease.ack_id, 0 if at_once else lease.release_deadline(now)
             )
@@ -773,7 +821,7 @@ class Channel(virtual.Channel):
                 # messages keep their leases (extended per process) and are acked when done.
                 logger.info("connection lost: keeping %d lease(s) of this channel", len(self._tags))
             else:
-                self.release_all()
+                self.release_all(renew=True)
             for path in list(self._temporary_subscriptions):
                 self.pubsub.background.call(
                     partial(connection.provisioner.delete_subscription_quietly, path)

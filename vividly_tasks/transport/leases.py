@@ -37,6 +37,10 @@ class Lease:
     eta: float | None = None  # time.time() of a Celery ETA/countdown, if any
     original: Any = None  # the received PubsubMessage, kept for an exact dead-letter copy
     extended_at: float = 0.0  # time.monotonic() of the last extension (0: at receipt)
+    delivery_attempt: int = 1  # Pub/Sub's count for this delivery
+    #: The consumer began working on it (the worker behaviours say so: a task handed to the
+    #: pool). A release of a message that never started is not a failed attempt.
+    started: bool = False
 
     def next_extension(self) -> float:
         """time.monotonic() at which this lease's next extension is due."""
@@ -81,6 +85,10 @@ class LeaseBook:
                     target=self._keep_alive, name="pubsub-leases", daemon=True
                 )
                 self._thread.start()
+
+    def get(self, tag: str) -> Lease | None:
+        with self._lock:
+            return self._leases.get(tag)
 
     def pop(self, tag: str) -> Lease | None:
         with self._lock:

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 
 ENVELOPE_ATTRIBUTE = "kombu-envelope"
+#: On a renewed copy (channel.py): the one queue it is for, how often it was released
+#: unstarted, and the id of the message it renews.
+QUEUE_ATTRIBUTE = "kombu-queue"
+RELEASES_ATTRIBUTE = "kombu-releases"
+RENEWS_ATTRIBUTE = "kombu-renews"
 ENVELOPE_VERSION = "1"
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: Pub/Sub refuses a message with more attributes than this.
@@ -144,9 +149,10 @@ def attribute_text(value: str) -> str:
     return value.encode()[:MAX_ATTRIBUTE_VALUE_BYTES].decode("utf-8", errors="ignore")
 
 
-def dead_letter_attributes(original: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
-    """A dead-letter copy's attributes: ``ours`` (cut to the value limit) and as many of the
-    original's as Pub/Sub's attribute count allows, so the copy is never refused for them."""
+def copy_attributes(original: Mapping[str, str], ours: Mapping[str, str]) -> dict[str, str]:
+    """A copy's attributes (a dead letter, a renewed message): ``ours`` (cut to the value
+    limit) and as many of the original's as Pub/Sub's attribute count allows, so the copy is
+    never refused for them."""
     kept = [(key, value) for key, value in original.items() if key not in ours]
     attributes = dict(kept[: MAX_ATTRIBUTES - len(ours)])
     attributes.update({key: attribute_text(value) for key, value in ours.items()})

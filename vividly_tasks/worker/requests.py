@@ -4,6 +4,9 @@
   rejected by the worker's main process; on Pub/Sub that publishes a copy to the queue's
   dead-letter topic. Celery's own reject carries no reason, so this request tells the channel
   the reason just before Celery rejects.
+* As a task is handed to the pool, the channel hears that its message started: a release
+  of it at shutdown then counts toward the dead-letter policy, while a message released
+  before it started is renewed instead (``transport/channel.py``, ``release_all``).
 * The transport puts Pub/Sub's metadata of a received message in ``delivery_info`` (the
   headers stay as the producer sent them), and Celery's request keeps only four keys of it.
   This request passes the Pub/Sub ones on, so a task reads ``self.request.delivery_attempt``
@@ -45,6 +48,13 @@ class TaskRequest(Request):  # type: ignore[misc]
         if metadata:
             self._request_dict.update(metadata)
             self._request_dict["delivery_info"] = {**self._delivery_info, **metadata}
+
+    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
+        # From here a release of its message is a failed attempt, not a giving back.
+        started = getattr(self.message.channel, "note_started", None)
+        if started is not None:
+            started(self.message.delivery_tag)
+        return super().execute_using_pool(pool, **kwargs)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
