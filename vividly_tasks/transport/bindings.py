@@ -39,12 +39,12 @@ from vividly_tasks.transport.naming import (
     subscription_path,
     topic_path,
 )
+from vividly_tasks.transport.provisioning import ADMIN_TIMEOUT_SECONDS, delete_if_present
 
 logger = logging.getLogger(__name__)
 
 RECORDS_SUFFIX = "~bindings"
 RECORD_INFIX = "~binding~"
-ADMIN_TIMEOUT_SECONDS = 30.0
 #: Records never expire (Pub/Sub's default would delete an idle subscription after 31 days).
 NEVER = ExpirationPolicy()
 
@@ -148,8 +148,8 @@ class BindingRecords:
 
     def delete(self, subscription_id: str, binding: Binding) -> None:
         path = self.record_path(subscription_id, binding)
-        self._delete(lambda: self.clients.subscriber.delete_subscription(
-            subscription=path, timeout=ADMIN_TIMEOUT_SECONDS), path)
+        delete_if_present(lambda: self.clients.subscriber.delete_subscription(
+            subscription=path, timeout=ADMIN_TIMEOUT_SECONDS), "delete binding record", path)
         self._written.discard(path)
 
     def delete_all(self, subscription_id: str) -> None:
@@ -157,19 +157,10 @@ class BindingRecords:
         for binding in self.read(subscription_id):
             self.delete(subscription_id, binding)
         topic = self.records_topic(subscription_id)
-        self._delete(lambda: self.clients.publisher.delete_topic(
-            topic=topic, timeout=ADMIN_TIMEOUT_SECONDS), topic)
+        delete_if_present(lambda: self.clients.publisher.delete_topic(
+            topic=topic, timeout=ADMIN_TIMEOUT_SECONDS), "delete topic", topic)
 
     @staticmethod
     def _create(create: Callable[[], object]) -> None:
         with contextlib.suppress(google_errors.AlreadyExists):  # a racing declare made it
             create()
-
-    @staticmethod
-    def _delete(delete: Callable[[], object], path: str) -> None:
-        try:
-            delete()
-        except google_errors.NotFound:
-            pass
-        except Exception as exc:
-            raise translate(exc, "delete", path) from exc

@@ -201,25 +201,15 @@ class Provisioner:
         return True
 
     def delete_subscription(self, path: str) -> None:
-        try:
-            self.clients.subscriber.delete_subscription(
-                subscription=path, timeout=ADMIN_TIMEOUT_SECONDS
-            )
-        except google_errors.NotFound:
-            pass
-        except Exception as exc:
-            raise translate(exc, "delete subscription", path) from exc
+        delete_if_present(lambda: self.clients.subscriber.delete_subscription(
+            subscription=path, timeout=ADMIN_TIMEOUT_SECONDS), "delete subscription", path)
         with self._lock:
             self._known.discard(path)
             self._subscription_topics.pop(path, None)
 
     def delete_topic(self, path: str) -> None:
-        try:
-            self.clients.publisher.delete_topic(topic=path, timeout=ADMIN_TIMEOUT_SECONDS)
-        except google_errors.NotFound:
-            pass
-        except Exception as exc:
-            raise translate(exc, "delete topic", path) from exc
+        delete_if_present(lambda: self.clients.publisher.delete_topic(
+            topic=path, timeout=ADMIN_TIMEOUT_SECONDS), "delete topic", path)
         with self._lock:
             self._known.discard(path)
 
@@ -241,6 +231,16 @@ class Provisioner:
         except Exception as exc:
             raise translate(exc, action, path) from exc
         return True
+
+
+def delete_if_present(delete: Callable[[], object], action: str, path: str) -> None:
+    """Run one delete call; a resource that is gone already is no error."""
+    try:
+        delete()
+    except google_errors.NotFound:
+        pass
+    except Exception as exc:
+        raise translate(exc, action, path) from exc
 
 
 def call(operation: Callable[[], T], action: str, resource: str) -> T:
