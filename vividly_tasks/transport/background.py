@@ -29,7 +29,7 @@ from google.api_core import exceptions as google_errors
 from vividly_tasks.transport.naming import short_name
 
 if TYPE_CHECKING:
-    from vividly_tasks.transport.clients import PubSubClients
+    from vividly_tasks.transport.stubs import DataPlane
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -57,8 +57,11 @@ class Batch:
 class BackgroundCalls:
     """Queue of Pub/Sub calls, sent by one daemon thread in batches."""
 
-    def __init__(self, clients: PubSubClients, *, name: str = "pubsub-background") -> None:
-        self.clients = clients
+    def __init__(
+        self, data_plane: Callable[[], DataPlane], *, name: str = "pubsub-background"
+    ) -> None:
+        #: The process's message calls (clients.py), looked up when the first batch goes out.
+        self.data_plane = data_plane
         self._pending: deque[Callable[[Batch], None]] = deque()
         self._condition = threading.Condition()
         self._queued = 0
@@ -138,7 +141,7 @@ class BackgroundCalls:
     def _send(self, batch: Batch) -> None:
         for function in batch.calls:
             function()
-        calls = self.clients.data_plane
+        calls = self.data_plane()
         logger.debug(
             "sending %d ack(s), %d deadline change(s), %d publish(es), %d move(s)",
             sum(map(len, batch.acks.values())), sum(map(len, batch.deadlines.values())),

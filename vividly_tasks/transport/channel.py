@@ -21,7 +21,7 @@ from dataclasses import replace
 from datetime import datetime
 from functools import cached_property, partial
 from queue import Empty
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, TypeVar
 
 from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
@@ -29,6 +29,7 @@ from kombu.utils.encoding import safe_str
 
 from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.bindings import BindingRecords
+from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.errors import (
     PUBSUB_MAX_MESSAGE_BYTES,
     MessageTooLarge,
@@ -39,13 +40,12 @@ from vividly_tasks.transport.errors import (
 )
 from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
-from vividly_tasks.transport.provisioning import SubscriptionSpec
+from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
 from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller, pull_metadata
 from vividly_tasks.transport.routing import QueueRoute, published_at
 from vividly_tasks.transport.stubs import PubsubMessage, PullRequest, ReceivedMessage
 
-if TYPE_CHECKING:
-    from vividly_tasks.transport.transport import Transport
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,36 @@ PURGE_PULL_TIMEOUT_SECONDS = 2.0
 PURGE_BUDGET_SECONDS = 30.0
 #: Environment variable that sets the prefix when the ``prefix`` transport option does not.
 PREFIX_VARIABLE = "PUBSUB_PREFIX"
+
+
+class ChannelConnection(Protocol):
+    """What a channel uses of its connection, the Transport (transport.py), which imports
+    this module: named here so that the two modules do not import each other."""
+
+    lost: bool
+
+    @property
+    def clients(self) -> PubSubClients: ...
+    @property
+    def options(self) -> dict[str, Any]: ...
+    @property
+    def project(self) -> str: ...
+    @property
+    def provisioner(self) -> Provisioner: ...
+    @property
+    def binding_records(self) -> BindingRecords: ...
+
+    def option(self, name: str, kind: type[T]) -> T:
+        """A transport option converted to ``kind``, or the channel's default."""
+
+    def ensure_receiving(self) -> None:
+        """Make sure pulled messages wake the consuming thread."""
+
+    def enqueue_delivery(self, channel: Channel, queue: str, payload: dict[str, Any]) -> None:
+        """Hand a received message to the consuming thread."""
+
+    def fail(self, error: Exception) -> None:
+        """Raise ``error`` in the consuming thread (a connection error reconnects)."""
 
 
 class Channel(virtual.Channel):
@@ -108,9 +138,9 @@ class Channel(virtual.Channel):
     #: type, and the consumer's own accept list decides what is deserialized (Kombu's rule).
     default_accept_content: tuple[str, ...] | None = None
 
-    connection: Transport
+    connection: ChannelConnection
 
-    def __init__(self, connection: Transport, **kwargs: Any) -> None:
+    def __init__(self, connection: ChannelConnection, **kwargs: Any) -> None:
         super().__init__(connection, **kwargs)
         #: Kept past close(): a task that outlives its channel's connection still acks.
         self.pubsub = connection.clients

@@ -42,7 +42,7 @@ class PubSubClients:
 
     @cached_property
     def background(self) -> BackgroundCalls:
-        calls = BackgroundCalls(self)
+        calls = BackgroundCalls(lambda: self.data_plane)
         atexit.register(calls.flush, EXIT_FLUSH_TIMEOUT_SECONDS)
         return calls
 

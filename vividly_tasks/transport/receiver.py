@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import grpc
 
 from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.transport.stubs import PullRequest, routing_metadata
-
-if TYPE_CHECKING:
-    from vividly_tasks.transport.channel import Channel
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +42,32 @@ def pull_metadata(subscription: str) -> tuple[tuple[str, str], ...]:
     return routing_metadata("subscription", subscription)
 
 
+class PullHost(Protocol):
+    """What a Puller needs of the channel it pulls for (channel.py), and nothing more."""
+
+    @property
+    def pull_timeout_seconds(self) -> float: ...
+    @property
+    def broadcast_pull_timeout_seconds(self) -> float: ...
+    @property
+    def pull_rpc(self) -> Any: ...
+
+    def reserve(self, no_ack: bool, holding: int = 0) -> int:
+        """Room for up to N messages in the next Pull (0: do not pull)."""
+
+    def unreserve(self, count: int) -> None:
+        """Give back room a Pull reserved and did not fill."""
+
+    def kick_pullers(self, skip: Any = None) -> None:
+        """Let every consumer of the channel pull again (there may be room)."""
+
+    def on_pulled(self, puller: Any, received: list[Any], *, stopped: bool) -> None:
+        """Runs on a gRPC thread: the messages a Pull returned."""
+
+    def report_pull_error(self, route: QueueRoute, exc: BaseException) -> None:
+        """Runs on a gRPC thread: a Pull failed."""
+
+
 class Puller:
     """The pull loop of one consumer on one subscription.
 
@@ -53,7 +76,7 @@ class Puller:
     behind the first one, and the total never exceeds the prefetch count.
     """
 
-    def __init__(self, channel: Channel, route: QueueRoute, *, no_ack: bool) -> None:
+    def __init__(self, channel: PullHost, route: QueueRoute, *, no_ack: bool) -> None:
         self.channel = channel
         self.route = route
         self.no_ack = no_ack
