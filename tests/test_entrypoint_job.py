@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import redis
 
+from tests.pubsub_helpers import dead_letters
 from tests.worker_tasks import LEDGER_KEY
 from tests.workers import WorkerProcess, broker_params
 from vividly_tasks import create_app
@@ -187,3 +188,29 @@ def test_the_summary_is_one_json_line_on_stdout_or_stderr(
     assert summary["received"] == 2 and summary["succeeded"] == 2
     assert summary["runtime_seconds"] > 1
     assert not {"cloud_run_execution", "cloud_run_task_index"} & summary.keys()
+
+
+@pytest.mark.parametrize("broker", broker_params("pubsub"), indirect=True)
+def test_a_task_cancelled_at_every_stop_still_reaches_the_dead_letter_topic(
+    broker: str, ledger: redis.Redis, pubsub_project: str,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """A message whose task started counts every return toward the dead-letter policy (the
+    worker behaviours tell the transport it started), so one that outlasts every job's
+    runtime budget is dead-lettered after 5 deliveries, not renewed forever like a message
+    that was only held (tests/test_transport_contract.py)."""
+    enqueue(["too-long"], sleep_seconds=120)
+    for attempt in range(1, 6):
+        job = start_entrypoint(extra_args=[
+            "--max-runtime", "5", "--shutdown-grace", "0.5", "--idle-timeout", "30"])
+        assert job.wait(timeout=60) == 0, job.logs()[-3000:]
+        summary = job.summary()
+        assert (summary["exit_reason"], summary["received"]) == ("max_runtime", 1), attempt
+    # The sixth delivery is Pub/Sub's dead-letter forwarding; a job sees nothing.
+    last = start_entrypoint(extra_args=["--idle-timeout", "2"])
+    assert last.wait(timeout=60) == 0
+    assert last.summary()["received"] == 0
+    [dead] = dead_letters(pubsub_project, "vividly-", "vividly", expect=1, timeout=20)
+    assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
+    assert "kombu-releases" not in dead.message.attributes  # never renewed
+    assert runs(ledger) == []

@@ -4,7 +4,7 @@
   rejected by the worker's main process; on Pub/Sub that publishes a copy to the queue's
   dead-letter topic. Celery's own reject carries no reason, so this request tells the channel
   the reason just before Celery rejects.
-* As a task is handed to the pool, the channel hears that its message started: a release
+* As a pool process accepts a task, the channel hears that its message started: a release
   of it at shutdown then counts toward the dead-letter policy, while a message released
   before it started is renewed instead (``transport/channel.py``, ``release_all``).
 * The transport puts Pub/Sub's metadata of a received message in ``delivery_info`` (the
@@ -49,12 +49,13 @@ class TaskRequest(Request):  # type: ignore[misc]
             self._request_dict.update(metadata)
             self._request_dict["delivery_info"] = {**self._delivery_info, **metadata}
 
-    def execute_using_pool(self, pool: Any, **kwargs: Any) -> Any:
-        # From here a release of its message is a failed attempt, not a giving back.
+    def on_accepted(self, pid: Any, time_accepted: float) -> None:
+        # A pool process took the task (Celery's own subclass replaces execute_using_pool,
+        # not this): from here a release of its message is a failed attempt.
         started = getattr(self.message.channel, "note_started", None)
         if started is not None:
             started(self.message.delivery_tag)
-        return super().execute_using_pool(pool, **kwargs)
+        super().on_accepted(pid, time_accepted)
 
     def on_failure(self, exc_info: Any, send_failed_event: bool = True,
                    return_ok: bool = False) -> None:
