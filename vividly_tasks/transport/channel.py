@@ -41,7 +41,13 @@ from vividly_tasks.transport.errors import (
 from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
-from vividly_tasks.transport.receiver import CONNECTION_CODES, Puller, pull_metadata
+from vividly_tasks.transport.receiver import (
+    CONNECTION_CODES,
+    QUIET_CODES,
+    Puller,
+    pull_metadata,
+    status_code,
+)
 from vividly_tasks.transport.routing import QueueRoute, published_at
 from vividly_tasks.transport.stubs import PubsubMessage, PullRequest, ReceivedMessage
 
@@ -422,8 +428,7 @@ class Channel(virtual.Channel):
                 response = self.pull_rpc(request, timeout=PURGE_PULL_TIMEOUT_SECONDS,
                                          metadata=pull_metadata(path))
             except Exception as exc:
-                code = getattr(exc, "code", lambda: None)()
-                if code is not None and code.name == "DEADLINE_EXCEEDED":
+                if status_code(exc) in QUIET_CODES:
                     break
                 raise translate(exc, "pull from", path) from exc
             ack_ids = [received.ack_id for received in response.received_messages]
@@ -588,8 +593,7 @@ class Channel(virtual.Channel):
                 metadata=pull_metadata(route.spec.path),
             )
         except Exception as exc:
-            code = getattr(exc, "code", lambda: None)()
-            if code is not None and code.name == "DEADLINE_EXCEEDED":
+            if status_code(exc) in QUIET_CODES:
                 raise Empty() from None
             raise self.pull_error(route, exc) from exc
         for received in response.received_messages:
@@ -806,8 +810,7 @@ class Channel(virtual.Channel):
 
     # --- errors ----------------------------------------------------------------------------
     def pull_error(self, route: QueueRoute, exc: BaseException) -> Exception:
-        code = getattr(exc, "code", None)
-        code = code() if callable(code) else None
+        code = status_code(exc)
         if code in CONNECTION_CODES:
             return PubSubConnectionError(
                 f"Pub/Sub unavailable while pulling {route.spec.path}: {safe_str(exc)}"

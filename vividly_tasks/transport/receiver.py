@@ -28,6 +28,11 @@ logger = logging.getLogger(__name__)
 
 #: A Pull that times out is simply reissued.
 QUIET_CODES = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED})
+def status_code(error: BaseException) -> grpc.StatusCode | None:
+    """The gRPC status of a failed call (None for any other error)."""
+    return error.code() if isinstance(error, grpc.Call) else None
+
+
 #: Codes that mean the broker is unreachable: Celery should reconnect.
 CONNECTION_CODES = frozenset({
     grpc.StatusCode.UNAVAILABLE,
@@ -158,7 +163,7 @@ class Puller:
         error = future.exception()
         if error is not None:
             self._unreserve(reserved)
-            code = error.code() if isinstance(error, grpc.Call) else None
+            code = status_code(error)
             if code not in QUIET_CODES:
                 self.channel.report_pull_error(self.route, error)
             return 0

@@ -55,19 +55,17 @@ class QueueRoute:
     def fanout(self) -> bool:
         return self.kind == "fanout" or any(kind == "fanout" for kind, _ in self.shared)
 
-    def bindings(self) -> set[Binding] | None:
-        """Every binding known here; None if none is known anywhere (keep everything)."""
-        if self.routing_keys is None and not self.shared:
-            return None
-        return {(self.kind, key) for key in self.routing_keys or ()} | self.shared
-
     def accepts(self, exchange: str, routing_key: str) -> bool:
+        """Whether a binding made here or recorded anywhere matches; with none known
+        anywhere, every message is the queue's."""
         if not exchange:  # AMQP's default exchange: routed by queue name
             return routing_key == self.queue
-        bindings = self.bindings()
-        if bindings is None:
+        if self.routing_keys is None and not self.shared:
             return True
-        return any(key_matches(kind, key, routing_key) for kind, key in bindings)
+        # Runs for every received message: no set of all bindings is built for it.
+        return any(key_matches(self.kind, key, routing_key)
+                   for key in self.routing_keys or ()) or any(
+            key_matches(kind, key, routing_key) for kind, key in self.shared)
 
     def accepts_now(self, exchange: str, routing_key: str, published_at: float,
                     records: BindingRecords) -> bool:
