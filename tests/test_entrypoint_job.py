@@ -206,11 +206,13 @@ def test_a_task_cancelled_at_every_stop_still_reaches_the_dead_letter_topic(
         assert job.wait(timeout=60) == 0, job.logs()[-3000:]
         summary = job.summary()
         assert (summary["exit_reason"], summary["received"]) == ("max_runtime", 1), attempt
-    # The sixth delivery is Pub/Sub's dead-letter forwarding; a job sees nothing.
-    last = start_entrypoint(extra_args=["--idle-timeout", "2"])
-    assert last.wait(timeout=60) == 0
+    # The sixth delivery is Pub/Sub's dead-letter forwarding, after the retry policy's
+    # backoff: a job pulling meanwhile sees nothing.
+    last = start_entrypoint(extra_args=["--idle-timeout", "90"])
+    found = dead_letters(pubsub_project, "vividly-", "vividly", expect=1, timeout=60)
+    last.stop()
     assert last.summary()["received"] == 0
-    [dead] = dead_letters(pubsub_project, "vividly-", "vividly", expect=1, timeout=20)
+    [dead] = found
     assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
     assert "kombu-releases" not in dead.message.attributes  # never renewed
     assert runs(ledger) == []
