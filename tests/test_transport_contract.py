@@ -92,6 +92,20 @@ def test_raw_bytes_with_an_encoding_arrive_as_bytes(connection: Connection) -> N
     assert message.headers == HEADERS
 
 
+def test_a_property_json_cannot_carry_is_left_out_as_on_amqp_and_the_message_arrives(
+    connection: Connection
+) -> None:
+    # Celery's own integration test republishes from a before_task_publish handler with
+    # ``**kwargs``, which carries the Signal object into the properties.
+    queue = direct_queue("odd-property")
+    publish(connection, {"n": 1}, queue, headers=HEADERS, correlation_id="corr-2",
+            signal=object())
+    [message] = collect(connection, [queue], 1)
+    assert message.decode() == {"n": 1} and message.headers == HEADERS
+    assert message.properties["correlation_id"] == "corr-2"
+    assert "signal" not in message.properties
+
+
 def test_the_consumer_not_the_transport_refuses_what_it_does_not_accept(
     connection: Connection
 ) -> None:

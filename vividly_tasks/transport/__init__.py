@@ -76,6 +76,9 @@ Transport Options
 * ``accept_content`` (list or comma-separated str, unset): opt-in fence; when set, a message
   of any other content type is dead-lettered without being decoded. Unset, every type is
   carried and the consumer's accept list decides (the product app sets JSON only).
+* ``event_exchanges`` (list or comma-separated str, ``celeryev``): exchanges of Celery's
+  events (set it to your ``event_exchange`` if you changed that), published in the
+  background; every other publish returns only once Pub/Sub has it, or raises.
 * ``plain_message_tasks`` (mapping or its JSON text, empty): queue name -> task name; each
   message on the queue without the ``kombu-envelope`` attribute calls the task with its JSON
   object as keyword arguments.

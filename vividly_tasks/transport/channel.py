@@ -143,6 +143,10 @@ class Channel(virtual.Channel):
     #: Content types accepted on receipt, others dead-lettered unread; None carries every
     #: type, and the consumer's own accept list decides what is deserialized (Kombu's rule).
     default_accept_content: tuple[str, ...] | None = None
+    #: Exchanges of Celery's events (its ``event_exchange`` setting), published in the
+    #: background: events are lossy by Celery's contract, and a draining worker sends three
+    #: per task.
+    default_event_exchanges: tuple[str, ...] = ("celeryev",)
 
     connection: ChannelConnection
 
@@ -222,6 +226,13 @@ class Channel(virtual.Channel):
         if not value:
             return None
         return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in value)
+
+    @cached_property
+    def event_exchanges(self) -> frozenset[str]:
+        value = self.transport_options.get("event_exchanges", self.default_event_exchanges)
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",")]
+        return frozenset(name for name in value if name)
 
     @cached_property
     def plain_message_tasks(self) -> dict[str, str]:
@@ -469,14 +480,17 @@ class Channel(virtual.Channel):
         self._publish_confirmed(topic, pubsub_message)
 
     def _fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
-        """Whether a publish may return before Pub/Sub has it: only Celery's events and
-        broadcasts (fanout) and its remote-control replies (transient, to a ``*.pidbox``
-        exchange), which Celery itself treats as lossy. A failure is logged by the background
-        thread with the count of messages lost; every other publish is confirmed or raises."""
-        if exchange and self.typeof(exchange).type == "fanout":
+        """Whether a publish may return before Pub/Sub has it: only Celery's events and its
+        remote-control replies (transient, to a direct ``*.pidbox`` exchange), which Celery
+        itself treats as lossy. A failure is logged by the background thread with the count
+        of messages lost. Every other publish is confirmed or raises, remote-control commands
+        too (fanout to ``celery.pidbox``): a ``revoke`` must be on Pub/Sub before the caller
+        publishes the task it revokes, or the worker can receive the task first."""
+        if exchange in self.event_exchanges:
             return True
         return (exchange.endswith(PIDBOX_SUFFIX)
-                and properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE)
+                and properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE
+                and self.typeof(exchange).type != "fanout")
 
     def _publish_topic(self, exchange: str, routing_key: str) -> str:
         if exchange:

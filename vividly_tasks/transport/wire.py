@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +25,7 @@ ENVELOPE_VERSION = "1"
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: Pub/Sub refuses a message with more attributes than this.
 MAX_ATTRIBUTES = 100
+logger = logging.getLogger(__name__)
 #: Keys of ``delivery_info`` that carry Pub/Sub's metadata of a received message.
 DELIVERY_ATTEMPT = "delivery_attempt"
 MESSAGE_ID = "pubsub_message_id"
@@ -82,8 +84,34 @@ def encode(message: dict[str, Any]) -> Envelope:
         value = headers.get(key)
         if isinstance(value, str) and len(value.encode()) <= MAX_ATTRIBUTE_VALUE_BYTES:
             attributes["task" if key == "task" else "task_id"] = value
-    data = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        data = _json_bytes(envelope)
+    except TypeError:
+        envelope["properties"] = _representable_properties(properties)
+        try:
+            data = _json_bytes(envelope)
+        except TypeError as exc:
+            raise TypeError(f"cannot publish: message headers or body are not JSON: {exc}") from exc
     return Envelope(data, attributes)
+
+
+def _json_bytes(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _representable_properties(properties: dict[str, Any]) -> dict[str, Any]:
+    """The properties JSON can carry. As on AMQP, whose wire has room for its basic
+    properties only, a property no broker can carry (an object passed through
+    ``Producer.publish(**kwargs)``, such as Celery's ``signal``) is left out, not an error."""
+    kept: dict[str, Any] = {}
+    for key, value in properties.items():
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError):
+            logger.debug("left out message property %r: %s is not JSON", key, type(value).__name__)
+            continue
+        kept[key] = value
+    return kept
 
 
 def decode(
