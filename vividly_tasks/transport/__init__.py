@@ -79,6 +79,9 @@ Transport Options
 * ``event_exchanges`` (list or comma-separated str, ``celeryev``): exchanges of Celery's
   events (set it to your ``event_exchange`` if you changed that), published in the
   background; every other publish returns only once Pub/Sub has it, or raises.
+* ``command_fence_seconds`` (float, 2): longest hold of a message published right after a
+  remote-control command (``revoke``) until the worker has delivered that command, so a
+  revoke always beats the task published after it (``command_fence.py``); 0 turns it off.
 * ``plain_message_tasks`` (mapping or its JSON text, empty): queue name -> task name; each
   message on the queue without the ``kombu-envelope`` attribute calls the task with its JSON
   object as keyword arguments.

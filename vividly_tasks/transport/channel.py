@@ -30,6 +30,7 @@ from kombu.utils.encoding import safe_str
 from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
+from vividly_tasks.transport.command_fence import RECENT_COMMANDS, CommandFence
 from vividly_tasks.transport.errors import (
     PUBSUB_MAX_MESSAGE_BYTES,
     MessageTooLarge,
@@ -86,6 +87,8 @@ class ChannelConnection(Protocol):
     @property
     def provisioner(self) -> Provisioner: ...
     @property
+    def command_fence(self) -> CommandFence: ...
+    @property
     def binding_records(self) -> BindingRecords: ...
 
     def option(self, name: str, kind: type[T]) -> T:
@@ -94,7 +97,8 @@ class ChannelConnection(Protocol):
     def ensure_receiving(self) -> None:
         """Make sure pulled messages wake the consuming thread."""
 
-    def enqueue_delivery(self, channel: Channel, queue: str, payload: dict[str, Any]) -> None:
+    def enqueue_delivery(self, channel: Channel, queue: str, payload: dict[str, Any], *,
+                         after: str | None = None, broadcast: bool = False) -> None:
         """Hand a received message to the consuming thread."""
 
     def fail(self, error: Exception) -> None:
@@ -147,6 +151,9 @@ class Channel(virtual.Channel):
     #: background: events are lossy by Celery's contract, and a draining worker sends three
     #: per task.
     default_event_exchanges: tuple[str, ...] = ("celeryev",)
+    #: Longest hold of a message published right after a remote-control command, waiting
+    #: for the command to be delivered first (command_fence.py); 0 turns the fence off.
+    default_command_fence_seconds = 2.0
 
     connection: ChannelConnection
 
@@ -477,6 +484,12 @@ class Channel(virtual.Channel):
         if self._fire_and_forget(exchange or "", properties):
             self.pubsub.background.publish(topic, pubsub_message)
             return
+        if self._is_command(exchange or ""):
+            RECENT_COMMANDS.note(self._publish_confirmed(topic, pubsub_message))
+            return
+        marker = RECENT_COMMANDS.marker()
+        if marker is not None:
+            pubsub_message.attributes[wire.AFTER_ATTRIBUTE] = marker
         self._publish_confirmed(topic, pubsub_message)
 
     def _fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
@@ -492,21 +505,28 @@ class Channel(virtual.Channel):
                 and properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE
                 and self.typeof(exchange).type != "fanout")
 
+    def _is_command(self, exchange: str) -> bool:
+        """A remote-control command (``revoke``, ``inspect``): a broadcast to ``*.pidbox``."""
+        return exchange.endswith(PIDBOX_SUFFIX) and self.typeof(exchange).type == "fanout"
+
     def _publish_topic(self, exchange: str, routing_key: str) -> str:
         if exchange:
             return self.exchange_topic(exchange)
         return self.route_for(routing_key).spec.topic
 
-    def _publish_confirmed(self, topic: str, message: Any) -> None:
-        """Return only once Pub/Sub has the message (like AMQP publisher confirms), or raise."""
+    def _publish_confirmed(self, topic: str, message: Any) -> str:
+        """Return (its message id) only once Pub/Sub has the message (like AMQP publisher
+        confirms), or raise."""
         calls = self.pubsub.data_plane
         deadline = time.monotonic() + self.publish_timeout_seconds
         delay = 0.05
         created = False
         while True:
             try:
-                calls.publish(topic, [message], timeout=max(1.0, deadline - time.monotonic()))
-                return
+                [message_id] = calls.publish(
+                    topic, [message], timeout=max(1.0, deadline - time.monotonic())
+                )
+                return message_id
             except google_errors.NotFound as exc:
                 if not self.auto_create or created:
                     raise translate(exc, "publish to", topic) from exc
@@ -532,6 +552,8 @@ class Channel(virtual.Channel):
         if puller is None:
             puller = self._pullers[queue] = Puller(self, route, no_ack=no_ack)
             self.connection.ensure_receiving()
+            if no_ack and route.fanout:
+                self.connection.command_fence.note_listening()
         puller.kick()
         return result
 
@@ -624,7 +646,11 @@ class Channel(virtual.Channel):
                 continue
             payload = self.accept(puller.route, message, no_ack=puller.no_ack)
             if payload is not None:
-                self.connection.enqueue_delivery(self, puller.route.queue, payload)
+                self.connection.enqueue_delivery(
+                    self, puller.route.queue, payload,
+                    after=message.message.attributes.get(wire.AFTER_ATTRIBUTE),
+                    broadcast=puller.no_ack and puller.route.fanout,
+                )
 
     def accept(
         self, route: QueueRoute, received: Any, *, no_ack: bool

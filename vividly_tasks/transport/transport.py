@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from collections import deque
 from functools import cached_property
 from typing import Any, TypeVar
@@ -21,9 +22,11 @@ from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import gapic_version
 from kombu.transport import virtual
 
+from vividly_tasks.transport import wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.transport.clients import PubSubClients, clients_for_this_process
+from vividly_tasks.transport.command_fence import CommandFence
 from vividly_tasks.transport.errors import (
     PubSubChannelError,
     PubSubConnectionError,
@@ -33,6 +36,9 @@ from vividly_tasks.transport.provisioning import Provisioner
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+#: A pulled message on its way to the consuming thread: its channel, queue, Kombu payload,
+#: the ``kombu-after`` marker it carries (command_fence.py), and whether it is a broadcast.
+Delivery = tuple[PubSubChannel, str, dict[str, Any], str | None, bool]
 
 
 def _no_signal_wakeup_in_child() -> None:
@@ -78,7 +84,7 @@ class Transport(virtual.Transport):
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
         super().__init__(client, **kwargs)
-        self._ready: deque[tuple[PubSubChannel, str, dict[str, Any]]] = deque()
+        self._ready: deque[Delivery] = deque()
         self._ready_condition = threading.Condition()
         self._error: Exception | None = None
         self._wake_read, self._wake_write = -1, -1
@@ -118,6 +124,10 @@ class Transport(virtual.Transport):
     @cached_property
     def binding_records(self) -> BindingRecords:
         return BindingRecords(self.clients, self.project)
+
+    @cached_property
+    def command_fence(self) -> CommandFence:
+        return CommandFence(self.option("command_fence_seconds", float))
 
     @cached_property
     def provisioner(self) -> Provisioner:
@@ -170,10 +180,13 @@ class Transport(virtual.Transport):
             self._wake_read = self._wake_write = -1
 
     # --- delivery ----------------------------------------------------------------------------
-    def enqueue_delivery(self, channel: PubSubChannel, queue: str, payload: dict[str, Any]) -> None:
+    def enqueue_delivery(
+        self, channel: PubSubChannel, queue: str, payload: dict[str, Any], *,
+        after: str | None = None, broadcast: bool = False,
+    ) -> None:
         """Runs on a gRPC thread: queue a message for the consuming thread and wake it."""
         with self._ready_condition:
-            self._ready.append((channel, queue, payload))
+            self._ready.append((channel, queue, payload, after, broadcast))
             self._ready_condition.notify_all()
         self._wake()
 
@@ -193,6 +206,7 @@ class Transport(virtual.Transport):
                 os.write(self._wake_write, b"\0")
 
     def _deliver_ready(self) -> int:
+        fence = self.command_fence
         delivered = 0
         while True:
             with self._ready_condition:
@@ -200,12 +214,40 @@ class Transport(virtual.Transport):
                     error, self._error = self._error, None
                     raise error
                 if not self._ready:
-                    return delivered
-                channel, queue, payload = self._ready.popleft()
-            if channel.closed:
-                continue  # its close() released the lease already
-            self._deliver(payload, queue)
-            delivered += 1
+                    break
+                item = self._ready.popleft()
+            waits_for = fence.waits_for(item[3])
+            if waits_for:
+                self._wake_at(fence.hold(item, waits_for))
+                continue
+            delivered += self._deliver_one(item)
+        # Last, so that a command that did arrive is delivered before what it was held for.
+        for item in fence.due():
+            delivered += self._deliver_one(item)
+        return delivered
+
+    def _deliver_one(self, item: Delivery) -> int:
+        channel, queue, payload, _, broadcast = item
+        if channel.closed:
+            return 0  # its close() released the lease already
+        self._deliver(payload, queue)
+        if not broadcast:
+            return 1
+        # A command delivered: what was held for it follows it.
+        message_id = payload["properties"]["delivery_info"].get(wire.MESSAGE_ID, "")
+        return 1 + sum(self._deliver_one(held)
+                       for held in self.command_fence.note_delivered(message_id))
+
+    def _wake_at(self, deadline: float) -> None:
+        """Deliver what is held when its hold ends, even if nothing else arrives."""
+        timer = threading.Timer(max(0.0, deadline - time.monotonic()) + 0.001, self._wake_ready)
+        timer.daemon = True
+        timer.start()
+
+    def _wake_ready(self) -> None:
+        with self._ready_condition:
+            self._ready_condition.notify_all()
+        self._wake()
 
     def register_with_event_loop(self, connection: Any, loop: Any) -> None:
         self.ensure_receiving()
@@ -238,11 +280,18 @@ class Transport(virtual.Transport):
         self, connection: Any, timeout: Any = None
     ) -> None:
         """Deliver what has arrived, waiting up to ``timeout``; socket.timeout if nothing."""
-        with self._ready_condition:
-            if not self._ready and self._error is None:
-                self._ready_condition.wait(timeout)
-        if not self._deliver_ready():
-            raise TimeoutError()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._ready_condition:
+                if not self._ready and self._error is None:
+                    self._ready_condition.wait(
+                        None if deadline is None else max(0.0, deadline - time.monotonic())
+                    )
+            if self._deliver_ready():
+                return
+            # Woken for a message that is held (command_fence.py): wait on, up to timeout.
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError()
 
     def driver_version(self) -> str:
         return str(gapic_version.__version__)

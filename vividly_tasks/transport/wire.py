@@ -21,6 +21,8 @@ ENVELOPE_ATTRIBUTE = "kombu-envelope"
 QUEUE_ATTRIBUTE = "kombu-queue"
 RELEASES_ATTRIBUTE = "kombu-releases"
 RENEWS_ATTRIBUTE = "kombu-renews"
+#: Remote-control commands published just before this message (command_fence.py).
+AFTER_ATTRIBUTE = "kombu-after"
 ENVELOPE_VERSION = "1"
 MAX_ATTRIBUTE_VALUE_BYTES = 1024
 #: Pub/Sub refuses a message with more attributes than this.
