@@ -44,7 +44,7 @@ from vividly_tasks.content.validation import validate
 from vividly_tasks.plain_message_tasks import check_arguments
 from vividly_tasks.settings import Settings
 from vividly_tasks.transport import plain_messages, wire
-from vividly_tasks.transport.channel import eta_timestamp
+from vividly_tasks.transport.inbound import eta_timestamp
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.worker.guarded_consumer import task_message_problem

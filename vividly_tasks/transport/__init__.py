@@ -27,8 +27,10 @@ Features
   (a copy for its queue alone, then the original acked), so releases alone never
   dead-letter it, while a message that started (``Channel.note_started``) still counts
 * Publishing returns once Pub/Sub accepted the message, or raises (publisher confirms); only
-  Celery's events and broadcasts (fanout) and remote-control replies go out in the background,
-  a failure logged with the count of messages lost
+  Celery's events and remote-control replies go out in the background, a failure logged with
+  the count of messages lost; a property JSON cannot carry is left out, as on AMQP
+* A remote-control command (``revoke``) reaches a worker before the messages its process
+  published after it (``command_fence.py``), although Pub/Sub orders neither
 * ``basic_get(no_ack=True)`` acks at once; ``queue_purge`` refuses a queue that does not exist
   and returns how many messages were waiting (those leased by consumers are dropped, not
   counted); ``queue_delete`` stops this channel's consumers of the queue and deletes its
@@ -38,6 +40,17 @@ Features
 * Poison messages (not JSON, not a Kombu envelope, a content type outside the opt-in
   ``accept_content``) are dead-lettered
 * Plain JSON messages on a queue bound to a task run that task (see ``plain_messages.py``)
+
+Modules
+=======
+``transport.py`` the Kombu transport and the hand-over of pulled messages to the consuming
+thread; ``channel.py`` the AMQP method surface, delegating to: ``routing.py`` and
+``bindings.py`` (which messages are a queue's), ``publishing.py`` (confirmed or background
+publishes), ``inbound.py`` (what a received message is: leased, dropped, dead-lettered,
+renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the Pull loop), ``leases.py``
+(leases and their extension), ``command_fence.py`` (commands before work),
+``provisioning.py`` (topics and subscriptions), ``background.py`` (batched calls), ``wire.py``
+(the message format).
 
 Registration
 ============

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-import uuid
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property, partial
@@ -30,18 +28,19 @@ from kombu.utils.encoding import safe_str
 from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
-from vividly_tasks.transport.command_fence import RECENT_COMMANDS, CommandFence
+from vividly_tasks.transport.command_fence import CommandFence
 from vividly_tasks.transport.errors import (
-    PUBSUB_MAX_MESSAGE_BYTES,
-    MessageTooLarge,
     PubSubChannelError,
     PubSubConnectionError,
     ResourceNotFound,
     translate,
 )
+from vividly_tasks.transport.inbound import Inbound
 from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
+from vividly_tasks.transport.prefetch import PrefetchRoom
 from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
+from vividly_tasks.transport.publishing import Publisher
 from vividly_tasks.transport.receiver import (
     CONNECTION_CODES,
     QUIET_CODES,
@@ -49,17 +48,14 @@ from vividly_tasks.transport.receiver import (
     pull_metadata,
     status_code,
 )
-from vividly_tasks.transport.routing import QueueRoute, published_at
-from vividly_tasks.transport.stubs import PubsubMessage, PullRequest, ReceivedMessage
+from vividly_tasks.transport.routing import QueueRoute
+from vividly_tasks.transport.stubs import PullRequest, ReceivedMessage
 
 T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
 SUPPORTED_EXCHANGE_TYPES = frozenset({"direct", "fanout", "topic"})
-TRANSIENT_DELIVERY_MODE = 1
-#: Celery's remote-control exchanges (``celery.pidbox``, ``reply.celery.pidbox``).
-PIDBOX_SUFFIX = ".pidbox"
 #: Messages pulled at once for consumers that ack on receipt (remote control, events).
 NO_ACK_PULL_SIZE = 100
 #: How long closing a channel waits for its releases and acks to reach Pub/Sub.
@@ -164,9 +160,7 @@ class Channel(virtual.Channel):
         self._routes: dict[str, QueueRoute] = {}
         self._queue_options: dict[str, dict[str, Any]] = {}
         self._pullers: dict[str, Puller] = {}
-        self._tags: set[str] = set()
-        self._reserved = 0
-        self._capacity_lock = threading.Lock()
+        self._room = PrefetchRoom()
         self._temporary_subscriptions: set[str] = set()
         self._dead_letter_reasons: dict[str, str] = {}
         self._stopping: list[Puller] = []  # cancelled consumers whose last Pull may be in flight
@@ -461,86 +455,27 @@ class Channel(virtual.Channel):
         return 0
 
     # --- publishing ------------------------------------------------------------------------
+    @cached_property
+    def publisher(self) -> Publisher:
+        return Publisher(
+            pubsub=self.pubsub,
+            provisioner=self.connection.provisioner,
+            exchange_type=lambda exchange: str(self.typeof(exchange).type),
+            topic_for=self._publish_topic,
+            event_exchanges=self.event_exchanges,
+            timeout_seconds=self.publish_timeout_seconds,
+            auto_create=self.auto_create,
+        )
+
     def basic_publish(
         self, message: dict[str, Any], exchange: str, routing_key: str, **kwargs: Any
     ) -> None:
-        body, body_encoding = wire.text_body(message["body"], message.get("content-encoding"))
-        message["body"] = body
-        properties = message.setdefault("properties", {})
-        properties["body_encoding"] = body_encoding
-        properties.setdefault("delivery_info", {}).update(
-            exchange=exchange or "", routing_key=routing_key or ""
-        )
-        envelope = wire.encode(message)
-        size = len(envelope.data) + sum(len(k) + len(v) for k, v in envelope.attributes.items())
-        if size > PUBSUB_MAX_MESSAGE_BYTES:
-            what = envelope.attributes.get("task") or f"message to {exchange or routing_key!r}"
-            raise MessageTooLarge(
-                f"{what} is {size:,} bytes; Pub/Sub's limit is {PUBSUB_MAX_MESSAGE_BYTES:,} bytes "
-                "per message: pass a reference (a storage URI) instead of the payload"
-            )
-        topic = self._publish_topic(exchange or "", routing_key or "")
-        pubsub_message = PubsubMessage(data=envelope.data, attributes=envelope.attributes)
-        if self._fire_and_forget(exchange or "", properties):
-            self.pubsub.background.publish(topic, pubsub_message)
-            return
-        if self._is_command(exchange or ""):
-            RECENT_COMMANDS.note(self._publish_confirmed(topic, pubsub_message))
-            return
-        marker = RECENT_COMMANDS.marker()
-        if marker is not None:
-            pubsub_message.attributes[wire.AFTER_ATTRIBUTE] = marker
-        self._publish_confirmed(topic, pubsub_message)
-
-    def _fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
-        """Whether a publish may return before Pub/Sub has it: only Celery's events and its
-        remote-control replies (transient, to a direct ``*.pidbox`` exchange), which Celery
-        itself treats as lossy. A failure is logged by the background thread with the count
-        of messages lost. Every other publish is confirmed or raises, remote-control commands
-        too (fanout to ``celery.pidbox``): a ``revoke`` must be on Pub/Sub before the caller
-        publishes the task it revokes, or the worker can receive the task first."""
-        if exchange in self.event_exchanges:
-            return True
-        return (exchange.endswith(PIDBOX_SUFFIX)
-                and properties.get("delivery_mode") == TRANSIENT_DELIVERY_MODE
-                and self.typeof(exchange).type != "fanout")
-
-    def _is_command(self, exchange: str) -> bool:
-        """A remote-control command (``revoke``, ``inspect``): a broadcast to ``*.pidbox``."""
-        return exchange.endswith(PIDBOX_SUFFIX) and self.typeof(exchange).type == "fanout"
+        self.publisher.publish(message, exchange or "", routing_key or "")
 
     def _publish_topic(self, exchange: str, routing_key: str) -> str:
         if exchange:
             return self.exchange_topic(exchange)
         return self.route_for(routing_key).spec.topic
-
-    def _publish_confirmed(self, topic: str, message: Any) -> str:
-        """Return (its message id) only once Pub/Sub has the message (like AMQP publisher
-        confirms), or raise."""
-        calls = self.pubsub.data_plane
-        deadline = time.monotonic() + self.publish_timeout_seconds
-        delay = 0.05
-        created = False
-        while True:
-            try:
-                [message_id] = calls.publish(
-                    topic, [message], timeout=max(1.0, deadline - time.monotonic())
-                )
-                return message_id
-            except google_errors.NotFound as exc:
-                if not self.auto_create or created:
-                    raise translate(exc, "publish to", topic) from exc
-                # Declared once, gone now: the broker lost its state (an emulator restart).
-                self.connection.provisioner.forget(topic)
-                self.connection.provisioner.ensure_topic(topic)
-                created = True
-            except (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded) as exc:
-                if time.monotonic() + delay > deadline:
-                    raise translate(exc, "publish to", topic) from exc
-                time.sleep(delay)
-                delay = min(delay * 2, 2.0)
-            except Exception as exc:
-                raise translate(exc, "publish to", topic) from exc
 
     # --- consuming -------------------------------------------------------------------------
     def basic_consume(
@@ -581,26 +516,15 @@ class Channel(virtual.Channel):
                 puller.kick()
 
     def reserve(self, no_ack: bool, holding: int = 0) -> int:
-        """Claim room for up to N messages in the next Pull (0: no room, do not pull).
-
-        Task queues of one channel share the room: a consumer whose Pulls in flight already
-        hold ``holding`` gets at most its share, so a quiet queue's Pull, waiting on the
-        server, cannot keep another queue's messages from being pulled.
-        """
+        """Claim room for up to N messages in the next Pull (prefetch.py; 0: do not pull)."""
         if no_ack:
             return NO_ACK_PULL_SIZE
-        with self._capacity_lock:
-            limit = self.qos.prefetch_count or self.max_outstanding_messages
-            consumers = sum(1 for puller in self._pullers.values() if not puller.no_ack)
-            share = -(-limit // max(1, consumers)) - holding
-            room = max(0, min(share, limit - len(self._tags) - self._reserved))
-            self._reserved += room
-            return room
+        consumers = sum(1 for puller in self._pullers.values() if not puller.no_ack)
+        limit = self.qos.prefetch_count or self.max_outstanding_messages
+        return self._room.reserve(limit, consumers, holding)
 
     def unreserve(self, count: int) -> None:
-        if count:
-            with self._capacity_lock:
-                self._reserved -= count
+        self._room.unreserve(count)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         """One message or None (``SimpleQueue.get_nowait``); with ``no_ack`` it is acked at
@@ -652,93 +576,27 @@ class Channel(virtual.Channel):
                     broadcast=puller.no_ack and puller.route.fanout,
                 )
 
-    def accept(
-        self, route: QueueRoute, received: Any, *, no_ack: bool
-    ) -> dict[str, Any] | None:
-        """The Kombu payload of a received message, leased; None if it was settled here."""
-        background = self.pubsub.background
-        subscription = route.spec.path
-        message = received.message
-        attributes = message.attributes
-        addressed_to = attributes.get(wire.QUEUE_ATTRIBUTE)
-        if addressed_to is not None and addressed_to != route.queue:
-            background.ack(subscription, received.ack_id)  # a renewed copy for another queue
-            return None
-        if route.fanout and wire.ENVELOPE_ATTRIBUTE in attributes and not route.accepts_now(
-            attributes.get("exchange", ""), attributes.get("routing_key", ""),
-            published_at(message), self.binding_records,
-        ):
-            background.ack(subscription, received.ack_id)  # not for this binding: skip decoding
-            return None
-        try:
-            payload = plain_messages.decode(
-                message, queue=route.queue, task=self.plain_message_tasks.get(route.queue),
-                accepted_content_types=self.accepted_content_types,
-            )
-        except wire.PoisonMessage as reason:
-            self.dead_letter(route, received, str(reason))
-            return None
-        info = payload["properties"]["delivery_info"]
-        if addressed_to is None and not route.accepts_now(
-            info.get("exchange", ""), info.get("routing_key", ""), published_at(message),
-            self.binding_records,
-        ):
-            background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
-            return None
-        tag = uuid.uuid4().hex
-        attempt = int(received.delivery_attempt or 0) or 1
-        payload["properties"]["delivery_tag"] = tag
-        # Pub/Sub's metadata goes where Kombu's SQS and gcpubsub put theirs: the headers
-        # arrive exactly as the producer sent them.
-        info.update({
-            "redelivered": attempt > 1,
-            wire.DELIVERY_ATTEMPT: attempt,
-            wire.MESSAGE_ID: message.message_id,
-            wire.PUBLISH_TIME: plain_messages.rfc3339(message.publish_time),
-            wire.SUBSCRIPTION: subscription,
-        })
-        headers = payload["headers"]
-        if no_ack:
-            background.ack(subscription, received.ack_id)
-            return payload
-        lease = Lease(
-            subscription, received.ack_id, message.message_id, time.monotonic(),
+    @cached_property
+    def inbound(self) -> Inbound:
+        return Inbound(
+            pubsub=self.pubsub,
+            binding_records=self.binding_records,
+            plain_message_tasks=self.plain_message_tasks,
+            accepted_content_types=self.accepted_content_types,
             ack_deadline_seconds=self.ack_deadline_seconds,
             max_lease_seconds=self.connection.option("max_lease_seconds", float),
-            eta=eta_timestamp(headers.get("eta")), original=message, delivery_attempt=attempt,
+            max_delivery_attempts=self.max_delivery_attempts,
+            on_leased=self._room.add,
         )
-        with self._capacity_lock:
-            self._tags.add(tag)
-        self.pubsub.leases.add(tag, lease)
-        return payload
 
-    def dead_letter(self, route: QueueRoute, received: Any, reason: str) -> None:
-        """Send a copy with the reason to the queue's dead-letter topic, then ack."""
-        dead_letter_topic = route.spec.dead_letter_topic
-        message = received.message
-        if dead_letter_topic is None:
-            logger.warning("dropped a message of temporary queue %s: %s", route.queue, reason)
-            self.pubsub.background.ack(route.spec.path, received.ack_id)
-            return
-        logger.warning(
-            "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
-        )
-        attributes = wire.copy_attributes(message.attributes, {
-            "dead_letter_reason": reason,
-            "dead_letter_queue": route.queue,
-            "dead_letter_subscription": route.spec.path,
-            "original_message_id": message.message_id,
-            "delivery_attempt": str(received.delivery_attempt or 1),
-            "dead_lettered_at": datetime.now().astimezone().isoformat(),
-        })
-        copy = PubsubMessage(data=message.data, attributes=attributes)
-        self.pubsub.background.move(dead_letter_topic, copy, route.spec.path, received.ack_id)
+    def accept(self, route: QueueRoute, received: Any, *, no_ack: bool) -> dict[str, Any] | None:
+        """The Kombu payload of a received message, leased; None if it was settled here."""
+        return self.inbound.accept(route, received, no_ack=no_ack)
 
     # --- settling ---------------------------------------------------------------------------
     def _settle(self, delivery_tag: str) -> Lease | None:
         lease = self.pubsub.leases.pop(delivery_tag)
-        with self._capacity_lock:
-            self._tags.discard(delivery_tag)
+        self._room.discard(delivery_tag)
         self.qos.ack(delivery_tag)  # Kombu's own bookkeeping of delivered messages
         return lease
 
@@ -766,7 +624,7 @@ class Channel(virtual.Channel):
                 route = self._route_of_subscription(lease.subscription)
                 received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
                 task = lease.original.attributes.get("task") if lease.original else None
-                self.dead_letter(route, received, reason or (
+                self.inbound.dead_letter(route, received, reason or (
                     f"rejected without requeue by the consumer (task {task or 'unknown'}; "
                     "the worker log says why)"
                 ))
@@ -777,30 +635,12 @@ class Channel(virtual.Channel):
         self._dead_letter_reasons[delivery_tag] = reason
 
     def renew(self, lease: Lease) -> bool:
-        """Replace a released, never-started message by a copy for its queue alone, whose
-        delivery count starts again at 1; the original is acked once the copy is published
-        (or released, if it cannot be). False if there is no copy to make."""
-        original = lease.original
+        """Renew a released, never-started message (inbound.py); False if it cannot be."""
         try:
             route = self._route_of_subscription(lease.subscription)
         except PubSubChannelError:
             return False
-        if original is None:
-            return False
-        attributes = dict(original.attributes)
-        releases = int(attributes.get(wire.RELEASES_ATTRIBUTE, "0") or 0) + 1
-        copy = PubsubMessage(data=original.data, attributes=wire.copy_attributes(attributes, {
-            wire.QUEUE_ATTRIBUTE: route.queue,
-            wire.RELEASES_ATTRIBUTE: str(releases),
-            wire.RENEWS_ATTRIBUTE: attributes.get(wire.RENEWS_ATTRIBUTE, original.message_id),
-        }))
-        logger.info(
-            "renewing message %s of queue %s: released unstarted at delivery %d of %d "
-            "(%d release(s) so far)", original.message_id, route.queue,
-            lease.delivery_attempt, self.max_delivery_attempts, releases,
-        )
-        self.pubsub.background.move(route.spec.topic, copy, lease.subscription, lease.ack_id)
-        return True
+        return self.inbound.renew(route, lease)
 
     def _route_of_subscription(self, path: str) -> QueueRoute:
         for route in self._routes.values():
@@ -833,8 +673,7 @@ class Channel(virtual.Channel):
         message that a fleet of short jobs keeps receiving and giving back (a countdown due
         in an hour, jobs that exit every ten minutes).
         """
-        with self._capacity_lock:
-            tags, self._tags = set(self._tags), set()
+        tags = self._room.take_all()
         now = time.time()
         released = self.pubsub.leases.pop_all(tags)
         limit = self.max_delivery_attempts - 1
@@ -892,7 +731,7 @@ class Channel(virtual.Channel):
             if connection.lost:
                 # Celery is replacing a broken connection while tasks may still run: their
                 # messages keep their leases (extended per process) and are acked when done.
-                logger.info("connection lost: keeping %d lease(s) of this channel", len(self._tags))
+                logger.info("connection lost: keeping %d lease(s) of this channel", len(self._room))
             else:
                 self.release_all(renew=True)
             for path in list(self._temporary_subscriptions):
@@ -912,16 +751,3 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
-
-
-def eta_timestamp(eta: Any) -> float | None:
-    """Celery's ``eta`` header (ISO 8601) as a Unix time, or None."""
-    if not isinstance(eta, str):
-        return None
-    try:  # a hostile ETA (year 1 in local time ...) must not break the receive path
-        parsed = datetime.fromisoformat(eta)
-        if parsed.tzinfo is None:
-            parsed = parsed.astimezone()
-        return parsed.timestamp()
-    except (ValueError, OverflowError, OSError):
-        return None

@@ -1,0 +1,157 @@
+"""Inbound decisions: what a received message is and who settles it.
+
+For each message a Pull returns: a renewed copy addressed to another queue is acked; a copy
+a fanout or topic binding does not match is acked (as AMQP drops it) before or after
+decoding; one that is not a Kombu envelope goes to the queue's dead-letter topic with the
+reason; the rest are leased and become Kombu payloads, Pub/Sub's metadata in
+``delivery_info``. A message released unstarted too often is renewed (``renew``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from vividly_tasks.transport import plain_messages, wire
+from vividly_tasks.transport.bindings import BindingRecords
+from vividly_tasks.transport.clients import PubSubClients
+from vividly_tasks.transport.leases import Lease
+from vividly_tasks.transport.routing import QueueRoute, published_at
+from vividly_tasks.transport.stubs import PubsubMessage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Inbound:
+    """One channel's receiving rules; ``on_leased`` tells the channel of a new lease."""
+
+    pubsub: PubSubClients
+    binding_records: BindingRecords
+    plain_message_tasks: dict[str, str]
+    accepted_content_types: frozenset[str] | None
+    ack_deadline_seconds: int
+    max_lease_seconds: float
+    max_delivery_attempts: int
+    on_leased: Callable[[str], None]
+
+    def accept(
+        self, route: QueueRoute, received: Any, *, no_ack: bool
+    ) -> dict[str, Any] | None:
+        """The Kombu payload of a received message, leased; None if it was settled here."""
+        background = self.pubsub.background
+        subscription = route.spec.path
+        message = received.message
+        attributes = message.attributes
+        addressed_to = attributes.get(wire.QUEUE_ATTRIBUTE)
+        if addressed_to is not None and addressed_to != route.queue:
+            background.ack(subscription, received.ack_id)  # a renewed copy for another queue
+            return None
+        if route.fanout and wire.ENVELOPE_ATTRIBUTE in attributes and not route.accepts_now(
+            attributes.get("exchange", ""), attributes.get("routing_key", ""),
+            published_at(message), self.binding_records,
+        ):
+            background.ack(subscription, received.ack_id)  # not for this binding: skip decoding
+            return None
+        try:
+            payload = plain_messages.decode(
+                message, queue=route.queue, task=self.plain_message_tasks.get(route.queue),
+                accepted_content_types=self.accepted_content_types,
+            )
+        except wire.PoisonMessage as reason:
+            self.dead_letter(route, received, str(reason))
+            return None
+        info = payload["properties"]["delivery_info"]
+        if addressed_to is None and not route.accepts_now(
+            info.get("exchange", ""), info.get("routing_key", ""), published_at(message),
+            self.binding_records,
+        ):
+            background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
+            return None
+        tag = uuid.uuid4().hex
+        attempt = int(received.delivery_attempt or 0) or 1
+        payload["properties"]["delivery_tag"] = tag
+        # Pub/Sub's metadata goes where Kombu's SQS and gcpubsub put theirs: the headers
+        # arrive exactly as the producer sent them.
+        info.update({
+            "redelivered": attempt > 1,
+            wire.DELIVERY_ATTEMPT: attempt,
+            wire.MESSAGE_ID: message.message_id,
+            wire.PUBLISH_TIME: plain_messages.rfc3339(message.publish_time),
+            wire.SUBSCRIPTION: subscription,
+        })
+        headers = payload["headers"]
+        if no_ack:
+            background.ack(subscription, received.ack_id)
+            return payload
+        lease = Lease(
+            subscription, received.ack_id, message.message_id, time.monotonic(),
+            ack_deadline_seconds=self.ack_deadline_seconds,
+            max_lease_seconds=self.max_lease_seconds,
+            eta=eta_timestamp(headers.get("eta")), original=message, delivery_attempt=attempt,
+        )
+        self.on_leased(tag)
+        self.pubsub.leases.add(tag, lease)
+        return payload
+
+    def dead_letter(self, route: QueueRoute, received: Any, reason: str) -> None:
+        """Send a copy with the reason to the queue's dead-letter topic, then ack."""
+        dead_letter_topic = route.spec.dead_letter_topic
+        message = received.message
+        if dead_letter_topic is None:
+            logger.warning("dropped a message of temporary queue %s: %s", route.queue, reason)
+            self.pubsub.background.ack(route.spec.path, received.ack_id)
+            return
+        logger.warning(
+            "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
+        )
+        attributes = wire.copy_attributes(message.attributes, {
+            "dead_letter_reason": reason,
+            "dead_letter_queue": route.queue,
+            "dead_letter_subscription": route.spec.path,
+            "original_message_id": message.message_id,
+            "delivery_attempt": str(received.delivery_attempt or 1),
+            "dead_lettered_at": datetime.now().astimezone().isoformat(),
+        })
+        copy = PubsubMessage(data=message.data, attributes=attributes)
+        self.pubsub.background.move(dead_letter_topic, copy, route.spec.path, received.ack_id)
+
+    def renew(self, route: QueueRoute, lease: Lease) -> bool:
+        """Replace a released, never-started message by a copy for its queue alone, whose
+        delivery count starts again at 1; the original is acked once the copy is published
+        (or released, if it cannot be). False if there is no copy to make."""
+        original = lease.original
+        if original is None:
+            return False
+        attributes = dict(original.attributes)
+        releases = int(attributes.get(wire.RELEASES_ATTRIBUTE, "0") or 0) + 1
+        copy = PubsubMessage(data=original.data, attributes=wire.copy_attributes(attributes, {
+            wire.QUEUE_ATTRIBUTE: route.queue,
+            wire.RELEASES_ATTRIBUTE: str(releases),
+            wire.RENEWS_ATTRIBUTE: attributes.get(wire.RENEWS_ATTRIBUTE, original.message_id),
+        }))
+        logger.info(
+            "renewing message %s of queue %s: released unstarted at delivery %d of %d "
+            "(%d release(s) so far)", original.message_id, route.queue,
+            lease.delivery_attempt, self.max_delivery_attempts, releases,
+        )
+        self.pubsub.background.move(route.spec.topic, copy, lease.subscription, lease.ack_id)
+        return True
+
+
+def eta_timestamp(eta: Any) -> float | None:
+    """Celery's ``eta`` header (ISO 8601) as a Unix time, or None."""
+    if not isinstance(eta, str):
+        return None
+    try:  # a hostile ETA (year 1 in local time ...) must not break the receive path
+        parsed = datetime.fromisoformat(eta)
+        if parsed.tzinfo is None:
+            parsed = parsed.astimezone()
+        return parsed.timestamp()
+    except (ValueError, OverflowError, OSError):
+        return None
