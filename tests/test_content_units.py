@@ -25,6 +25,8 @@ from vividly_tasks.content.errors import (
     InvalidRequest,
     StorageUnavailable,
     TimeLimitExceeded,
+    ToolMissing,
+    TransientError,
 )
 from vividly_tasks.content.generator import OfflineGenerator
 from vividly_tasks.content.lesson import render_html, render_markdown
@@ -43,6 +45,7 @@ from vividly_tasks.content.storage import (
     check_key,
     open_storage,
 )
+from vividly_tasks.content.tools import run_tool
 from vividly_tasks.content.validation import GradeBand, Modality, parse_grade, validate
 
 LIMITS = {"max_topic_chars": 200, "max_field_chars": 100}
@@ -251,20 +254,29 @@ def test_storage_urls(tmp_path: Path) -> None:
         open_storage("s3://bucket/x")
 
 
-# --- narration fallback ------------------------------------------------------------------------
-def test_missing_tts_falls_back_to_silence_of_reading_length(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    voice = Voice(command="no-such-tts-program", words_per_minute=120)
-    with caplog.at_level(logging.WARNING):
-        narration = narrate(["one two three four", "word " * 10], tmp_path, voice,
-                            timeout_seconds=30)
+# --- narration: chosen, never a fallback ------------------------------------------------------
+def test_the_silent_narrator_times_silence_to_the_reading_length(tmp_path: Path) -> None:
+    voice = Voice(narrator="silent", command="no-such-tts-program", words_per_minute=120)
+    narration = narrate(["one two three four", "word " * 10], tmp_path, voice,
+                        timeout_seconds=30)
     assert narration.engine == ENGINE_SILENCE
-    assert "falls back to silence" in caplog.text
     assert narration.section_seconds[0] == pytest.approx(2.0 + 0.4, abs=0.01)
     assert narration.section_seconds[1] == pytest.approx(5.0 + 0.4, abs=0.01)
     with wave.open(str(narration.path)) as clip:
         assert clip.getnframes() / clip.getframerate() == pytest.approx(7.8, abs=0.01)
+
+
+def test_a_missing_speech_program_is_the_workers_fault_not_silence(tmp_path: Path) -> None:
+    voice = Voice(command="no-such-tts-program")
+    with pytest.raises(ToolMissing, match="no-such-tts-program is not installed") as raised:
+        narrate(["one two three"], tmp_path, voice, timeout_seconds=30)
+    assert isinstance(raised.value, TransientError)  # retried, never a permanent failure
+    assert not (tmp_path / "narration.wav").exists()
+
+
+def test_a_tool_that_vanished_mid_run_is_a_transient_failure() -> None:
+    with pytest.raises(ToolMissing, match="no-such-encoder is not installed on this worker"):
+        run_tool(["no-such-encoder", "-y"], what="video encoding", timeout_seconds=5)
 
 
 def test_espeak_narration_is_timed_per_section(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, field_validator
@@ -130,10 +130,15 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest subject or grade level accepted; longer requests fail validation.",
     )
+    content_narrator: Literal["espeak", "silent"] = Field(
+        default="espeak",
+        description="Narration of videos: espeak (speech from CONTENT_TTS_COMMAND) or silent "
+        "(silence of the reading length; only when chosen, never a fallback).",
+    )
     content_tts_command: str = Field(
         default="espeak-ng",
-        description="Text-to-speech program for narration; when missing, narration is silence "
-        "of the estimated reading length (logged).",
+        description="Text-to-speech program of the espeak narrator; a worker without it "
+        "refuses to start.",
     )
     content_tts_voice: str = Field(default="en-us", description="Voice of the narration.")
     content_tts_words_per_minute: int = Field(

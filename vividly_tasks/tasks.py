@@ -43,7 +43,7 @@ from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import submit
 from vividly_tasks.content.runner import shortened
-from vividly_tasks.content.services import ContentServices, migrate
+from vividly_tasks.content.services import ContentServices, migrate, missing_tools
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
@@ -61,6 +61,19 @@ BUSY_JITTER_SECONDS = 1.0
 def health_check() -> dict[str, Any]:
     """Round trip through broker, worker and result backend; for smoke tests of a deployment."""
     return {"hostname": socket.gethostname(), "time": time.time()}
+
+
+@celeryd_after_setup.connect
+def check_tools(sender: Any = None, instance: Any = None, **_: Any) -> None:
+    """A worker without a program its configuration needs refuses to start, before it takes
+    a message: the request stays queued for a worker that has it (a worker's missing tool is
+    never a request's failure)."""
+    app = getattr(instance, "app", None)
+    settings = getattr(app, "settings", None)
+    if app is not None and isinstance(settings, Settings):
+        missing = missing_tools(settings)
+        if missing:
+            refuse_to_start(app, f"not on PATH: {', '.join(missing)}", os.EX_CONFIG)
 
 
 @celeryd_after_setup.connect

@@ -26,7 +26,7 @@ from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError, cli_error
 from vividly_tasks.cli.exit_codes import RET_FAILED
 from vividly_tasks.content.status import Status, is_terminal
-from vividly_tasks.settings import mask_url_password
+from vividly_tasks.settings import Settings, mask_url_password
 from vividly_tasks.tasks import submit_content_request
 
 #: How often the demo looks at the requests while the job runs.
@@ -84,8 +84,10 @@ def demo(context: CliContext, video: bool, idle_timeout: float | None,
         click.echo(f"submitted {row.id}  {request.modality:<5}  {request.topic}")
     log_path = settings.resolved_data_dir / "demo-worker.log"
     ffmpeg_dir = packaged_ffmpeg_dir(settings.resolved_data_dir / "bin")
+    narrator = demo_narrator(settings)
     click.echo(f"running: vividly-worker job --idle-timeout {idle_timeout:g} (log: {log_path})")
-    exit_code, summary = run_job(context, ids, log_path, idle_timeout, concurrency, ffmpeg_dir)
+    exit_code, summary = run_job(context, ids, log_path, idle_timeout, concurrency, ffmpeg_dir,
+                                 narrator)
     click.echo(f"job exited {exit_code} ({summary.get('exit_reason', 'no summary')}): "
                f"{summary.get('succeeded', 0)} succeeded, {summary.get('failed', 0)} failed "
                f"in {summary.get('runtime_seconds', '?')} s")
@@ -98,13 +100,16 @@ def demo(context: CliContext, video: bool, idle_timeout: float | None,
 
 
 def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: float,
-            concurrency: int, ffmpeg_dir: str | None) -> tuple[int, dict[str, Any]]:
+            concurrency: int, ffmpeg_dir: str | None,
+            narrator: str | None = None) -> tuple[int, dict[str, Any]]:
     """``vividly-worker job`` in its own process; reports each request as it finishes."""
     command = [sys.executable, "-m", "worker_entry", "job", "--idle-timeout", f"{idle_timeout:g}",
                "--concurrency", str(concurrency)]
     env = {**os.environ, "LOG_FORMAT": "json"}  # the summary line is read back from the log
     if ffmpeg_dir:
         env["PATH"] = os.pathsep.join([ffmpeg_dir, env.get("PATH", "")])
+    if narrator:
+        env["CONTENT_NARRATOR"] = narrator
     pending = set(ids)
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
@@ -119,6 +124,18 @@ def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: f
             raise
     announce_finished(context, pending)
     return process.returncode, summary_of(log_path)
+
+
+def demo_narrator(settings: Settings) -> str | None:
+    """The demo's explicit choice of silent narration where espeak-ng is missing (a worker
+    never falls back to silence by itself); None: the configured narrator stands."""
+    if "content_narrator" in settings.model_fields_set or settings.content_narrator != "espeak":
+        return None
+    if shutil.which(settings.content_tts_command):
+        return None
+    click.echo(f"narrator: silent ({settings.content_tts_command} is not installed; the demo "
+               "chooses CONTENT_NARRATOR=silent, a worker never falls back to it)")
+    return "silent"
 
 
 def packaged_ffmpeg_dir(bin_dir: Path) -> str | None:

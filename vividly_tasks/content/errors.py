@@ -28,6 +28,12 @@ class TransientError(ContentError):
     """A dependency is unavailable for now: retry with backoff."""
 
 
+class ToolMissing(TransientError):
+    """A program the worker needs (ffmpeg, espeak-ng) is not installed or vanished: the
+    worker's fault, never the request's, so it is retried (a worker checks its tools at start,
+    so this is a tool that disappeared mid-run)."""
+
+
 class StorageUnavailable(TransientError):
     """The artifact store could not be written or read."""
 

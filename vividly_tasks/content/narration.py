@@ -1,23 +1,22 @@
 """Narration: one spoken clip per section, joined into one WAV with the section timings.
 
-Speech comes from espeak-ng (``CONTENT_TTS_COMMAND``). When that program is not installed the
-narration is silence of the estimated reading length, and a warning says so: the video is still
-complete and correctly timed, just silent.
+The narrator is a setting (``CONTENT_NARRATOR``): ``espeak``, speech from espeak-ng
+(``CONTENT_TTS_COMMAND``), or ``silent``, silence of the estimated reading length (a video
+complete and correctly timed, just silent). Silence is only ever chosen, never a fallback: a
+worker without its speech program refuses to start (tasks.py), and one whose program vanished
+mid-run fails the attempt as transient (``ToolMissing``), to be retried.
 """
 
 from __future__ import annotations
 
-import logging
 import shutil
 import wave
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vividly_tasks.content.errors import PermanentFailure
+from vividly_tasks.content.errors import PermanentFailure, ToolMissing
 from vividly_tasks.content.tools import run_tool
-
-logger = logging.getLogger(__name__)
 
 SAMPLE_RATE_HZ = 22050  # espeak-ng's native rate
 SAMPLE_WIDTH_BYTES = 2
@@ -25,6 +24,9 @@ CHANNELS = 1
 PAUSE_AFTER_SECTION_SECONDS = 0.4
 MIN_SECTION_SECONDS = 1.5
 ENGINE_SILENCE = "silence"
+NARRATOR_ESPEAK = "espeak"
+NARRATOR_SILENT = "silent"
+NARRATORS = (NARRATOR_ESPEAK, NARRATOR_SILENT)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Narration:
 
 @dataclass(frozen=True)
 class Voice:
+    narrator: str = NARRATOR_ESPEAK
     command: str = "espeak-ng"
     voice: str = "en-us"
     words_per_minute: int = 165
@@ -53,13 +56,15 @@ def estimated_seconds(text: str, words_per_minute: int) -> float:
 def narrate(
     texts: Sequence[str], workdir: Path, voice: Voice, *, timeout_seconds: float
 ) -> Narration:
-    """Speak each text; write ``narration.wav`` in ``workdir``."""
-    program = shutil.which(voice.command)
-    if program is None:
-        logger.warning(
-            "narration falls back to silence: text-to-speech program %r is not installed "
-            "(Debian package espeak-ng)", voice.command,
-        )
+    """Speak each text (or, with the silent narrator, time it); write ``narration.wav``."""
+    program = None
+    if voice.narrator != NARRATOR_SILENT:
+        program = shutil.which(voice.command)
+        if program is None:
+            raise ToolMissing(
+                f"text-to-speech: {voice.command} is not installed on this worker "
+                "(Debian package espeak-ng; or choose CONTENT_NARRATOR=silent)"
+            )
     clips: list[bytes] = []
     for index, text in enumerate(texts):
         if program is None:

@@ -3,11 +3,12 @@ runner. One per process (engines and clients must be created after a worker fork
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 
 from vividly_tasks.content.database import ContentDatabase
 from vividly_tasks.content.generator import LessonGenerator, make_generator
-from vividly_tasks.content.narration import Voice
+from vividly_tasks.content.narration import NARRATOR_ESPEAK, Voice
 from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
 from vividly_tasks.content.runner import ContentRunner
@@ -20,6 +21,7 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         max_topic_chars=settings.content_max_topic_chars,
         max_field_chars=settings.content_max_field_chars,
         voice=Voice(
+            narrator=settings.content_narrator,
             command=settings.content_tts_command,
             voice=settings.content_tts_voice,
             words_per_minute=settings.content_tts_words_per_minute,
@@ -27,6 +29,17 @@ def pipeline_config(settings: Settings) -> PipelineConfig:
         text_time_limit_seconds=settings.content_text_time_limit_seconds,
         video_time_limit_seconds=settings.content_video_time_limit_seconds,
     )
+
+
+def missing_tools(settings: Settings) -> list[str]:
+    """The programs this configuration needs that are not on PATH, each with what needs it.
+    Every worker takes video requests (one queue serves both modalities), so ffmpeg always."""
+    needed = {"ffmpeg": "video encoding; Debian package ffmpeg"}
+    if settings.content_narrator == NARRATOR_ESPEAK:
+        needed[settings.content_tts_command] = (
+            "narration; Debian package espeak-ng, or choose CONTENT_NARRATOR=silent"
+        )
+    return [f"{program} ({why})" for program, why in needed.items() if not shutil.which(program)]
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded
+from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded, ToolMissing
 
 #: How much of a failing program's stderr goes into the recorded error.
 STDERR_TAIL_CHARS = 2000
@@ -16,7 +16,7 @@ def run_tool(command: Sequence[str], *, what: str, timeout_seconds: float) -> No
     try:
         subprocess.run(command, check=True, capture_output=True, timeout=timeout_seconds)
     except FileNotFoundError as exc:
-        raise PermanentFailure(f"{what}: {command[0]} is not installed") from exc
+        raise ToolMissing(f"{what}: {command[0]} is not installed on this worker") from exc
     except subprocess.TimeoutExpired as exc:
         raise TimeLimitExceeded(f"{what} ran past the time limit: {exc}") from exc
     except subprocess.CalledProcessError as exc:

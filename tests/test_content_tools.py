@@ -1,0 +1,85 @@
+"""A worker that lacks a tool refuses work instead of failing it (issue 16, item 3).
+
+A worker started with video work queued and without ffmpeg (or without espeak-ng, with the
+espeak narrator) on its PATH exits 78 with the reason in its summary line before it takes a
+message: the request stays ``queued`` and its message on the queue, and a worker that has the
+tool then completes it. Over Pub/Sub (emulator), SQLite, a real ``vividly-worker job``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.content_support import BrokerProbe, ContentEnv, configure_broker, wait_for
+from tests.workers import WorkerProcess
+from vividly_tasks import create_app
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.product import VividlyCelery
+from vividly_tasks.settings import Settings
+from vividly_tasks.tasks import submit_content_request
+from worker_entry.exit_codes import RET_CONFIG, RET_OK
+
+TOOLS = ("ffmpeg", "espeak-ng")
+
+
+@pytest.fixture
+def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> Iterator[ContentEnv]:
+    probe: BrokerProbe = configure_broker("pubsub", request, redis_url, monkeypatch)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'content.sqlite'}")
+    monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "300")
+    services = ContentServices.from_settings(Settings())
+    yield ContentEnv(probe, "sqlite", services)
+    services.close()
+
+
+@pytest.fixture
+def app(content_env: ContentEnv) -> Iterator[VividlyCelery]:
+    application = create_app()
+    yield application
+    application.close()
+
+
+def path_without(program: str, bin_dir: Path) -> str:
+    """A PATH holding every tool of the pipeline but ``program``."""
+    bin_dir.mkdir()
+    for tool in TOOLS:
+        found = shutil.which(tool)
+        assert found, f"{tool} is not installed (scripts/install-system-packages.sh)"
+        if tool != program:
+            (bin_dir / tool).symlink_to(found)
+    return str(bin_dir)
+
+
+@pytest.mark.parametrize("missing", TOOLS)
+def test_a_worker_without_a_tool_exits_78_and_the_request_waits_for_one_that_has_it(
+    missing: str, content_env: ContentEnv, app: VividlyCelery, tmp_path: Path,
+    start_entrypoint: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = submit_content_request(app, topic="Volcanoes", modality="video", subject="Geology",
+                                 grade_level="6")
+    request_id = str(row.id)
+    full_path = os.environ["PATH"]
+
+    monkeypatch.setenv("PATH", path_without(missing, tmp_path / "bin"))
+    lacking = start_entrypoint(extra_args=["--idle-timeout", "3"])
+    assert lacking.wait(timeout=60) == RET_CONFIG, lacking.logs()[-3000:]
+    summary = lacking.summary()
+    assert (summary["exit_code"], summary["exit_reason"]) == (RET_CONFIG, "bad_configuration")
+    assert f"{missing} (" in summary["detail"] and "not on PATH" in summary["detail"]
+    assert summary["received"] == 0
+    assert content_env.row(request_id).status == "queued"
+    assert content_env.broker.waiting() == 1  # still on the queue (and released again)
+
+    monkeypatch.setenv("PATH", full_path)
+    equipped = start_entrypoint(extra_args=["--idle-timeout", "3"])
+    assert equipped.wait(timeout=120) == RET_OK, equipped.logs()[-3000:]
+    wait_for(lambda: content_env.row(request_id).status == "completed", 30,
+             "the request to complete on the equipped worker")
+    assert content_env.row(request_id).attempts == 1
