@@ -43,12 +43,24 @@ def test_a_message_waits_for_a_command_published_while_the_worker_listened() -> 
     assert fence.waits_for(marker_at(published)) == set()  # delivered already
 
 
-def test_a_command_from_before_the_worker_listened_is_not_waited_for() -> None:
+def test_a_command_from_well_before_the_worker_listened_is_not_waited_for() -> None:
     fence = CommandFence(hold_seconds=2.0)
     fence.note_listening()
-    before = time.time() - 5
-    assert fence.waits_for(marker_at(before)) == set()
+    assert fence.waits_for(marker_at(time.time() - 5)) == set()
     assert fence.waits_for("garbage 9@x @12") == set()
+
+
+def test_in_doubt_a_command_just_before_listening_is_waited_for_unless_it_is_our_own(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    recent = RecentCommands()
+    monkeypatch.setattr(command_fence, "RECENT_COMMANDS", recent)
+    recent.note("own-hello")  # Celery's hello at a worker's start, before it listens
+    fence = CommandFence(hold_seconds=2.0)
+    fence.note_listening()
+    just_before = time.time() - command_fence.CLOCK_MARGIN_SECONDS / 2
+    assert fence.waits_for(marker_at(just_before, "theirs")) == {"theirs"}
+    assert fence.waits_for(marker_at(just_before, "own-hello")) == set()
 
 
 def test_a_command_that_never_comes_holds_the_message_for_hold_seconds_only(

@@ -19,11 +19,16 @@ The fence, in two halves:
   listened since before they were published), is held until it has, at most
   ``hold_seconds`` (transport option ``command_fence_seconds``); then it is delivered anyway.
 
-Failure modes, by design: a worker whose broadcast consumer started within
-``CLOCK_MARGIN_SECONDS`` before the command does not wait for it; a command lost by Pub/Sub
-(or a worker that no longer receives its own broadcasts) delays marked messages by
-``hold_seconds`` and no more. Messages not published shortly after a command carry nothing
-and are never held: the fence costs nothing on a queue no one is revoking on.
+In doubt the consumer waits: a command published up to ``CLOCK_MARGIN_SECONDS`` before its
+broadcast consumer started (clocks of two machines differ; its subscription may predate the
+consumer) is waited for, unless this very process published it (Celery's own ``hello`` at a
+worker's start, sent before the worker listens). Failure modes, by design: a worker that
+started listening just after another process's command never receives it and holds the
+messages marked with it for ``hold_seconds``; a command lost by Pub/Sub delays its marked
+messages by ``hold_seconds`` and no more; a publisher whose clock runs more than the margin
+behind the worker's can see its command not waited for. Messages not published shortly after
+a command carry nothing and are never held: the fence costs nothing on a queue no one is
+revoking on.
 """
 
 from __future__ import annotations
@@ -38,8 +43,8 @@ from typing import Any
 FENCE_WINDOW_SECONDS = 10.0
 #: At most this many commands named on one message (the latest ones).
 MAX_MARKED_COMMANDS = 8
-#: How far the publisher's clock may be ahead of the worker's.
-CLOCK_MARGIN_SECONDS = 0.25
+#: How far apart a publisher's clock and a worker's may be.
+CLOCK_MARGIN_SECONDS = 1.0
 #: Delivered command ids a connection remembers.
 REMEMBERED_COMMANDS = 10_000
 
@@ -51,12 +56,17 @@ class RecentCommands:
         self._lock = threading.Lock()
         self._commands: deque[tuple[float, str]] = deque()
         self._last = float("-inf")
+        #: When (``time.time()``) this process published each of its recent commands.
+        self._published: OrderedDict[str, float] = OrderedDict()
 
     def note(self, message_id: str) -> None:
         """A command was confirmed by Pub/Sub as ``message_id``."""
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self._lock:
-            self._commands.append((now, f"{message_id}@{int(time.time() * 1000)}"))
+            self._commands.append((now, f"{message_id}@{int(wall * 1000)}"))
+            self._published[message_id] = wall
+            if len(self._published) > REMEMBERED_COMMANDS:
+                self._published.popitem(last=False)
             while len(self._commands) > MAX_MARKED_COMMANDS:
                 self._commands.popleft()
             self._last = now
@@ -70,6 +80,11 @@ class RecentCommands:
             while self._commands and now - self._commands[0][0] > FENCE_WINDOW_SECONDS:
                 self._commands.popleft()
             return " ".join(mark for _, mark in self._commands) or None
+
+    def published_here_before(self, message_id: str, when: float) -> bool:
+        """Whether this process published the command before ``when`` (``time.time()``)."""
+        published = self._published.get(message_id)
+        return published is not None and published < when
 
 
 #: This process's commands (Celery sends a revoke and the next task on different connections).
@@ -114,9 +129,11 @@ class CommandFence:
         """The commands of ``marker`` to deliver before the message that carries it."""
         if not marker or self.listening_since is None or self.hold_seconds <= 0:
             return set()
-        since = self.listening_since + CLOCK_MARGIN_SECONDS
+        listening = self.listening_since
         return {message_id for message_id, published in parse_marker(marker)
-                if published >= since and message_id not in self._delivered}
+                if published >= listening - CLOCK_MARGIN_SECONDS
+                and message_id not in self._delivered
+                and not RECENT_COMMANDS.published_here_before(message_id, listening)}
 
     def hold(self, item: Any, waits_for: set[str]) -> float:
         """Hold ``item``; returns the deadline (``time.monotonic()``) of its hold."""
