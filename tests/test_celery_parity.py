@@ -62,6 +62,9 @@ def client(parity_env: dict[str, str], worker: WorkerProcess) -> Iterator[Celery
     # Remote control answers: the worker's broadcast consumer is listening.
     assert app.control.ping(timeout=10), worker.logs()[-3000:]
     yield app
+    # AsyncResult.get() left a Redis pub/sub connection open; app.close() does not close it.
+    app.backend.result_consumer.stop()
+    app.backend.client.connection_pool.disconnect()
     app.close()
 
 
