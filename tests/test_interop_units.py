@@ -62,11 +62,15 @@ def test_an_envelope_on_a_bound_queue_and_anything_on_an_unbound_queue_are_kombu
     assert decode(received(envelope, **{"kombu-envelope": "1"}))["headers"] == {"task": "tests.add"}
     with pytest.raises(PoisonMessage, match="not a Kombu envelope"):
         decode(received(b'{"token": "t"}'), task=None)
+    with pytest.raises(PoisonMessage, match="data is not UTF-8 text"):
+        decode(received(b"\x00\x41\xff\xfe", **{"kombu-envelope": "1"}))
 
 
 @pytest.mark.parametrize(("data", "reason"), [
     (b"{not json", "plain message: data is not JSON (Expecting property name"),
     (b"\xff\xfe\xfa", "plain message: data is not UTF-8 text, so not JSON"),
+    # Leading zero bytes made json.loads guess UTF-16 and call this "not JSON" (soak flake).
+    (b"\x00\x41\xff\xfe", "plain message: data is not UTF-8 text, so not JSON"),
     (b"", "plain message: data is not JSON (Expecting value at byte 0)"),
     (b'["a"]', "plain message: data is JSON list, not an object of keyword arguments"),
     (b'{"x": NaN}', "plain message: data is not standard JSON (NaN is not a JSON value)"),

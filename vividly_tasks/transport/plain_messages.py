@@ -136,7 +136,7 @@ def task_payload(
 def json_object(data: bytes) -> dict[str, Any]:
     """The data as one JSON object (standard JSON: no NaN or Infinity), or ``PoisonMessage``."""
     try:
-        value = json.loads(data, parse_constant=_refuse_constant)
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
         raise PoisonMessage("plain message: data is not UTF-8 text, so not JSON") from None
     except json.JSONDecodeError as exc:

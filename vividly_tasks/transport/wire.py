@@ -128,7 +128,8 @@ def decode(
     consumer's accept list decides what is deserialized; this is an opt-in second fence).
     """
     try:
-        envelope = json.loads(data)
+        # UTF-8 by this format: json.loads(bytes) would guess UTF-16/32 from leading zero bytes.
+        envelope = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
         raise PoisonMessage("data is not UTF-8 text, so not a Kombu envelope") from None
     except json.JSONDecodeError as exc:
