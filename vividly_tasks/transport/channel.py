@@ -221,19 +221,16 @@ class Channel(virtual.Channel):
 
     @cached_property
     def accepted_content_types(self) -> frozenset[str] | None:
-        value = self.transport_options.get("accept_content", self.default_accept_content)
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",") if part.strip()]
-        if not value:
+        names = listed(self.transport_options.get("accept_content", self.default_accept_content))
+        if not names:
             return None
-        return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in value)
+        return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in names)
 
     @cached_property
     def event_exchanges(self) -> frozenset[str]:
-        value = self.transport_options.get("event_exchanges", self.default_event_exchanges)
-        if isinstance(value, str):
-            value = [part.strip() for part in value.split(",")]
-        return frozenset(name for name in value if name)
+        return frozenset(listed(
+            self.transport_options.get("event_exchanges", self.default_event_exchanges)
+        ))
 
     @cached_property
     def plain_message_tasks(self) -> dict[str, str]:
@@ -751,3 +748,11 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
+
+
+def listed(value: Any) -> list[str]:
+    """A list option given as a list or as comma-separated text, without empty names."""
+    if value is None:
+        return []
+    parts = value.split(",") if isinstance(value, str) else value
+    return [str(part).strip() for part in parts if str(part).strip()]
