@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vividly_tasks.worker.logs import LogFormat
@@ -130,10 +130,69 @@ class Settings(BaseSettings):
         ge=1,
         description="Longest subject or grade level accepted; longer requests fail validation.",
     )
-    content_narrator: Literal["espeak", "silent"] = Field(
+    content_generator: Literal["offline", "gemini"] = Field(
+        default="offline",
+        description="Who writes lessons: offline (templates, no network) or gemini (a hosted "
+        "model through the google-genai SDK; see the CONTENT_MODEL_* settings).",
+    )
+    content_model: str = Field(
+        default="gemini-2.5-flash", description="The gemini generator's model."
+    )
+    content_model_temperature: float = Field(
+        default=0.4, ge=0, le=2, description="Sampling temperature of the gemini generator."
+    )
+    content_model_max_output_tokens: int = Field(
+        default=8192, ge=256, description="Longest answer the gemini generator accepts, tokens."
+    )
+    content_model_timeout_seconds: float = Field(
+        default=90.0, gt=0, description="Time limit of one call to the model (then retried)."
+    )
+    content_model_attempts: int = Field(
+        default=2,
+        ge=1,
+        le=5,
+        description="Calls per delivery when the model's answer is malformed or breaks the "
+        "lesson schema; then the request fails with the reason.",
+    )
+    gemini_api_key: SecretStr | None = Field(
+        default=None,
+        alias="GEMINI_API_KEY",
+        description="Gemini API key; unset means Vertex AI with Application Default "
+        "Credentials, in GOOGLE_CLOUD_PROJECT and CONTENT_MODEL_LOCATION.",
+    )
+    google_cloud_project: str | None = Field(
+        default=None,
+        alias="GOOGLE_CLOUD_PROJECT",
+        description="Project of the Vertex AI calls; unset means the broker URL's project.",
+    )
+    content_model_location: str = Field(
+        default="global", description="Vertex AI location of the model (global or a region)."
+    )
+    content_model_base_url: str | None = Field(
+        default=None,
+        description="Endpoint of the model API instead of Google's (a private endpoint, or a "
+        "local test server).",
+    )
+    content_narrator: Literal["espeak", "google", "silent"] = Field(
         default="espeak",
-        description="Narration of videos: espeak (speech from CONTENT_TTS_COMMAND) or silent "
-        "(silence of the reading length; only when chosen, never a fallback).",
+        description="Narration of videos: espeak (speech from CONTENT_TTS_COMMAND), google "
+        "(Cloud Text-to-Speech; see CONTENT_GOOGLE_TTS_*) or silent (silence of the reading "
+        "length; only when chosen, never a fallback).",
+    )
+    content_google_tts_voice: str = Field(
+        default="en-US-Standard-C", description="Cloud Text-to-Speech voice name."
+    )
+    content_google_tts_language: str = Field(
+        default="en-US", description="Cloud Text-to-Speech language code."
+    )
+    content_google_tts_speaking_rate: float = Field(
+        default=1.0, ge=0.25, le=4.0, description="Cloud Text-to-Speech speaking rate (1 = normal)."
+    )
+    content_google_tts_endpoint: str | None = Field(
+        default=None,
+        description="Cloud Text-to-Speech endpoint instead of Google's: host[:port] (a regional "
+        "endpoint, over TLS with Application Default Credentials) or http://host:port (plain "
+        "gRPC without credentials, for a local test server).",
     )
     content_tts_command: str = Field(
         default="espeak-ng",
@@ -200,6 +259,15 @@ class Settings(BaseSettings):
         return self.data_dir.resolve()
 
     @property
+    def effective_project(self) -> str | None:
+        """GOOGLE_CLOUD_PROJECT, else the project of a pubsub:// broker URL."""
+        if self.google_cloud_project:
+            return self.google_cloud_project
+        if self.effective_broker_url.startswith("pubsub://"):
+            return urlsplit(self.effective_broker_url).netloc or None
+        return None
+
+    @property
     def effective_broker_url(self) -> str:
         return self.broker_url or "filesystem://"
 
@@ -254,6 +322,8 @@ class Settings(BaseSettings):
         values: dict[str, Any] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = MASK
             values[name] = str(value) if isinstance(value, Path) else value
         values |= {
             "broker_url": self.effective_broker_url,

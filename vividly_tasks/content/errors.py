@@ -34,6 +34,16 @@ class ToolMissing(TransientError):
     so this is a tool that disappeared mid-run)."""
 
 
+class ServiceUnavailable(TransientError):
+    """A hosted service (the model, Cloud Text-to-Speech) is rate-limited, down, slow, or
+    refuses this worker's credentials. ``retry_after_seconds`` is the wait the server asked
+    for (``Retry-After``), when it sent one: the retry waits at least that long."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+
+
 class StorageUnavailable(TransientError):
     """The artifact store could not be written or read."""
 
