@@ -7,8 +7,9 @@
   duplicate then finds the request finished, a redelivery after a crash takes the claim over.
 - invalid input or a permanent failure: recorded as ``failed`` by the runner, then
   ``Reject(requeue=False)``: no retry, the broker dead-letters the message.
-- transient error (storage or database unavailable): retry with exponential backoff and full
-  jitter, up to ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
+- transient error (storage, database or a hosted service unavailable, a tool gone): retry with
+  exponential backoff and full jitter, never sooner than the server's ``Retry-After``, up to
+  ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
 
 The retry policy is applied here rather than with ``autoretry_for``: Celery reads those options
 when the task is defined, at import, and the settings are read later, on first use.
@@ -37,13 +38,20 @@ from vividly_tasks.content.errors import (
     EnqueueFailed,
     InvalidRequest,
     PermanentFailure,
+    ServiceUnavailable,
     TransientError,
 )
+from vividly_tasks.content.generator import ModelUsage
 from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import submit
 from vividly_tasks.content.runner import shortened
-from vividly_tasks.content.services import ContentServices, migrate, missing_tools
+from vividly_tasks.content.services import (
+    ContentServices,
+    migrate,
+    missing_configuration,
+    missing_tools,
+)
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
@@ -65,15 +73,19 @@ def health_check() -> dict[str, Any]:
 
 @celeryd_after_setup.connect
 def check_tools(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """A worker without a program its configuration needs refuses to start, before it takes
-    a message: the request stays queued for a worker that has it (a worker's missing tool is
-    never a request's failure)."""
+    """A worker without a program, a project or credentials its configuration needs refuses to
+    start, before it takes a message: the request stays queued for a worker that has it (a
+    worker's missing tool or setting is never a request's failure)."""
     app = getattr(instance, "app", None)
     settings = getattr(app, "settings", None)
     if app is not None and isinstance(settings, Settings):
-        missing = missing_tools(settings)
-        if missing:
-            refuse_to_start(app, f"not on PATH: {', '.join(missing)}", os.EX_CONFIG)
+        reasons = []
+        if missing := missing_tools(settings):
+            reasons.append(f"not on PATH: {', '.join(missing)}")
+        if missing := missing_configuration(settings):
+            reasons.append(f"missing: {'; '.join(missing)}")
+        if reasons:
+            refuse_to_start(app, "; ".join(reasons), os.EX_CONFIG)
 
 
 @celeryd_after_setup.connect
@@ -119,6 +131,23 @@ def refuse_to_start(app: Any, reason: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+#: Shortest wait before a retry after a transient error: never a hot loop.
+MIN_RETRY_SECONDS = 1.0
+
+
+def transient_countdown(settings: Settings, retries: int, exc: TransientError) -> float:
+    """Seconds before retry ``retries + 1``: exponential backoff with full jitter, at least
+    what the server asked for (``Retry-After``), both capped at the longest backoff."""
+    backoff = float(get_exponential_backoff_interval(
+        factor=settings.content_retry_backoff_seconds, retries=retries,
+        maximum=settings.content_retry_backoff_max_seconds, full_jitter=True,
+    ))
+    asked = exc.retry_after_seconds if isinstance(exc, ServiceUnavailable) else None
+    if asked is not None:
+        backoff = max(backoff, min(asked, float(settings.content_retry_backoff_max_seconds)))
+    return max(MIN_RETRY_SECONDS, backoff)
+
+
 @functools.cache
 def content_services(settings: Settings) -> ContentServices:
     """This process's content services (built after the worker forked, on first use)."""
@@ -131,22 +160,34 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
     settings: Settings = self.app.settings
     final_attempt = transient_retries >= settings.content_max_retries
 
-    def progress(rid: str, stage: Stage, percent: int) -> None:
+    meta: dict[str, Any] = {}
+
+    def publish_progress() -> None:
         if not self.request.id:
             return
-        meta = {"request_id": rid, "stage": stage.value, "progress": percent}
-        self.update_state(state=PROGRESS_STATE, meta=meta)
+        self.update_state(state=PROGRESS_STATE, meta=dict(meta))
         if self.app.conf.worker_send_task_events and not self.request.is_eager:
             # Monitors (Flower, `celery events`) see only events, not the result backend: a
             # custom `task-progress` event makes the task's state PROGRESS there, and its
             # `result` is the meta, as `AsyncResult(id).result` is while the task runs.
             self.send_event(PROGRESS_EVENT, result=saferepr(meta), **meta)
 
+    def progress(rid: str, stage: Stage, percent: int) -> None:
+        meta.update(request_id=rid, stage=stage.value, progress=percent)
+        publish_progress()
+
+    def usage(rid: str, spent: ModelUsage) -> None:
+        meta.update(request_id=rid, model=spent.model, prompt_tokens=spent.prompt_tokens,
+                    output_tokens=spent.output_tokens)
+        publish_progress()
+
     shown = shortened(request_id)  # a hostile id may be megabytes long: never log it whole
     log_extra = {"request_id": shown}
     try:
         services = content_services(settings)
-        outcome = services.runner.run(request_id, progress=progress, final_attempt=final_attempt)
+        outcome = services.runner.run(
+            request_id, progress=progress, usage=usage, final_attempt=final_attempt
+        )
     except (InvalidRequest, PermanentFailure) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         logger.error("request %s failed, not retried: %s", shown, reason, extra=log_extra)
@@ -156,14 +197,9 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             reason = f"gave up after {transient_retries + 1} attempts: {exc}"
             logger.error("request %s failed: %s", shown, reason, extra=log_extra)
             raise Reject(reason, requeue=False) from exc
-        countdown = get_exponential_backoff_interval(
-            factor=settings.content_retry_backoff_seconds,
-            retries=transient_retries,
-            maximum=settings.content_retry_backoff_max_seconds,
-            full_jitter=True,
-        )
+        countdown = transient_countdown(settings, transient_retries, exc)
         logger.warning(
-            "request %s: transient error, retry %d/%d in %d s: %s", shown,
+            "request %s: transient error, retry %d/%d in %.1f s: %s", shown,
             transient_retries + 1, settings.content_max_retries, countdown, exc, extra=log_extra,
         )
         raise self.retry(

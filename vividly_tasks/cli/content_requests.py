@@ -158,6 +158,9 @@ def describe(row: ContentRequest) -> str:
     ]
     if row.error:
         lines.append(f"error:         {row.error}")
+    if row.model_name:
+        lines.append(f"model:         {row.model_name}, {row.prompt_tokens or 0} prompt + "
+                     f"{row.output_tokens or 0} output tokens")
     if row.finished_at and row.started_at:
         seconds = (row.finished_at - row.started_at).total_seconds()
         lines.append(f"took:          {seconds:.1f} s (last attempt)")

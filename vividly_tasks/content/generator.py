@@ -3,11 +3,16 @@
 ``LessonGenerator.generate(spec)`` returns a ``Lesson``. The offline generator writes a complete
 lesson from the topic, subject and grade band (objectives, explanation, worked example, a quiz
 with answers), worded for the reader's age; it is deterministic, so a rerun produces the same
-artifacts. A generator backed by a hosted model can implement the same protocol.
+artifacts. The hosted-model generator (``gemini``) implements the same protocol and reports the
+tokens of each call with ``report_usage`` as they are spent (so a call that is paid for and then
+fails still counts), to whoever listens with ``usage_reported_to`` (the pipeline).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,9 +20,41 @@ from vividly_tasks.content.lesson import Lesson, QuizItem, Section
 from vividly_tasks.content.validation import GradeBand, LessonSpec
 
 
+@dataclass(frozen=True)
+class ModelUsage:
+    """Tokens one call to a hosted model used, and the model that answered."""
+
+    model: str
+    prompt_tokens: int
+    output_tokens: int
+
+
+UsageSink = Callable[[ModelUsage], None]
+#: Where ``report_usage`` goes in this context (a context variable, so the generator protocol
+#: stays ``generate(spec)`` and generators written for it keep working).
+_usage_sink: ContextVar[UsageSink | None] = ContextVar("usage_sink", default=None)
+
+
+def report_usage(usage: ModelUsage) -> None:
+    """Called by a generator after each call to a hosted model."""
+    sink = _usage_sink.get()
+    if sink is not None:
+        sink(usage)
+
+
+@contextmanager
+def usage_reported_to(sink: UsageSink) -> Iterator[None]:
+    token = _usage_sink.set(sink)
+    try:
+        yield
+    finally:
+        _usage_sink.reset(token)
+
+
 class LessonGenerator(Protocol):
     """Writes a lesson for a validated request. Must not keep state between calls; may raise
-    ``TransientError`` when a backing service is unavailable."""
+    ``TransientError`` when a backing service is unavailable and ``PermanentFailure`` when its
+    answer can never do; calls ``report_usage`` after each paid call."""
 
     name: str
 
@@ -168,9 +205,3 @@ class OfflineGenerator:
             sections=sections,
             quiz=quiz,
         )
-
-
-def make_generator(name: str = "offline") -> LessonGenerator:
-    if name == "offline":
-        return OfflineGenerator()
-    raise ValueError(f"unknown lesson generator {name!r}")

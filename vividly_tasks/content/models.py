@@ -62,6 +62,11 @@ class ContentRequest(Base):
     error: Mapped[str | None] = mapped_column(Text)
     #: Artifact name (``lesson.md``, ``lesson.html``, ``lesson.mp4``, ``manifest.json``) -> URI.
     artifacts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The hosted model that wrote the lesson and the tokens spent on it, over every attempt
+    #: (what the request cost); the offline generator spends none.
+    model_name: Mapped[str | None] = mapped_column(Text)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     #: The claim: a token per attempt, who holds it, and until when unless renewed.
     claim_token: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(Text)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from vividly_tasks.content.errors import TimeLimitExceeded
-from vividly_tasks.content.generator import LessonGenerator
+from vividly_tasks.content.generator import LessonGenerator, ModelUsage, usage_reported_to
 from vividly_tasks.content.lesson import render_html, render_markdown
 from vividly_tasks.content.narration import Voice, narrate
 from vividly_tasks.content.status import Stage
@@ -44,9 +44,12 @@ CONTENT_TYPES = {
 
 
 class ProgressReporter(Protocol):
-    """Told when a stage starts; may raise ``ClaimLost`` to stop the pipeline."""
+    """Told when a stage starts (may raise ``ClaimLost`` to stop the pipeline) and what each
+    call to a hosted model cost."""
 
     def stage(self, stage: Stage, percent: int) -> None: ...
+
+    def usage(self, usage: ModelUsage) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -114,13 +117,26 @@ def run_pipeline(
         reporter.stage(stage, percent[stage])
 
     enter(Stage.SCRIPT)
-    lesson = generator.generate(spec)
+    calls: list[ModelUsage] = []
+
+    def spent(usage: ModelUsage) -> None:
+        calls.append(usage)
+        reporter.usage(usage)
+
+    with usage_reported_to(spent):
+        lesson = generator.generate(spec)
     files = {
         "lesson.md": _write(workdir / "lesson.md", render_markdown(lesson)),
         "lesson.html": _write(workdir / "lesson.html", render_html(lesson)),
     }
     manifest: dict[str, Any] = _manifest(request.id, spec, generator.name, lesson.title)
     manifest["sections"] = [{"heading": s.heading} for s in lesson.sections]
+    if calls:
+        manifest["model"] = {
+            "name": calls[-1].model, "calls": len(calls),
+            "prompt_tokens": sum(call.prompt_tokens for call in calls),
+            "output_tokens": sum(call.output_tokens for call in calls),
+        }
 
     if spec.modality is Modality.VIDEO:
         enter(Stage.NARRATE)

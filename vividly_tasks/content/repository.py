@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, update
 
 from vividly_tasks.content.database import ContentDatabase
+from vividly_tasks.content.generator import ModelUsage
 from vividly_tasks.content.models import ContentRequest, utcnow
 from vividly_tasks.content.status import Stage, Status, sources
 
@@ -161,6 +162,14 @@ class ContentRepository:
         return self._update_claimed(
             claim, stage=stage.value, progress=progress,
             lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+        )
+
+    def add_usage(self, claim: Claim, usage: ModelUsage) -> bool:
+        """Add a model call's tokens to the request (they add up over attempts: its cost)."""
+        return self._update_claimed(
+            claim, model_name=usage.model,
+            prompt_tokens=ContentRequest.prompt_tokens + usage.prompt_tokens,
+            output_tokens=ContentRequest.output_tokens + usage.output_tokens,
         )
 
     def release(self, claim: Claim, error: str) -> bool:

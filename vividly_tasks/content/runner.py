@@ -33,7 +33,7 @@ from vividly_tasks.content.errors import (
     PermanentFailure,
     TransientError,
 )
-from vividly_tasks.content.generator import LessonGenerator
+from vividly_tasks.content.generator import LessonGenerator, ModelUsage
 from vividly_tasks.content.models import utcnow
 from vividly_tasks.content.pipeline import (
     VIDEO_ONLY_STAGES,
@@ -48,6 +48,8 @@ from vividly_tasks.content.storage import Storage
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, Stage, int], None]
+#: Told the request's model and tokens so far (every attempt's) after each call to the model.
+UsageCallback = Callable[[str, ModelUsage], None]
 OutcomeKind = Literal["completed", "noop", "busy", "lost"]
 
 
@@ -117,14 +119,33 @@ class LeaseKeeper:
 
 
 class _ClaimReporter:
-    """Records each stage on the row (renewing the lease) and passes it on."""
+    """Records each stage and each model call's tokens on the row (renewing the lease) and
+    passes them on."""
 
     def __init__(
         self, repository: ContentRepository, claim: Claim, keeper: LeaseKeeper,
         lease_seconds: float, callback: ProgressCallback | None,
+        usage_callback: UsageCallback | None, spent_before: ModelUsage,
     ) -> None:
         self.repository, self.claim, self.keeper = repository, claim, keeper
         self.lease_seconds, self.callback = lease_seconds, callback
+        self.usage_callback, self.spent = usage_callback, spent_before
+
+    def usage(self, usage: ModelUsage) -> None:
+        self.spent = ModelUsage(
+            model=usage.model, prompt_tokens=self.spent.prompt_tokens + usage.prompt_tokens,
+            output_tokens=self.spent.output_tokens + usage.output_tokens,
+        )
+        if not self.repository.add_usage(self.claim, usage):
+            logger.warning("request %s: tokens not recorded (claim lost)", self.claim.request_id)
+        logger.info(
+            "request %s: %s used %d prompt and %d output tokens", self.claim.request_id,
+            usage.model, usage.prompt_tokens, usage.output_tokens,
+            extra={"request_id": str(self.claim.request_id), "model": usage.model,
+                   "prompt_tokens": usage.prompt_tokens, "output_tokens": usage.output_tokens},
+        )
+        if self.usage_callback is not None:
+            self.usage_callback(str(self.claim.request_id), self.spent)
 
     def stage(self, stage: Stage, percent: int) -> None:
         request_id = str(self.claim.request_id)
@@ -156,7 +177,7 @@ class ContentRunner:
 
     def run(
         self, request_id: str, *, progress: ProgressCallback | None = None,
-        final_attempt: bool = False,
+        usage: UsageCallback | None = None, final_attempt: bool = False,
     ) -> Outcome:
         """Process one delivery. Raises ``InvalidRequest``/``PermanentFailure`` (recorded as
         ``failed``) and ``TransientError`` (claim released for the retry, or ``failed`` when
@@ -188,8 +209,11 @@ class ContentRunner:
         with _WorkDir(self.work_root / str(parsed), claim.token) as workdir, LeaseKeeper(
             self.repository, claim, self.lease_seconds
         ) as keeper:
+            spent_before = ModelUsage(
+                row.model_name or "", row.prompt_tokens or 0, row.output_tokens or 0
+            )
             reporter = _ClaimReporter(
-                self.repository, claim, keeper, self.lease_seconds, progress
+                self.repository, claim, keeper, self.lease_seconds, progress, usage, spent_before
             )
             try:
                 result = run_pipeline(
