@@ -1,17 +1,22 @@
 """Narration: one spoken clip per section, joined into one WAV with the section timings.
 
 The narrator is a setting (``CONTENT_NARRATOR``): ``espeak``, speech from espeak-ng
-(``CONTENT_TTS_COMMAND``), or ``silent``, silence of the estimated reading length (a video
-complete and correctly timed, just silent). Silence is only ever chosen, never a fallback: a
-worker without its speech program refuses to start (tasks.py), and one whose program vanished
-mid-run fails the attempt as transient (``ToolMissing``), to be retried.
+(``CONTENT_TTS_COMMAND``); ``google``, speech from Cloud Text-to-Speech (``cloud_speech``;
+voice, language, speaking rate and endpoint from ``CONTENT_GOOGLE_TTS_*``); or ``silent``,
+silence of the estimated reading length (a video complete and correctly timed, just silent).
+Every section's timing is the length of the audio actually produced, plus a pause. Silence is
+only ever chosen, never a fallback: a worker without its speech program refuses to start
+(tasks.py), and one whose program vanished mid-run fails the attempt as transient
+(``ToolMissing``), to be retried; so does an unavailable speech service
+(``ServiceUnavailable``).
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 import wave
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +30,14 @@ PAUSE_AFTER_SECTION_SECONDS = 0.4
 MIN_SECTION_SECONDS = 1.5
 ENGINE_SILENCE = "silence"
 NARRATOR_ESPEAK = "espeak"
+NARRATOR_GOOGLE = "google"
 NARRATOR_SILENT = "silent"
-NARRATORS = (NARRATOR_ESPEAK, NARRATOR_SILENT)
+NARRATORS = (NARRATOR_ESPEAK, NARRATOR_GOOGLE, NARRATOR_SILENT)
+#: ``Narration.engine`` of the google narrator: this prefix and the voice's name.
+ENGINE_GOOGLE_PREFIX = "google:"
+
+#: Speaks one section (its index, its text): the clip's PCM frames.
+Speaker = Callable[[int, str], bytes]
 
 
 @dataclass(frozen=True)
@@ -47,6 +58,12 @@ class Voice:
     command: str = "espeak-ng"
     voice: str = "en-us"
     words_per_minute: int = 165
+    # The google narrator's (Cloud Text-to-Speech); defaults as the settings'.
+    google_voice: str = "en-US-Standard-C"
+    google_language: str = "en-US"
+    google_speaking_rate: float = 1.0
+    #: None: Google's endpoint; "host[:port]": another, over TLS; "http://host:port": plain.
+    google_endpoint: str | None = None
 
 
 def estimated_seconds(text: str, words_per_minute: int) -> float:
@@ -57,21 +74,9 @@ def narrate(
     texts: Sequence[str], workdir: Path, voice: Voice, *, timeout_seconds: float
 ) -> Narration:
     """Speak each text (or, with the silent narrator, time it); write ``narration.wav``."""
-    program = None
-    if voice.narrator != NARRATOR_SILENT:
-        program = shutil.which(voice.command)
-        if program is None:
-            raise ToolMissing(
-                f"text-to-speech: {voice.command} is not installed on this worker "
-                "(Debian package espeak-ng; or choose CONTENT_NARRATOR=silent)"
-            )
-    clips: list[bytes] = []
-    for index, text in enumerate(texts):
-        if program is None:
-            frames = _silence(estimated_seconds(text, voice.words_per_minute))
-        else:
-            frames = _speak(program, text, workdir / f"section-{index}", voice, timeout_seconds)
-        clips.append(frames + _silence(PAUSE_AFTER_SECTION_SECONDS))
+    speak, engine = _speaker(voice, workdir, timeout_seconds)
+    clips = [speak(index, text) + _silence(PAUSE_AFTER_SECTION_SECONDS)
+             for index, text in enumerate(texts)]
     path = workdir / "narration.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(CHANNELS)
@@ -81,7 +86,35 @@ def narrate(
             out.writeframes(clip)
     frame_bytes = SAMPLE_WIDTH_BYTES * CHANNELS
     seconds = tuple(len(clip) / frame_bytes / SAMPLE_RATE_HZ for clip in clips)
-    return Narration(path, seconds, ENGINE_SILENCE if program is None else voice.command)
+    return Narration(path, seconds, engine)
+
+
+def _speaker(voice: Voice, workdir: Path, timeout_seconds: float) -> tuple[Speaker, str]:
+    """The narrator's speaker and engine name; an espeak narrator without its program fails
+    here, before any section."""
+    if voice.narrator == NARRATOR_SILENT:
+        def silence(_index: int, text: str) -> bytes:
+            return _silence(estimated_seconds(text, voice.words_per_minute))
+        return silence, ENGINE_SILENCE
+    if voice.narrator == NARRATOR_GOOGLE:
+        # Lazily: the client library is heavy, and only this narrator needs it.
+        from vividly_tasks.content import cloud_speech  # noqa: PLC0415
+
+        deadline = time.monotonic() + timeout_seconds  # one budget for every section
+
+        def google(_index: int, text: str) -> bytes:
+            return cloud_speech.synthesize(text, voice, deadline=deadline)
+        return google, ENGINE_GOOGLE_PREFIX + voice.google_voice
+    program = shutil.which(voice.command)
+    if program is None:
+        raise ToolMissing(
+            f"text-to-speech: {voice.command} is not installed on this worker "
+            "(Debian package espeak-ng; or choose CONTENT_NARRATOR=silent)"
+        )
+
+    def espeak(index: int, text: str) -> bytes:
+        return _speak(program, text, workdir / f"section-{index}", voice, timeout_seconds)
+    return espeak, voice.command
 
 
 def _silence(seconds: float) -> bytes:
