@@ -83,3 +83,21 @@ def test_a_worker_without_a_tool_exits_78_and_the_request_waits_for_one_that_has
     wait_for(lambda: content_env.row(request_id).status == "completed", 30,
              "the request to complete on the equipped worker")
     assert content_env.row(request_id).attempts == 1
+
+
+def test_a_worker_without_credentials_for_the_hosted_model_exits_78_and_the_request_waits(
+    content_env: ContentEnv, app: VividlyCelery, tmp_path: Path,
+    start_entrypoint: Callable[..., WorkerProcess], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = submit_content_request(app, topic="Tides", modality="text")
+    monkeypatch.setenv("CONTENT_GENERATOR", "gemini")
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    lacking = start_entrypoint(extra_args=["--idle-timeout", "3"])
+    assert lacking.wait(timeout=60) == RET_CONFIG, lacking.logs()[-3000:]
+    summary = lacking.summary()
+    assert (summary["exit_reason"], summary["received"]) == ("bad_configuration", 0)
+    assert "Application Default Credentials for Vertex AI" in summary["detail"]
+    assert "no-such-key.json" in summary["detail"]
+    assert content_env.row(str(row.id)).status == "queued"
+    assert content_env.broker.waiting() == 1

@@ -6,8 +6,12 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
+import google.auth
+import google.auth.exceptions
+
 from vividly_tasks.content.database import ContentDatabase
-from vividly_tasks.content.generator import LessonGenerator, make_generator
+from vividly_tasks.content.gemini import GeminiConfig, GeminiGenerator
+from vividly_tasks.content.generator import LessonGenerator, OfflineGenerator
 from vividly_tasks.content.narration import NARRATOR_ESPEAK, Voice
 from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
@@ -46,6 +50,57 @@ def missing_tools(settings: Settings) -> list[str]:
     return [f"{program} ({why})" for program, why in needed.items() if not shutil.which(program)]
 
 
+def make_generator(settings: Settings) -> LessonGenerator:
+    """The generator CONTENT_GENERATOR chooses."""
+    if settings.content_generator == "gemini":
+        key = settings.gemini_api_key
+        return GeminiGenerator(GeminiConfig(
+            model=settings.content_model,
+            api_key=key.get_secret_value() if key is not None else None,
+            project=settings.effective_project, location=settings.content_model_location,
+            base_url=settings.content_model_base_url,
+            temperature=settings.content_model_temperature,
+            max_output_tokens=settings.content_model_max_output_tokens,
+            timeout_seconds=settings.content_model_timeout_seconds,
+            attempts=settings.content_model_attempts,
+        ))
+    return OfflineGenerator()
+
+
+def missing_configuration(settings: Settings) -> list[str]:
+    """What the hosted services this configuration chose need and the worker lacks: a
+    project, or Application Default Credentials (found without a network call, except on
+    Google Cloud, where the metadata server answers)."""
+    needs_credentials = []
+    missing = []
+    if settings.content_generator == "gemini" and settings.gemini_api_key is None:
+        if not settings.effective_project:
+            missing.append(
+                "GOOGLE_CLOUD_PROJECT (the Vertex AI project of CONTENT_GENERATOR=gemini; "
+                "or set GEMINI_API_KEY)"
+            )
+        needs_credentials.append("Vertex AI (CONTENT_GENERATOR=gemini)")
+    endpoint = settings.content_google_tts_endpoint or ""
+    if settings.content_narrator == "google" and not endpoint.startswith("http://"):
+        needs_credentials.append("Cloud Text-to-Speech (CONTENT_NARRATOR=google)")
+    if needs_credentials:
+        problem = default_credentials_problem()
+        if problem:
+            missing.append(
+                f"Application Default Credentials for {' and '.join(needs_credentials)}: "
+                f"{problem}"
+            )
+    return missing
+
+
+def default_credentials_problem() -> str | None:
+    try:
+        google.auth.default()
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        return str(exc).splitlines()[0]
+    return None
+
+
 @dataclass
 class ContentServices:
     settings: Settings
@@ -64,7 +119,7 @@ class ContentServices:
             database.migrate()
         repository = ContentRepository(database)
         storage = open_storage(settings.effective_storage_url)
-        generator = make_generator()
+        generator = make_generator(settings)
         runner = ContentRunner(
             repository=repository, storage=storage, generator=generator,
             config=pipeline_config(settings), work_root=settings.resolved_data_dir / "work",

@@ -1,0 +1,201 @@
+"""Hosted lesson generation end to end (issue 16's acceptance): a real ``vividly-worker job``
+over Pub/Sub (emulator) and SQLite, its gemini generator (the real google-genai SDK) calling a
+``generateContent`` server on loopback (tests/fake_gemini.py) that answers per topic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.content_support import (
+    ARTIFACTS_TEXT,
+    ARTIFACTS_VIDEO,
+    BrokerProbe,
+    ContentEnv,
+    configure_broker,
+    ffprobe,
+    wait_for,
+)
+from tests.fake_gemini import MODEL_VERSION, FakeGemini
+from tests.workers import WorkerProcess
+from vividly_tasks import create_app
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.content.storage import LocalStorage, artifact_key
+from vividly_tasks.product import VividlyCelery
+from vividly_tasks.settings import Settings
+from vividly_tasks.tasks import submit_content_request
+from worker_entry.exit_codes import RET_OK
+
+RETRY_AFTER_SECONDS = 3
+
+
+@pytest.fixture
+def gemini() -> Iterator[FakeGemini]:
+    with FakeGemini.running() as server:
+        yield server
+
+
+@pytest.fixture
+def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch, gemini: FakeGemini) -> Iterator[ContentEnv]:
+    probe: BrokerProbe = configure_broker("pubsub", request, redis_url, monkeypatch)
+    for name, value in {
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'content.sqlite'}",
+        "VIVIDLY_DATA_DIR": str(tmp_path / "data"),
+        "CONTENT_GENERATOR": "gemini",
+        "GEMINI_API_KEY": "test-key",
+        "CONTENT_MODEL_BASE_URL": gemini.base_url,
+        "CONTENT_TTS_WORDS_PER_MINUTE": "400",
+        "CONTENT_RETRY_BACKOFF_SECONDS": "1",
+        "CONTENT_MAX_RETRIES": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    services = ContentServices.from_settings(Settings())
+    yield ContentEnv(probe, "sqlite", services)
+    services.close()
+
+
+@pytest.fixture
+def app(content_env: ContentEnv) -> Iterator[VividlyCelery]:
+    application = create_app()
+    yield application
+    application.close()
+
+
+def submit(app: VividlyCelery, topic: str, modality: str = "text", grade: str = "7") -> str:
+    row = submit_content_request(app, topic=topic, modality=modality, subject="Science",
+                                 grade_level=grade)
+    return str(row.id)
+
+
+def run_job(start_entrypoint: Callable[..., WorkerProcess], idle_seconds: float) -> None:
+    worker = start_entrypoint(extra_args=["--idle-timeout", str(idle_seconds)])
+    assert worker.wait(timeout=240) == RET_OK, worker.logs()[-4000:]
+
+
+def stored(env: ContentEnv, request_id: str) -> Path:
+    storage = env.services.storage
+    assert isinstance(storage, LocalStorage)
+    return storage.root / artifact_key(request_id, "x").rpartition("/")[0]
+
+
+def vividly_status(request_id: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "vividly_tasks.cli", "status", request_id],
+        capture_output=True, text=True, timeout=60, check=False,
+    )
+    return result.stdout + result.stderr
+
+
+def test_text_and_video_lessons_come_from_the_model_and_a_rate_limit_is_waited_out(
+    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    gemini.script("Tides", f"rate_limited:{RETRY_AFTER_SECONDS}", "lesson")
+    text_id = submit(app, "Photosynthesis", grade="4")
+    video_id = submit(app, "Volcanoes", "video", grade="11")
+    limited_id = submit(app, "Tides")
+    progress_metas: list[dict[str, Any]] = []
+
+    def watch_progress() -> None:
+        meta = app.backend.get_task_meta(video_id)
+        if meta["status"] == "PROGRESS":
+            progress_metas.append(meta["result"])
+
+    worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
+    assert worker.process is not None
+    wait_for(lambda: watch_progress() or worker.process.poll() is not None, 240,
+             "the job to finish", interval=0.05)
+    assert worker.wait(timeout=10) == RET_OK, worker.logs()[-4000:]
+
+    for request_id, topic in ((text_id, "Photosynthesis"), (video_id, "Volcanoes"),
+                              (limited_id, "Tides")):
+        row = content_env.row(request_id)
+        assert (row.status, row.error) == ("completed", None), row.error
+        markdown = (stored(content_env, request_id) / "lesson.md").read_text()
+        assert f"## Server section 1: {topic}" in markdown
+        assert f"# {topic}, as the model tells it" in markdown
+        assert row.model_name == MODEL_VERSION
+        assert row.prompt_tokens > 100 and row.output_tokens > 100
+        assert f"model:         {MODEL_VERSION}, {row.prompt_tokens} prompt + " \
+               f"{row.output_tokens} output tokens" in vividly_status(request_id)
+
+    # The prompt carried topic and grade band.
+    (text_call,) = gemini.calls_about("Photosynthesis")
+    assert "Grade 4 (grade band: elementary)" in text_call.prompt
+    (video_call,) = gemini.calls_about("Volcanoes")
+    assert "Grade 11 (grade band: high)" in video_call.prompt
+
+    # 429, then a retry no sooner than Retry-After, then one lesson: one artifact set.
+    limited, retried = gemini.calls_about("Tides")
+    assert retried.at - limited.at >= RETRY_AFTER_SECONDS
+    limited_row = content_env.row(limited_id)
+    assert limited_row.attempts == 2
+    assert sorted(p.name for p in stored(content_env, limited_id).iterdir()) == sorted(
+        ARTIFACTS_TEXT)
+    manifest = json.loads((stored(content_env, limited_id) / "manifest.json").read_text())
+    assert manifest["generator"] == "gemini" and manifest["model"]["calls"] == 1
+
+    # The video: the model's sections on its slides, timed by the narration.
+    video_dir = stored(content_env, video_id)
+    assert sorted(p.name for p in video_dir.iterdir()) == sorted(ARTIFACTS_VIDEO)
+    manifest = json.loads((video_dir / "manifest.json").read_text())
+    assert [s["heading"] for s in manifest["sections"]][1:4] == [
+        f"Server section {n}: Volcanoes" for n in (1, 2, 3)]
+    probe = ffprobe(video_dir / "lesson.mp4")
+    assert len(probe["chapters"]) == len(manifest["sections"]) == 7
+    audio = next(s for s in probe["streams"] if s["codec_type"] == "audio")
+    assert abs(float(audio["duration"]) - manifest["narration"]["seconds"]) < 0.5
+
+    # Flower's view: the PROGRESS meta carried the model and its tokens.
+    video_row = content_env.row(video_id)
+    with_tokens = [m for m in progress_metas if "prompt_tokens" in m]
+    assert with_tokens, progress_metas
+    assert with_tokens[-1]["model"] == MODEL_VERSION
+    assert with_tokens[-1]["prompt_tokens"] == video_row.prompt_tokens
+    assert with_tokens[-1]["output_tokens"] == video_row.output_tokens
+
+
+def test_an_outage_a_malformed_and_a_blocked_answer_fail_with_the_reason(
+    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    gemini.script("Overloaded topic", "unavailable")
+    gemini.script("Garbled topic", "malformed")
+    gemini.script("Forbidden topic", "blocked")
+    outage_id = submit(app, "Overloaded topic")
+    garbled_id = submit(app, "Garbled topic")
+    blocked_id = submit(app, "Forbidden topic")
+    run_job(start_entrypoint, idle_seconds=6)
+
+    outage = content_env.row(outage_id)
+    assert outage.status == "failed"
+    assert outage.error is not None and outage.error.startswith("gave up after retries: ")
+    assert "503 UNAVAILABLE" in outage.error
+    assert len(gemini.calls_about("Overloaded topic")) == 2  # CONTENT_MAX_RETRIES=1: bounded
+
+    garbled = content_env.row(garbled_id)
+    assert garbled.status == "failed" and garbled.error is not None
+    assert "gave no valid lesson in 2 calls: not JSON" in garbled.error
+    assert garbled.output_tokens > 0  # the useless answers were paid for, and counted
+
+    blocked = content_env.row(blocked_id)
+    assert blocked.status == "failed" and blocked.error is not None
+    assert "refused the prompt (SAFETY)" in blocked.error
+    assert len(gemini.calls_about("Forbidden topic")) == 1
+
+    for request_id, reason in ((outage_id, "503 UNAVAILABLE"), (garbled_id, "not JSON"),
+                               (blocked_id, "(SAFETY)")):
+        shown = vividly_status(request_id)
+        assert "status:        failed" in shown and reason in shown, shown
+
+    reasons = content_env.broker.dead_letter_reasons()
+    assert reasons is not None and len(reasons) == 3, reasons
+    assert any("gave up after 2 attempts" in r and "503 UNAVAILABLE" in r for r in reasons)
+    assert any("not JSON" in r for r in reasons) and any("(SAFETY)" in r for r in reasons)
