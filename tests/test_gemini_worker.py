@@ -103,15 +103,16 @@ def test_text_and_video_lessons_come_from_the_model_and_a_rate_limit_is_waited_o
     limited_id = submit(app, "Tides")
     progress_metas: list[dict[str, Any]] = []
 
-    def watch_progress() -> None:
+    def job_finished() -> bool:
         meta = app.backend.get_task_meta(video_id)
         if meta["status"] == "PROGRESS":
             progress_metas.append(meta["result"])
+        return process.poll() is not None
 
     worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
-    assert worker.process is not None
-    wait_for(lambda: watch_progress() or worker.process.poll() is not None, 240,
-             "the job to finish", interval=0.05)
+    process = worker.process
+    assert process is not None
+    wait_for(job_finished, 240, "the job to finish", interval=0.05)
     assert worker.wait(timeout=10) == RET_OK, worker.logs()[-4000:]
 
     for request_id, topic in ((text_id, "Photosynthesis"), (video_id, "Volcanoes"),
