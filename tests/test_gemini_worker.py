@@ -1,6 +1,8 @@
 """Hosted lesson generation end to end (issue 16's acceptance): a real ``vividly-worker job``
 over Pub/Sub (emulator) and SQLite, its gemini generator (the real google-genai SDK) calling a
-``generateContent`` server on loopback (tests/fake_gemini.py) that answers per topic."""
+``generateContent`` server on loopback (tests/fake_gemini.py) that answers per topic, and its
+videos narrated by Cloud Text-to-Speech (the real client) on a loopback gRPC server
+(tests/fake_tts.py)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ from tests.content_support import (
     wait_for,
 )
 from tests.fake_gemini import MODEL_VERSION, FakeGemini
+from tests.fake_tts import FakeTextToSpeech
+from tests.fake_tts import running as running_tts
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
+from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS
 from vividly_tasks.content.services import ContentServices
 from vividly_tasks.content.storage import LocalStorage, artifact_key
 from vividly_tasks.product import VividlyCelery
@@ -42,8 +47,15 @@ def gemini() -> Iterator[FakeGemini]:
 
 
 @pytest.fixture
+def tts() -> Iterator[FakeTextToSpeech]:
+    with running_tts(seconds_per_char=0.01) as server:
+        yield server
+
+
+@pytest.fixture
 def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
-                monkeypatch: pytest.MonkeyPatch, gemini: FakeGemini) -> Iterator[ContentEnv]:
+                monkeypatch: pytest.MonkeyPatch, gemini: FakeGemini,
+                tts: FakeTextToSpeech) -> Iterator[ContentEnv]:
     probe: BrokerProbe = configure_broker("pubsub", request, redis_url, monkeypatch)
     for name, value in {
         "DATABASE_URL": f"sqlite:///{tmp_path / 'content.sqlite'}",
@@ -51,7 +63,8 @@ def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
         "CONTENT_GENERATOR": "gemini",
         "GEMINI_API_KEY": "test-key",
         "CONTENT_MODEL_BASE_URL": gemini.base_url,
-        "CONTENT_TTS_WORDS_PER_MINUTE": "400",
+        "CONTENT_NARRATOR": "google",
+        "CONTENT_GOOGLE_TTS_ENDPOINT": tts.endpoint,
         "CONTENT_RETRY_BACKOFF_SECONDS": "1",
         "CONTENT_MAX_RETRIES": "1",
     }.items():
@@ -94,7 +107,7 @@ def vividly_status(request_id: str) -> str:
 
 
 def test_text_and_video_lessons_come_from_the_model_and_a_rate_limit_is_waited_out(
-    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini,
+    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini, tts: FakeTextToSpeech,
     start_entrypoint: Callable[..., WorkerProcess],
 ) -> None:
     gemini.script("Tides", f"rate_limited:{RETRY_AFTER_SECONDS}", "lesson")
@@ -103,15 +116,16 @@ def test_text_and_video_lessons_come_from_the_model_and_a_rate_limit_is_waited_o
     limited_id = submit(app, "Tides")
     progress_metas: list[dict[str, Any]] = []
 
+    worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
+    process = worker.process
+    assert process is not None
+
     def job_finished() -> bool:
         meta = app.backend.get_task_meta(video_id)
         if meta["status"] == "PROGRESS":
             progress_metas.append(meta["result"])
         return process.poll() is not None
 
-    worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
-    process = worker.process
-    assert process is not None
     wait_for(job_finished, 240, "the job to finish", interval=0.05)
     assert worker.wait(timeout=10) == RET_OK, worker.logs()[-4000:]
 
@@ -149,10 +163,16 @@ def test_text_and_video_lessons_come_from_the_model_and_a_rate_limit_is_waited_o
     manifest = json.loads((video_dir / "manifest.json").read_text())
     assert [s["heading"] for s in manifest["sections"]][1:4] == [
         f"Server section {n}: Volcanoes" for n in (1, 2, 3)]
+    assert manifest["narration"]["engine"] == "google:en-US-Standard-C"
+    spoken = [request.text for request in tts.requests]
+    assert any("Section 1. Volcanoes is explained here by the model" in t for t in spoken)
+    pauses = len(manifest["sections"]) * PAUSE_AFTER_SECTION_SECONDS
+    assert manifest["narration"]["seconds"] == pytest.approx(tts.total_seconds + pauses,
+                                                             abs=0.002)
     probe = ffprobe(video_dir / "lesson.mp4")
     assert len(probe["chapters"]) == len(manifest["sections"]) == 7
     audio = next(s for s in probe["streams"] if s["codec_type"] == "audio")
-    assert abs(float(audio["duration"]) - manifest["narration"]["seconds"]) < 0.5
+    assert float(audio["duration"]) == pytest.approx(manifest["narration"]["seconds"], abs=0.1)
 
     # Flower's view: the PROGRESS meta carried the model and its tokens.
     video_row = content_env.row(video_id)
