@@ -8,7 +8,7 @@ Each benchmark runs as its own command line (the ones listed in docs/benchmarks.
 still usable alone) with ``--json bench/results/NAME.json``; this script adds when it ran, how
 long it took and the load average around it, then renders docs/benchmarks.md from every stored
 result, with the machine it ran on. The benchmarks also rewrite their own pages
-(docs/benchmarks-transport.md, docs/entrypoint.md, docs/content.md), as they do alone. A
+(docs/benchmarks-transport.md, docs/entrypoint.md, docs/benchmarks-content.md), as they do alone. A
 benchmark that fails keeps its previous figures and is named in the doc and the exit code.
 """
 
@@ -67,7 +67,7 @@ BENCHMARKS = (
               ("--brokers", "redis", "pubsub", "--repeat", "1", "--timeouts", "1", "5",
                "--no-write"),
               "a job execution on an empty queue, process start to exit"),
-    Benchmark("content", ("--video-runs", "3", "--output", "docs/content.md"),
+    Benchmark("content", ("--video-runs", "3", "--output", "docs/benchmarks-content.md"),
               ("--text-runs", "1", "--video-runs", "1"),
               "content requests end to end: wall time and peak memory"),
     Benchmark("scale", (), ("--tasks", "3000"),
@@ -404,7 +404,7 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         *table(rows),
         "",
         "Details and analysis: [transport](benchmarks-transport.md), "
-        "[job idle exit](entrypoint.md), [content pipeline](content.md).",
+        "[job idle exit](entrypoint.md), [content pipeline](benchmarks-content.md).",
         "",
         "## Chaos soak (issue 8)",
         "",

@@ -1,6 +1,6 @@
 """Benchmark: wall time and peak memory of content requests, end to end through a worker.
 
-    .venv/bin/python bench/content.py [--text-runs 3] [--video-runs 1] [--output docs/content.md]
+    .venv/bin/python bench/content.py [--text-runs 3] [--video-runs 1] [--output docs/benchmarks-content.md]
 
 For each broker (the Pub/Sub emulator through our transport, and Redis), starts one Celery
 worker (``--concurrency 1``, prefork) on SQLite and local storage in a temporary directory, with
@@ -8,7 +8,7 @@ results in a private Redis; sends one warm-up text request, then measures each r
 submit to ``completed`` in the database.
 Memory is the peak of the summed resident set of the worker's whole process group (the worker,
 its pool process, and espeak-ng/ffmpeg while they run), sampled every 20 ms.
-Not a test: the figures depend on the machine; they are recorded in docs/content.md.
+Not a test: the figures depend on the machine; they are recorded in docs/benchmarks-content.md.
 """
 
 from __future__ import annotations
@@ -262,7 +262,7 @@ through a real worker: submit (row + message) -> worker -> every stage -> `compl
 database. Produced by `bench/content.py`; rerun it to refresh this page:
 
 ```sh
-.venv/bin/python bench/content.py --video-runs 3 --output docs/content.md
+.venv/bin/python bench/content.py --video-runs 3 --output docs/benchmarks-content.md
 ```
 
 Setup: {machine}, measured {date}.
