@@ -236,6 +236,68 @@ class Settings(BaseSettings):
         default="json", description="json: one object a line with severity; text: for humans."
     )
 
+    # Dispatcher (vividly_tasks.dispatch): starts job executions when work arrives.
+    dispatch_runner: Literal["cloud-run", "local"] = Field(
+        default="cloud-run",
+        description="What a launch starts: an execution of the Cloud Run job, or local "
+        "vividly-worker job processes (a VM, or the emulator).",
+    )
+    dispatch_job: str = Field(default="vividly-job", description="The Cloud Run job to execute.")
+    dispatch_region: str | None = Field(
+        default=None, description="Region of the job; required with the cloud-run runner."
+    )
+    dispatch_subscription: str | None = Field(
+        default=None,
+        description="Subscription whose backlog sizes the launches; unset means the workers' "
+        "one, PUBSUB_PREFIX + VIVIDLY_QUEUE.",
+    )
+    dispatch_messages_per_task: int = Field(
+        default=20, ge=1, description="Queued messages one task is expected to drain."
+    )
+    dispatch_max_tasks: int = Field(
+        default=10, ge=1, le=10000,
+        description="Most tasks running at once across the job's executions.",
+    )
+    dispatch_decision_window_seconds: float = Field(
+        default=60.0, gt=0, description="At most one launch per this many seconds."
+    )
+    dispatch_metric_settle_seconds: float = Field(
+        default=180.0, ge=0,
+        description="A Monitoring sample younger than a launch plus this does not show what "
+        "the launch took; until then only later arrivals count.",
+    )
+    dispatch_launch_visibility_seconds: float = Field(
+        default=60.0, ge=0,
+        description="A launch the Run API does not list yet counts as running this long.",
+    )
+    dispatch_start_lead_seconds: float = Field(
+        default=10.0, ge=0,
+        description="A delayed task (eta/countdown) counts as work this long before it is due.",
+    )
+    dispatch_gather_seconds: float = Field(
+        default=2.0, ge=0,
+        description="A wake-up waits this long for the rest of a burst before deciding.",
+    )
+    dispatch_record_path: Path | None = Field(
+        default=None,
+        description="The dispatchers' shared record (arrivals, launches; a locked file); "
+        "unset means VIVIDLY_DATA_DIR/dispatch/record.json.",
+    )
+    dispatch_api_attempts: int = Field(
+        default=3, ge=1, le=10,
+        description="Calls to Monitoring or the Run API when unavailable, then exit 69.",
+    )
+    dispatch_monitoring_endpoint: str | None = Field(
+        default=None,
+        description="Cloud Monitoring endpoint instead of Google's: host[:port] (TLS) or "
+        "http://host:port (plain gRPC without credentials, a local test server).",
+    )
+    dispatch_run_endpoint: str | None = Field(
+        default=None,
+        description="Cloud Run Admin API endpoint instead of Google's, as "
+        "DISPATCH_MONITORING_ENDPOINT.",
+    )
+
     @field_validator("pubsub_plain_message_tasks", mode="before")
     @classmethod
     def _bindings_from_json_object(cls, value: Any) -> Any:
@@ -266,6 +328,15 @@ class Settings(BaseSettings):
         if self.effective_broker_url.startswith("pubsub://"):
             return urlsplit(self.effective_broker_url).netloc or None
         return None
+
+    @property
+    def effective_dispatch_subscription(self) -> str:
+        """The subscription the dispatcher watches (its name, without the project)."""
+        return self.dispatch_subscription or f"{self.pubsub_prefix}{self.default_queue}"
+
+    @property
+    def effective_dispatch_record_path(self) -> Path:
+        return self.dispatch_record_path or self.resolved_data_dir / "dispatch" / "record.json"
 
     @property
     def effective_broker_url(self) -> str:

@@ -1,0 +1,131 @@
+"""The dispatch rule alone (vividly_tasks.dispatch.decision): no clients, no clock."""
+
+from __future__ import annotations
+
+from vividly_tasks.dispatch.decision import Reason, decide
+from vividly_tasks.dispatch.inputs import (
+    Arrival,
+    BacklogSample,
+    Launch,
+    Policy,
+    RunningExecution,
+)
+
+NOW = 1_000_000.0
+POLICY = Policy(messages_per_task=10, max_tasks=8, decision_window_seconds=60,
+                metric_settle_seconds=90, launch_visibility_seconds=30, start_lead_seconds=5)
+
+
+def sample(undelivered: int, age: float = 0.0, at: float = NOW - 60) -> BacklogSample:
+    return BacklogSample(undelivered=undelivered, oldest_unacked_age_seconds=age, sampled_at=at)
+
+
+def test_an_empty_queue_starts_nothing() -> None:
+    decision = decide(NOW, POLICY, backlog=sample(0), arrivals=[], running=[], launches=[])
+    assert (decision.reason, decision.task_count) == (Reason.NOTHING_WAITING, 0)
+
+
+def test_one_message_starts_one_task() -> None:
+    decision = decide(NOW, POLICY, backlog=sample(1), arrivals=[], running=[], launches=[])
+    assert (decision.reason, decision.task_count, decision.waiting) == (Reason.BACKLOG, 1, 1)
+
+
+def test_the_task_count_follows_the_backlog_up_to_the_maximum() -> None:
+    counts = [decide(NOW, POLICY, backlog=sample(n), arrivals=[], running=[],
+                     launches=[]).task_count for n in (9, 10, 11, 75, 10_000)]
+    assert counts == [1, 1, 2, 8, 8]
+
+
+def test_arrivals_after_the_sample_add_to_the_lagging_metric() -> None:
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 5) for i in range(15)]
+    decision = decide(NOW, POLICY, backlog=sample(10), arrivals=arrivals, running=[],
+                      launches=[])
+    assert (decision.waiting, decision.task_count, decision.basis) == (25, 3, "metric")
+
+
+def test_without_a_metric_arrivals_are_the_backlog() -> None:
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 1) for i in range(30)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[], launches=[])
+    assert (decision.waiting, decision.task_count, decision.basis) == (30, 3, "arrivals")
+
+
+def test_a_running_execution_that_covers_the_backlog_means_no_launch() -> None:
+    running = [RunningExecution("executions/a", task_count=2, active_tasks=2)]
+    decision = decide(NOW, POLICY, backlog=sample(20), arrivals=[], running=running,
+                      launches=[])
+    assert (decision.reason, decision.task_count) == (Reason.COVERED, 0)
+
+
+def test_a_running_execution_that_does_not_cover_it_gets_company_for_the_rest() -> None:
+    running = [RunningExecution("executions/a", task_count=2, active_tasks=2)]
+    decision = decide(NOW, POLICY, backlog=sample(55), arrivals=[], running=running,
+                      launches=[])
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 4)
+
+
+def test_the_maximum_counts_what_already_runs() -> None:
+    running = [RunningExecution("executions/a", task_count=8, active_tasks=8)]
+    decision = decide(NOW, POLICY, backlog=sample(10_000), arrivals=[], running=running,
+                      launches=[])
+    assert (decision.reason, decision.task_count) == (Reason.AT_MAXIMUM, 0)
+    running = [RunningExecution("executions/a", task_count=8, active_tasks=5)]
+    assert decide(NOW, POLICY, backlog=sample(10_000), arrivals=[], running=running,
+                  launches=[]).task_count == 3
+
+
+def test_a_metric_that_has_not_caught_up_with_a_launch_starts_no_second_one() -> None:
+    # Launched 40 s ago for the one message; the execution already finished and is not
+    # listed; Monitoring still shows the message, sampled before the launch settled.
+    launch = Launch("executions/a", launched_at=NOW - 40, task_count=1, sized_for=1)
+    decision = decide(NOW, POLICY, backlog=sample(1, at=NOW - 20), arrivals=[], running=[],
+                      launches=[launch])
+    assert (decision.reason, decision.basis) == (Reason.NOTHING_WAITING, "arrivals")
+
+
+def test_a_fresh_metric_after_a_launch_is_trusted_again() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 300, task_count=1, sized_for=1)
+    decision = decide(NOW, POLICY, backlog=sample(30, at=NOW - 60), arrivals=[], running=[],
+                      launches=[launch])
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 3)
+
+
+def test_one_launch_per_decision_window() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 10, task_count=1, sized_for=1)
+    running = [RunningExecution("executions/a", task_count=1, active_tasks=1)]
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 1) for i in range(200)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=running,
+                      launches=[launch])
+    assert (decision.reason, decision.task_count) == (Reason.DECISION_WINDOW, 0)
+    assert decision.next_check_at == NOW + 50
+    later = decide(NOW + 51, POLICY, backlog=None, arrivals=arrivals, running=running,
+                   launches=[launch])
+    assert (later.reason, later.task_count) == (Reason.BACKLOG, 7)  # 8 at most, 1 runs
+
+
+def test_a_launch_not_listed_yet_counts_as_running() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 5, task_count=2, sized_for=5)
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 1) for i in range(10)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
+                      launches=[launch])
+    # 20 messages of capacity, 5 of them for the launch's own backlog: 15 spare cover 10.
+    assert (decision.reason, decision.running_tasks) == (Reason.COVERED, 2)
+
+
+def test_a_delayed_message_is_not_work_until_it_is_nearly_due() -> None:
+    due = NOW + 3600
+    arrivals = [Arrival("later", published_at=NOW - 100, due_at=due)]
+    # Monitoring counts it (it sits in the subscription), the dispatcher knows it is delayed.
+    early = decide(NOW, POLICY, backlog=sample(1), arrivals=arrivals, running=[], launches=[])
+    assert (early.reason, early.delayed, early.next_check_at) == (
+        Reason.NOTHING_WAITING, 1, due - 5)
+    on_time = decide(due - 5, POLICY, backlog=sample(1, at=due - 60), arrivals=arrivals,
+                     running=[], launches=[])
+    assert (on_time.reason, on_time.task_count) == (Reason.BACKLOG, 1)
+
+
+def test_a_delayed_message_due_after_a_launch_starts_another() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 200, task_count=1, sized_for=1)
+    arrivals = [Arrival("later", published_at=NOW - 300, due_at=NOW + 2)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
+                      launches=[launch])
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 1)

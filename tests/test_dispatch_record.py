@@ -1,0 +1,68 @@
+"""Wake-up deliveries read as arrivals, and the dispatchers' shared record."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import pytest
+
+from vividly_tasks.dispatch.arrivals import NotAPushDelivery, arrival_from_push
+from vividly_tasks.dispatch.inputs import Arrival, Launch
+from vividly_tasks.dispatch.record import FileRecord
+
+
+def push_body(task_id: str, eta: str | None = None, *, publish_time: str) -> bytes:
+    envelope = {"body": "[[], {}, {}]", "headers": {"id": task_id, "task": "t", "eta": eta}}
+    data = base64.b64encode(json.dumps(envelope).encode()).decode()
+    return json.dumps({
+        "message": {"data": data, "attributes": {"task_id": task_id}, "messageId": "42",
+                    "publishTime": publish_time},
+        "subscription": "projects/p/subscriptions/vividly-wake-up",
+    }).encode()
+
+
+def test_a_push_delivery_names_the_task_its_publish_time_and_its_eta() -> None:
+    arrival = arrival_from_push(
+        push_body("abc", "2026-01-01T00:10:00+00:00",
+                  publish_time="2026-01-01T00:00:00.123456789Z"), received_at=0.0)
+    assert arrival.task_id == "abc"
+    assert arrival.published_at == pytest.approx(1767225600.123456)
+    assert arrival.due_at == 1767225600.0 + 600
+
+
+def test_a_plain_message_is_an_arrival_due_now() -> None:
+    body = json.dumps({"message": {"data": base64.b64encode(b"{}").decode(),
+                                   "messageId": "m1"}}).encode()
+    assert arrival_from_push(body, received_at=5.0) == Arrival("m1", 5.0, None)
+
+
+@pytest.mark.parametrize("body", [b"nope", b"{}", b'{"message": 3}', b'{"message": {}}'])
+def test_what_is_not_a_push_delivery_is_refused(body: bytes) -> None:
+    with pytest.raises(NotAPushDelivery):
+        arrival_from_push(body, received_at=0.0)
+
+
+def test_the_record_keeps_arrivals_and_launches_across_processes(tmp_path: Path) -> None:
+    record = FileRecord(tmp_path / "record.json", retention_seconds=3600)
+    with record.locked(now=100.0) as state:
+        state.add_arrival(Arrival("a", 90.0))
+        state.add_arrival(Arrival("a", 95.0, due_at=500.0))  # a released copy, seen again
+        state.launches.append(Launch("executions/x", 99.0, 2, 30))
+    again = FileRecord(tmp_path / "record.json", retention_seconds=3600)
+    with again.locked(now=200.0) as state:
+        assert state.arrivals == {"a": Arrival("a", 90.0, 500.0)}
+        assert state.launches == [Launch("executions/x", 99.0, 2, 30)]
+    with again.locked(now=99.0 + 3600 + 1) as state:  # the launch is forgotten, not the eta
+        assert list(state.arrivals) == ["a"]
+        assert state.launches == []
+
+
+def test_a_failed_decision_saves_nothing(tmp_path: Path) -> None:
+    record = FileRecord(tmp_path / "record.json", retention_seconds=3600)
+    with pytest.raises(RuntimeError), record.locked(now=1.0) as state:
+        state.add_arrival(Arrival("a", 1.0))
+        raise RuntimeError("the launch failed")
+    with record.locked(now=1.0) as state:
+        assert state.arrivals == {}

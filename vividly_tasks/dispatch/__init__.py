@@ -1,0 +1,9 @@
+"""``vividly dispatch``: start job executions when work arrives, sized to the backlog.
+
+One module per role: ``inputs`` (what a decision looks at), ``decision`` (the pure rule),
+``arrivals`` (wake-up push deliveries read as arrivals), ``record`` (the state shared by
+dispatcher processes: arrivals seen and launches made, behind one lock), ``monitoring`` and
+``cloud_run`` (the Google APIs, errors converted once), ``local_runner`` (``vividly-worker
+job`` processes instead of Cloud Run executions), ``dispatcher`` (one decision end to end) and
+``server`` (the HTTP endpoint of the push subscription).
+"""
