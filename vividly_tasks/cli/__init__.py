@@ -1,4 +1,5 @@
-"""``vividly``: the operators' command line (submit, resubmit, status, provision, dlq, demo).
+"""``vividly``: the operators' command line (submit, resubmit, status, provision, dlq, demo,
+dispatch).
 
 One small module per command group; each maps onto the domain's own API (content services,
 the transport's provisioning) and converts errors into named exit codes
@@ -13,6 +14,7 @@ from vividly_tasks.cli.content_requests import resubmit, status, submit
 from vividly_tasks.cli.context import CliContext
 from vividly_tasks.cli.dead_letters import dlq
 from vividly_tasks.cli.demo import demo
+from vividly_tasks.cli.dispatch import dispatch
 from vividly_tasks.cli.provision import provision
 
 
@@ -25,7 +27,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (submit, resubmit, status, provision, dlq, demo):
+for command in (submit, resubmit, status, provision, dlq, demo, dispatch):
     cli.add_command(command)
 
 

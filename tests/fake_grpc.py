@@ -1,0 +1,54 @@
+"""What the loopback gRPC fakes share: a server on 127.0.0.1 that stops with its context,
+and scripted failures (a status code and message answered in turn)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One scripted failure: the call ends with ``code`` and ``message``."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+class LoopbackServer:
+    """A gRPC server on an ephemeral loopback port, answering ``handlers``; failures scripted
+    with ``fail`` are answered first, one per call, by any method."""
+
+    def __init__(self) -> None:
+        self._failures: list[Failure] = []
+        self.lock = threading.Lock()
+        self._server: grpc.Server | None = None
+        self.endpoint = ""
+
+    def fail(self, *failures: Failure) -> None:
+        with self.lock:
+            self._failures.extend(failures)
+
+    def failure_for_call(self, context: grpc.ServicerContext) -> None:
+        """Abort the call if a failure is scripted."""
+        with self.lock:
+            failure = self._failures.pop(0) if self._failures else None
+        if failure is not None:
+            context.abort(failure.code, failure.message)
+
+    def start(self, handlers: list[Any]) -> str:
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        self._server.add_generic_rpc_handlers(tuple(handlers))
+        port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+        self.endpoint = f"http://127.0.0.1:{port}"
+        return self.endpoint
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop(grace=None)
+            self._server = None

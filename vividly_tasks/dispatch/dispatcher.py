@@ -1,0 +1,178 @@
+"""One dispatch decision end to end: under the record's lock, read the inputs, decide, launch,
+remember the launch, and log the decision as one JSON line with what it used."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from vividly_tasks.dispatch.decision import Decision, decide
+from vividly_tasks.dispatch.errors import DispatchConfigError
+from vividly_tasks.dispatch.inputs import (
+    Arrival,
+    BacklogSample,
+    Launch,
+    Policy,
+    RunningExecution,
+    as_json,
+)
+from vividly_tasks.dispatch.record import FileRecord
+from vividly_tasks.settings import Settings
+
+logger = logging.getLogger(__name__)
+# Each decision is the line operators read and alert on: keep it even at LOG_LEVEL=WARNING.
+logger.setLevel(logging.INFO)
+
+#: Launches and arrivals are forgotten after this long (Monitoring has long caught up).
+RECORD_RETENTION_SECONDS = 3600.0
+
+
+class Launcher(Protocol):
+    """What starts executions: Cloud Run (``cloud_run.CloudRunJob``) or local processes."""
+
+    def running(self) -> list[RunningExecution]:
+        """The executions that have not finished, with their task counts."""
+
+    def launch(self, task_count: int) -> str:
+        """Start one execution of ``task_count`` tasks; its name."""
+
+
+class BacklogSource(Protocol):
+    def read(self) -> BacklogSample | None:
+        """The newest backlog sample, or None when there is none."""
+
+
+def policy_from_settings(settings: Settings) -> Policy:
+    return Policy(
+        messages_per_task=settings.dispatch_messages_per_task,
+        max_tasks=settings.dispatch_max_tasks,
+        decision_window_seconds=settings.dispatch_decision_window_seconds,
+        metric_settle_seconds=settings.dispatch_metric_settle_seconds,
+        launch_visibility_seconds=settings.dispatch_launch_visibility_seconds,
+        start_lead_seconds=settings.dispatch_start_lead_seconds,
+    )
+
+
+class Dispatcher:
+    """Decides, and launches, for one job; safe to call from many threads and processes."""
+
+    def __init__(self, *, policy: Policy, launcher: Launcher, backlog: BacklogSource | None,
+                 record: FileRecord, clock: Callable[[], float] = time.time) -> None:
+        self.policy = policy
+        self.launcher = launcher
+        self.backlog = backlog
+        self.record = record
+        self.clock = clock
+
+    def note_arrival(self, arrival: Arrival) -> None:
+        """Remember a wake-up's arrival (decided on later, after the gather)."""
+        with self.record.locked(self.clock()) as state:
+            state.add_arrival(arrival)
+
+    def decide_once(self, *, dry_run: bool = False, trigger: str = "check") -> dict[str, Any]:
+        """Decide now and (unless ``dry_run``) act; returns the logged record."""
+        with self.record.locked(self.clock()) as state:
+            backlog = self.backlog.read() if self.backlog is not None else None
+            running = self.launcher.running()
+            now = self.clock()
+            arrivals = list(state.arrivals.values())
+            decision = decide(now, self.policy, backlog=backlog, arrivals=arrivals,
+                              running=running, launches=state.launches)
+            execution = None
+            if decision.launch and not dry_run:
+                execution = self.launcher.launch(decision.task_count)
+                state.launches.append(Launch(execution, now, decision.task_count,
+                                             decision.sized_for))
+            record = decision_record(
+                decision, now=now, dry_run=dry_run, trigger=trigger, execution=execution,
+                backlog=backlog, arrivals=arrivals, running=running,
+                launches=state.launches, policy=self.policy, full_inputs=dry_run,
+            )
+        action = ("would launch" if dry_run else "launched") if decision.launch else "no launch"
+        logger.info("dispatch: %s (%s, %d task(s))", action, decision.reason,
+                    decision.task_count, extra=record)
+        return record
+
+
+def decision_record(
+    decision: Decision, *, now: float, dry_run: bool, trigger: str, execution: str | None,
+    backlog: BacklogSample | None, arrivals: list[Arrival], running: list[RunningExecution],
+    launches: list[Launch], policy: Policy, full_inputs: bool,
+) -> dict[str, Any]:
+    """The decision's JSON line: the outcome, the figures and the inputs (the arrivals as
+    counts, unless ``full_inputs``: a burst would make the line thousands of entries long)."""
+    lead = policy.start_lead_seconds
+    delayed = [a for a in arrivals if a.ready_at(lead) > now]
+    return {
+        "event": "dispatch_decision",
+        "trigger": trigger,
+        "dry_run": dry_run,
+        "action": "launch" if decision.launch else "none",
+        "reason": str(decision.reason),
+        "task_count": decision.task_count,
+        "execution": execution,
+        "waiting": decision.waiting,
+        "basis": decision.basis,
+        "covered": decision.covered,
+        "running_tasks": decision.running_tasks,
+        "delayed": decision.delayed,
+        "next_check_at": decision.next_check_at,
+        "decided_at": now,
+        "dispatcher_pid": os.getpid(),
+        "inputs": {
+            "backlog": as_json(backlog),
+            "arrivals": as_json(arrivals) if full_inputs else {
+                "known": len(arrivals), "delayed": len(delayed),
+                "next_due_at": min((a.due_at for a in delayed if a.due_at), default=None),
+            },
+            "running": as_json(running),
+            "launches": as_json(launches),
+            "policy": as_json(policy),
+        },
+    }
+
+
+def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) -> Dispatcher:
+    """The dispatcher the settings describe (``DISPATCH_*``)."""
+    from vividly_tasks.dispatch.local_runner import LocalRunner  # noqa: PLC0415
+
+    project = settings.effective_project
+    if launcher is None:
+        if settings.dispatch_runner == "local":
+            launcher = LocalRunner(log_dir=settings.effective_dispatch_record_path.parent
+                                   / "workers", env=dict(os.environ))
+        else:
+            launcher = _cloud_run_job(settings, project)
+    backlog = None
+    # Monitoring has nothing to say about the emulator's subscriptions: arrivals only there.
+    if project and (settings.dispatch_monitoring_endpoint or not settings.pubsub_emulator_host):
+        from vividly_tasks.dispatch.monitoring import BacklogReader  # noqa: PLC0415
+
+        backlog = BacklogReader(project=project,
+                                subscription=settings.effective_dispatch_subscription,
+                                endpoint=settings.dispatch_monitoring_endpoint,
+                                attempts=settings.dispatch_api_attempts)
+    record = FileRecord(settings.effective_dispatch_record_path,
+                        retention_seconds=RECORD_RETENTION_SECONDS)
+    return Dispatcher(policy=policy_from_settings(settings), launcher=launcher,
+                      backlog=backlog, record=record)
+
+
+def _cloud_run_job(settings: Settings, project: str | None) -> Launcher:
+    from vividly_tasks.dispatch.cloud_run import CloudRunJob  # noqa: PLC0415
+
+    missing = [name for name, value in (("GOOGLE_CLOUD_PROJECT (or BROKER_URL=pubsub://PROJECT)",
+                                         project),
+                                        ("DISPATCH_REGION", settings.dispatch_region))
+               if not value]
+    if missing:
+        raise DispatchConfigError(
+            f"DISPATCH_RUNNER=cloud-run needs {' and '.join(missing)}"
+        )
+    assert project is not None and settings.dispatch_region is not None
+    return CloudRunJob(project=project, region=settings.dispatch_region,
+                       job=settings.dispatch_job, endpoint=settings.dispatch_run_endpoint,
+                       attempts=settings.dispatch_api_attempts)
