@@ -29,6 +29,7 @@ from vividly_tasks.transport import plain_messages, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
+from vividly_tasks.transport.confirms import PublishPipeline
 from vividly_tasks.transport.errors import (
     PubSubChannelError,
     PubSubConnectionError,
@@ -140,6 +141,9 @@ class Channel(virtual.Channel):
     default_get_timeout_seconds = 1.0
     #: Deadline of a confirmed publish, retries included.
     default_publish_timeout_seconds = 60.0
+    #: Pipelined publishing: at most this many messages unconfirmed, confirmations collected
+    #: in the background (confirms.py); 0 confirms each publish before it returns.
+    default_publish_in_flight = 0
     #: Content types accepted on receipt, others dead-lettered unread; None carries every
     #: type, and the consumer's own accept list decides what is deserialized (Kombu's rule).
     default_accept_content: tuple[str, ...] | None = None
@@ -218,6 +222,22 @@ class Channel(virtual.Channel):
     @cached_property
     def publish_timeout_seconds(self) -> float:
         return self.connection.option("publish_timeout_seconds", float)
+
+    @cached_property
+    def publish_pipeline(self) -> PublishPipeline | None:
+        in_flight = self.connection.option("publish_in_flight", int)
+        if in_flight <= 0:
+            return None
+        return self.pubsub.publish_pipeline(in_flight)
+
+    def flush_publishes(self, timeout: float | None = None) -> None:
+        """Wait until every pipelined publish of this process is confirmed; raise
+        ``PublishFailed`` naming those that failed (a no-op when publishes are confirmed one
+        at a time)."""
+        if self.publish_pipeline is not None:
+            self.publish_pipeline.flush(
+                self.publish_timeout_seconds if timeout is None else timeout
+            )
 
     @cached_property
     def accepted_content_types(self) -> frozenset[str] | None:
@@ -462,6 +482,8 @@ class Channel(virtual.Channel):
             event_exchanges=self.event_exchanges,
             timeout_seconds=self.publish_timeout_seconds,
             auto_create=self.auto_create,
+            pipeline=self.publish_pipeline,
+            on_confirmed=self.transport_options.get("on_publish_confirmed"),
         )
 
     def basic_publish(
@@ -736,6 +758,10 @@ class Channel(virtual.Channel):
                     partial(connection.provisioner.delete_subscription_quietly, path)
                 )
             self._temporary_subscriptions.clear()
+            if "publish_pipeline" in self.__dict__ and self.publish_pipeline is not None:
+                # A producer pool's close, app.close(): everything published is on Pub/Sub
+                # (or reported) before the connection goes.
+                self.publish_pipeline.flush_quietly(self.publish_timeout_seconds)
             # Send the releases now: a worker may exit right after closing its channels.
             self.pubsub.background.flush(CLOSE_FLUSH_TIMEOUT_SECONDS)
         finally:

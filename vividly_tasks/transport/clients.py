@@ -12,7 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import grpc
@@ -21,6 +21,7 @@ from google.pubsub_v1.services.publisher.transports.grpc import PublisherGrpcTra
 from google.pubsub_v1.services.subscriber.transports.grpc import SubscriberGrpcTransport
 
 from vividly_tasks.transport.background import BackgroundCalls
+from vividly_tasks.transport.confirms import PublishPipeline
 from vividly_tasks.transport.leases import LeaseBook
 from vividly_tasks.transport.pull_starter import PullStarter
 from vividly_tasks.transport.stubs import DataPlane
@@ -29,6 +30,8 @@ from vividly_tasks.transport.stubs import DataPlane
 # client opens an emulator channel without raising it, so large tasks would never arrive.
 #: At interpreter exit, how long to wait for acks and background publishes still queued.
 EXIT_FLUSH_TIMEOUT_SECONDS = 5.0
+#: At interpreter exit, how long to wait for pipelined publishes to be confirmed.
+EXIT_PIPELINE_TIMEOUT_SECONDS = 30.0
 UNLIMITED_MESSAGE_SIZE = (
     ("grpc.max_send_message_length", -1),
     ("grpc.max_receive_message_length", -1),
@@ -39,12 +42,25 @@ UNLIMITED_MESSAGE_SIZE = (
 class PubSubClients:
     publisher: PublisherClient
     subscriber: SubscriberClient
+    _pipelines: dict[int, PublishPipeline] = field(default_factory=dict, init=False, repr=False)
 
     @cached_property
     def background(self) -> BackgroundCalls:
         calls = BackgroundCalls(lambda: self.data_plane)
         atexit.register(calls.flush, EXIT_FLUSH_TIMEOUT_SECONDS)
         return calls
+
+    def publish_pipeline(self, max_in_flight: int) -> PublishPipeline:
+        """The process's pipelined publishes (confirms.py) with this bound, shared by the
+        connections that ask for it; flushed at interpreter exit."""
+        with _lock:
+            pipeline = self._pipelines.get(max_in_flight)
+            if pipeline is None:
+                pipeline = self._pipelines[max_in_flight] = PublishPipeline(
+                    lambda: self.data_plane, max_in_flight=max_in_flight
+                )
+                atexit.register(pipeline.flush_quietly, EXIT_PIPELINE_TIMEOUT_SECONDS)
+            return pipeline
 
     @cached_property
     def pull_starter(self) -> PullStarter:

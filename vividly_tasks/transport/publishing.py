@@ -1,10 +1,12 @@
 """Publishing: a Kombu message onto its exchange's topic, confirmed or in the background.
 
-Every publish a caller waits on returns only once Pub/Sub has the message (as AMQP's publisher
-confirms), retrying transient errors up to ``publish_timeout_seconds``, or raises. Only
-Celery's events and remote-control replies, lossy by Celery's own contract, go out in the
-background. A remote-control command is confirmed and remembered, and what the process
-publishes next carries its id (command_fence.py).
+By default every publish a caller waits on returns only once Pub/Sub has the message (as
+AMQP's publisher confirms), retrying transient errors up to ``publish_timeout_seconds``, or
+raises. With the ``publish_in_flight`` option (N > 0) publishes are pipelined instead: they
+return once queued and are confirmed in the background, at most N unconfirmed, every failure
+reported (confirms.py). Only Celery's events and remote-control replies, lossy by Celery's own
+contract, go out unconfirmed. A remote-control command is always confirmed before it returns,
+and what the process publishes next carries its id (command_fence.py).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from google.api_core import exceptions as google_errors
 from vividly_tasks.transport import wire
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import RECENT_COMMANDS
+from vividly_tasks.transport.confirms import PublishPipeline
 from vividly_tasks.transport.errors import PUBSUB_MAX_MESSAGE_BYTES, MessageTooLarge, translate
 from vividly_tasks.transport.provisioning import Provisioner
 from vividly_tasks.transport.stubs import PubsubMessage
@@ -40,6 +43,10 @@ class Publisher:
     event_exchanges: frozenset[str]
     timeout_seconds: float
     auto_create: bool
+    #: Pipelined publishing (the ``publish_in_flight`` option), or None: one at a time.
+    pipeline: PublishPipeline | None = None
+    #: The ``on_publish_confirmed`` option: told the labels of pipelined publishes confirmed.
+    on_confirmed: Callable[[list[str]], None] | None = None
 
     def publish(self, message: dict[str, Any], exchange: str, routing_key: str) -> None:
         body, body_encoding = wire.text_body(message["body"], message.get("content-encoding"))
@@ -68,6 +75,13 @@ class Publisher:
         marker = RECENT_COMMANDS.marker()
         if marker is not None:
             pubsub_message.attributes[wire.AFTER_ATTRIBUTE] = marker
+        if self.pipeline is not None:
+            self.pipeline.submit(
+                topic, pubsub_message, timeout_seconds=self.timeout_seconds,
+                recreate_topic=self.recreate_topic if self.auto_create else None,
+                on_confirmed=self.on_confirmed,
+            )
+            return
         self.publish_confirmed(topic, pubsub_message)
 
     def fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
@@ -87,6 +101,11 @@ class Publisher:
         """A remote-control command (``revoke``, ``inspect``): a broadcast to ``*.pidbox``."""
         return exchange.endswith(PIDBOX_SUFFIX) and self.exchange_type(exchange) == "fanout"
 
+    def recreate_topic(self, topic: str) -> None:
+        """Create a topic that was declared once and is gone (the broker lost its state)."""
+        self.provisioner.forget(topic)
+        self.provisioner.ensure_topic(topic)
+
     def publish_confirmed(self, topic: str, message: Any) -> str:
         """Return (its message id) only once Pub/Sub has the message, or raise."""
         calls = self.pubsub.data_plane
@@ -103,8 +122,7 @@ class Publisher:
                 if not self.auto_create or created:
                     raise translate(exc, "publish to", topic) from exc
                 # Declared once, gone now: the broker lost its state (an emulator restart).
-                self.provisioner.forget(topic)
-                self.provisioner.ensure_topic(topic)
+                self.recreate_topic(topic)
                 created = True
             except (google_errors.ServiceUnavailable, google_errors.DeadlineExceeded) as exc:
                 if time.monotonic() + delay > deadline:
