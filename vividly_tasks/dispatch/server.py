@@ -34,6 +34,13 @@ logger = logging.getLogger(__name__)
 MAX_RECHECK_SECONDS = 600.0
 
 
+class _Listener(ThreadingHTTPServer):
+    # A burst of pushes arrives at once (Cloud Run's default is 80 concurrent requests an
+    # instance): the default backlog of 5 connections would reset the rest.
+    request_queue_size = 256
+    daemon_threads = True
+
+
 class DispatchServer:
     """Serves the endpoints in threads; ``serve_forever`` until ``shutdown``."""
 
@@ -48,8 +55,7 @@ class DispatchServer:
         self._wake = threading.Condition()
         self._next_check: float | None = None  # time.time()
         self._stopping = threading.Event()
-        self.httpd = ThreadingHTTPServer((host, port), _handler(self))
-        self.httpd.daemon_threads = True
+        self.httpd = _Listener((host, port), _handler(self))
 
     @property
     def port(self) -> int:

@@ -1,0 +1,87 @@
+"""Helpers of the dispatcher tests: ``vividly dispatch serve`` in a process of its own, and
+push deliveries as the Pub/Sub emulator (or Pub/Sub) posts them."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+
+from tests.workers import REPO_ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def push_body(task_id: str, *, eta: str | None = None) -> bytes:
+    envelope = {"body": "[[], {}, {}]", "headers": {"id": task_id, "eta": eta}}
+    return json.dumps({"message": {
+        "data": base64.b64encode(json.dumps(envelope).encode()).decode(),
+        "messageId": task_id,
+        "publishTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+    }, "subscription": "projects/p/subscriptions/wake-up"}).encode()
+
+
+def post(url: str, body: bytes = b"", timeout: float = 30.0) -> int:
+    request = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+class DispatchServe:
+    """``vividly dispatch serve`` on a loopback port; stopped (SIGTERM, then kill) by ``stop``."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        with open(log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "vividly_tasks.cli", "dispatch", "serve",
+                 "--host", "127.0.0.1", "--port", str(self.port), *args],
+                env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"dispatch serve exited: {self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise TimeoutError(f"dispatch serve not ready: {self.log_path.read_text()}")
+
+    def decisions(self) -> list[dict[str, object]]:
+        lines = self.log_path.read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        return [r for r in records if r.get("event") == "dispatch_decision"]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
