@@ -46,7 +46,7 @@ Modules
 ``transport.py`` the Kombu transport and the hand-over of pulled messages to the consuming
 thread; ``channel.py`` the AMQP method surface, delegating to: ``routing.py`` and
 ``bindings.py`` (which messages are a queue's), ``publishing.py`` (confirmed or background
-publishes), ``inbound.py`` (what a received message is: leased, dropped, dead-lettered,
+publishes), ``confirms.py`` (pipelined publishes), ``inbound.py`` (what a received message is: leased, dropped, dead-lettered,
 renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the Pull loop), ``leases.py``
 (leases and their extension), ``command_fence.py`` (commands before work),
 ``provisioning.py`` (topics and subscriptions), ``background.py`` (batched calls), ``wire.py``
@@ -98,6 +98,12 @@ Transport Options
 * ``plain_message_tasks`` (mapping or its JSON text, empty): queue name -> task name; each
   message on the queue without the ``kombu-envelope`` attribute calls the task with its JSON
   object as keyword arguments.
+* ``publish_in_flight`` (int, 0): pipelined publishing when > 0: a publish returns once queued,
+  at most this many unconfirmed per process, confirmed in the background; failures raise
+  ``confirms.PublishFailed`` on the next publish or ``Channel.flush_publishes()``; flushed at
+  channel close and interpreter exit (``confirms.py``). 0: each publish is confirmed first.
+* ``on_publish_confirmed`` (callable, unset): called from the background with the labels
+  (``task.name[task-id]``) of pipelined publishes Pub/Sub confirmed.
 """
 
 from __future__ import annotations
