@@ -198,3 +198,9 @@ def test_vertex_ai_without_a_project_or_credentials_is_named(
     assert missing[0].startswith("GOOGLE_CLOUD_PROJECT (the Vertex AI project")
     assert missing[1].startswith("Application Default Credentials for Vertex AI")
     assert "/nonexistent/key.json" in missing[1]
+
+
+def test_an_empty_key_or_project_is_unset() -> None:
+    settings = Settings(GEMINI_API_KEY="", GOOGLE_CLOUD_PROJECT=" ", CONTENT_GENERATOR="gemini")
+    assert settings.gemini_api_key is None and settings.google_cloud_project is None
+    assert "GOOGLE_CLOUD_PROJECT (the Vertex AI project" in missing_configuration(settings)[0]

@@ -298,6 +298,13 @@ class Settings(BaseSettings):
         "DISPATCH_MONITORING_ENDPOINT.",
     )
 
+    @field_validator("gemini_api_key", "google_cloud_project", "content_model_base_url",
+                     "content_google_tts_endpoint", mode="before")
+    @classmethod
+    def _empty_means_unset(cls, value: Any) -> Any:
+        # compose files and deploy scripts pass ``NAME=`` for "not set".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("pubsub_plain_message_tasks", mode="before")
     @classmethod
     def _bindings_from_json_object(cls, value: Any) -> Any:
