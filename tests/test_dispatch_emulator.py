@@ -1,0 +1,132 @@
+"""The whole loop on the Pub/Sub emulator with the local runner: a push subscription on the
+queue's topic wakes ``vividly dispatch serve``, which starts ``vividly-worker job`` processes
+that drain the queue and exit. Needs the emulator (fails, not skips, when CI is set)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from google.cloud import pubsub_v1
+
+from tests.content_support import wait_for
+from tests.dispatch_support import DispatchServe
+from vividly_tasks.cli import cli
+from vividly_tasks.content.services import ContentServices
+from vividly_tasks.content.status import Status
+from vividly_tasks.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+QUEUE_TOPIC = "vividly-vividly"
+
+
+@pytest.fixture
+def loop_env(pubsub_project: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("BROKER_URL", f"pubsub://{pubsub_project}")
+    monkeypatch.setenv("DISPATCH_RUNNER", "local")
+    monkeypatch.setenv("DISPATCH_MESSAGES_PER_TASK", "10")
+    monkeypatch.setenv("DISPATCH_MAX_TASKS", "3")
+    monkeypatch.setenv("DISPATCH_GATHER_SECONDS", "1")
+    monkeypatch.setenv("DISPATCH_START_LEAD_SECONDS", "3")
+    monkeypatch.setenv("WORKER_IDLE_TIMEOUT", "3")
+    monkeypatch.setenv("WORKER_CONCURRENCY", "2")
+    result = CliRunner().invoke(cli, ["provision"])
+    assert result.exit_code == 0, result.output
+    return pubsub_project
+
+
+@pytest.fixture
+def dispatcher(loop_env: str, tmp_path: Path) -> Iterator[DispatchServe]:
+    server = DispatchServe({}, tmp_path / "dispatch.log")
+    subscriber = pubsub_v1.SubscriberClient()
+    wake_up = subscriber.subscription_path(loop_env, "vividly-wake-up")
+    subscriber.create_subscription(request={
+        "name": wake_up, "topic": f"projects/{loop_env}/topics/{QUEUE_TOPIC}",
+        "push_config": {"push_endpoint": f"{server.url}/push"},
+    })
+    try:
+        yield server
+    finally:
+        server.stop()
+        subscriber.delete_subscription(subscription=wake_up)
+        subscriber.close()
+
+
+def worker_summaries(settings: Settings) -> list[dict[str, object]]:
+    folder = settings.effective_dispatch_record_path.parent / "workers"
+    summaries = []
+    for log in sorted(folder.glob("*.log")):
+        for line in log.read_text().splitlines():
+            if '"worker_summary"' in line:
+                summaries.append(json.loads(line[line.index("{"):]))
+    return summaries
+
+
+def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
+        dispatcher: DispatchServe) -> None:
+    settings = Settings()
+    time.sleep(3)  # nothing submitted: nothing starts
+    assert dispatcher.decisions() == []
+    assert worker_summaries(settings) == []
+
+    runner = CliRunner()
+    ids = []
+    for n in range(30):
+        result = runner.invoke(cli, ["submit", "--topic", f"Tides {n}", "--modality", "text"])
+        assert result.exit_code == 0, result.output
+        ids.append(result.stdout.strip())
+
+    services = ContentServices.from_settings(settings)
+    try:
+        def all_completed() -> bool:
+            rows = [services.repository.get(request_id) for request_id in ids]
+            return all(row is not None and row.status == Status.COMPLETED.value
+                       for row in rows)
+
+        wait_for(all_completed, 90, "all 30 requests completed", interval=0.5)
+        rows = [services.repository.get(request_id) for request_id in ids]
+        assert [row.attempts for row in rows if row is not None] == [1] * 30
+    finally:
+        services.close()
+
+    launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
+    # Submitted one after the other, the first gather sees a few; the launch drains the
+    # rest, and the decision window keeps the wake-ups that follow from starting more.
+    assert len(launches) == 1
+    summaries = wait_for(
+        lambda: (s := worker_summaries(settings)) and
+        len(s) == sum(int(str(d["task_count"])) for d in launches) and s,
+        30, "every worker process exited")
+    assert {s["exit_code"] for s in summaries} == {0}
+    assert sum(int(str(s["succeeded"])) for s in summaries) == 30  # each exactly once
+
+
+#: The issue's "due in 2 minutes", shortened to keep the suite fast; the rule is the same.
+DUE_IN_SECONDS = 15
+
+
+def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
+        dispatcher: DispatchServe) -> None:
+    from vividly_tasks.product import create_app
+
+    app = create_app(Settings())
+    try:
+        due = time.time() + DUE_IN_SECONDS
+        result = app.send_task("vividly.health_check", countdown=DUE_IN_SECONDS)
+        ran_at = float(result.get(timeout=DUE_IN_SECONDS + 45)["time"])
+    finally:
+        app.close()
+    launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
+    early = [d for d in launches if float(str(d["decided_at"])) < due - 3 - 1]
+    assert len(early) == 0, early  # none before the start lead (the issue allows two)
+    assert len(launches) == 1
+    assert due <= ran_at < due + 10, ran_at - due
+    # The wake-up's own decision saw the task as delayed and said when to look again.
+    first = dispatcher.decisions()[0]
+    assert (first["reason"], first["delayed"]) == ("nothing_waiting", 1)
+    assert abs(float(str(first["next_check_at"])) - (due - 3)) < 2
