@@ -200,7 +200,8 @@ def test_vertex_ai_without_a_project_or_credentials_is_named(
     assert "/nonexistent/key.json" in missing[1]
 
 
-def test_an_empty_key_or_project_is_unset() -> None:
+def test_an_empty_key_or_project_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", "/nonexistent/key.json")  # no probing
     settings = Settings(GEMINI_API_KEY="", GOOGLE_CLOUD_PROJECT=" ", CONTENT_GENERATOR="gemini")
     assert settings.gemini_api_key is None and settings.google_cloud_project is None
     assert "GOOGLE_CLOUD_PROJECT (the Vertex AI project" in missing_configuration(settings)[0]
