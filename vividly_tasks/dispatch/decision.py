@@ -120,10 +120,13 @@ def decide(
     uncovered = waiting - covered
     if waiting == 0:
         return result(Reason.NOTHING_WAITING)
+    # While executions run, look again a window later: they may stop (runtime budget) with
+    # work left, and no wake-up would come for messages that were already there.
+    recheck = now + policy.decision_window_seconds
     if uncovered <= 0:
-        return result(Reason.COVERED)
+        return result(Reason.COVERED, check_at=recheck)
     if running_tasks >= policy.max_tasks:
-        return result(Reason.AT_MAXIMUM)
+        return result(Reason.AT_MAXIMUM, check_at=recheck)
     if last is not None and now - last.launched_at < policy.decision_window_seconds:
         return result(Reason.DECISION_WINDOW,
                       check_at=last.launched_at + policy.decision_window_seconds)
