@@ -185,3 +185,10 @@ def test_an_unavailable_api_is_retried_then_exits_with_the_reason(
     assert "UNAVAILABLE" in message and "the service is down" in message
     assert "after 3 attempts" in message
     assert len(monitoring.requests) == 6
+
+
+def test_missing_settings_of_the_cloud_run_runner_are_a_configuration_error(
+        env: dict[str, str]) -> None:
+    without_region = {**env, "DISPATCH_REGION": ""}
+    message = str(dispatch(without_region, expect=RET_CONFIG)["error"])
+    assert "DISPATCH_REGION" in message
