@@ -1,6 +1,7 @@
 """Benchmark: wall time and peak memory of content requests, end to end through a worker.
 
-    .venv/bin/python bench/content.py [--text-runs 3] [--video-runs 1] [--output docs/benchmarks-content.md]
+    .venv/bin/python bench/content.py [--text-runs 3] [--video-runs 1]
+        [--output docs/benchmarks-content.md]
 
 For each broker (the Pub/Sub emulator through our transport, and Redis), starts one Celery
 worker (``--concurrency 1``, prefork) on SQLite and local storage in a temporary directory, with

@@ -46,11 +46,11 @@ Modules
 ``transport.py`` the Kombu transport and the hand-over of pulled messages to the consuming
 thread; ``channel.py`` the AMQP method surface, delegating to: ``routing.py`` and
 ``bindings.py`` (which messages are a queue's), ``publishing.py`` (confirmed or background
-publishes), ``confirms.py`` (pipelined publishes), ``inbound.py`` (what a received message is: leased, dropped, dead-lettered,
-renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the Pull loop), ``leases.py``
-(leases and their extension), ``command_fence.py`` (commands before work),
-``provisioning.py`` (topics and subscriptions), ``background.py`` (batched calls), ``wire.py``
-(the message format).
+publishes), ``confirms.py`` (pipelined publishes), ``inbound.py`` (what a received message is:
+leased, dropped, dead-lettered, renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the
+Pull loop), ``leases.py`` (leases and their extension), ``command_fence.py`` (commands before
+work), ``provisioning.py`` (topics and subscriptions), ``background.py`` (batched calls),
+``wire.py`` (the message format).
 
 Registration
 ============
