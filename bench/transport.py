@@ -99,9 +99,12 @@ def markers(prefetch_multiplier: int) -> tuple[str, str]:
 
 
 BROKERS = ("ours", "gcpubsub", "redis")
-#: Pipelined publishing: the bound on unconfirmed messages, and the queue it publishes to.
+#: Pipelined publishing's bound on unconfirmed messages; the queue the extra publish figures
+#: go to; and which of another broker's figures each pipelined one is compared with.
 PIPELINED_IN_FLIGHT = 1000
-PIPELINED_QUEUE = "bench-pipelined"
+ASIDE_QUEUE = "bench-aside"
+PIPELINED_AGAINST = {"publish_pipelined": "publish",
+                     "publish_pipelined_no_results": "publish_no_results"}
 TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis"}
 PACKAGES = ("celery", "kombu", "google-cloud-pubsub", "grpcio", "google-cloud-monitoring",
             "redis", "protobuf")
@@ -367,23 +370,28 @@ class BrokerRun:
             elapsed = time.perf_counter() - started
         return (count - 1) / elapsed
 
-    def publish_pipelined(self) -> float:
-        """Ours with ``publish_in_flight``: the rate until every message is confirmed, to a
-        queue of its own (no worker drains it, so the drain figures are unchanged)."""
+    def publish_aside(self, *, pipelined: bool, results: bool) -> float:
+        """Publish rate to a queue of its own (no worker drains it, so the drain figures are
+        unchanged). ``pipelined``: ours with ``publish_in_flight``, timed until every message
+        is confirmed. ``results`` off: ``ignore_result=True``, so the result backend's
+        per-task subscription (a Redis round trip on every broker) is not in the figure."""
         app = self.make_app()
-        app.conf.broker_transport_options = {
-            **app.conf.broker_transport_options, "publish_in_flight": PIPELINED_IN_FLIGHT,
-        }
+        if pipelined:
+            app.conf.broker_transport_options = {
+                **app.conf.broker_transport_options, "publish_in_flight": PIPELINED_IN_FLIGHT,
+            }
         task = app.tasks["bench.noop"]
+        options = {"queue": ASIDE_QUEUE, "ignore_result": not results}
         try:
-            task.apply_async(queue=PIPELINED_QUEUE)  # connect, declare and warm up
+            task.apply_async(**options)  # connect, declare and warm up
             count = self.sizes.tasks
             with app.producer_or_acquire() as producer:
-                producer.channel.flush_publishes()
+                flush = getattr(producer.channel, "flush_publishes", lambda: None)
+                flush()
                 started = time.perf_counter()
                 for _ in range(count - 1):
-                    task.apply_async(producer=producer, queue=PIPELINED_QUEUE)
-                producer.channel.flush_publishes()  # confirmed, all of them
+                    task.apply_async(producer=producer, **options)
+                flush()  # pipelined: confirmed, all of them
                 elapsed = time.perf_counter() - started
             return (count - 1) / elapsed
         finally:
@@ -540,8 +548,13 @@ def run_broker(run: BrokerRun) -> Figures:
     try:
         run.app = run.make_app()
         published = figures.measure("publish", run.publish)
+        figures.measure("publish_no_results",
+                        lambda: run.publish_aside(pipelined=False, results=False))
         if run.name == "ours":
-            figures.measure("publish_pipelined", run.publish_pipelined)
+            figures.measure("publish_pipelined",
+                            lambda: run.publish_aside(pipelined=True, results=True))
+            figures.measure("publish_pipelined_no_results",
+                            lambda: run.publish_aside(pipelined=True, results=False))
         figures.measure("start_ready", run.start_worker)
         if run.worker is not None and run.worker.process.poll() is None:
             expected = run.sizes.tasks if published is not None else 0
@@ -584,7 +597,11 @@ ROWS = (
     # key, label, unit scale, format, better ("high"/"low")
     ("publish", "publish rate, apply_async from one process (tasks/s)", 1.0, "{:,.0f}", "high"),
     ("publish_pipelined", "publish rate, pipelined (`publish_in_flight`), until all confirmed "
-     "(tasks/s)", 1.0, "{:,.0f}", "high"),
+     "(tasks/s; ratio to the other's publish)", 1.0, "{:,.0f}", "high"),
+    ("publish_no_results", "publish rate, `ignore_result=True` (no result subscription per "
+     "task) (tasks/s)", 1.0, "{:,.0f}", "high"),
+    ("publish_pipelined_no_results", "publish rate, pipelined, `ignore_result=True` (tasks/s; "
+     "ratio to the other's `ignore_result` publish)", 1.0, "{:,.0f}", "high"),
     ("drain", "drain {tasks:,} queued no-op tasks (tasks/s)", 1.0, "{:,.0f}", "high"),
     ("drain_cpu_worker", "CPU while draining: worker processes (ms per task)", 1.0, "{:.2f}",
      "low"),
@@ -613,10 +630,11 @@ def cell(figures: Figures | None, key: str, scale: float, fmt: str) -> str:
 
 
 def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
-    if key == "publish_pipelined" and a is not None and b is not None:
-        if key not in a.values or "publish" not in b.values:
+    against = PIPELINED_AGAINST.get(key)
+    if against is not None and a is not None and b is not None:
+        if key not in a.values or against not in b.values:
             return "-"
-        return f"{a.values[key] / b.values['publish']:.2f}x"  # against the other's publish
+        return f"{a.values[key] / b.values[against]:.2f}x"  # against the other's publish
     if a is None or b is None or key not in a.values or key not in b.values:
         return "-"
     if key == "latency_over_floor" or b.values[key] == 0:
