@@ -278,6 +278,12 @@ class Settings(BaseSettings):
         default=2.0, ge=0,
         description="A wake-up waits this long for the rest of a burst before deciding.",
     )
+    dispatch_record: Literal["file", "database"] = Field(
+        default="file",
+        description="Where the dispatchers' shared record lives: file (DISPATCH_RECORD_PATH, "
+        "the dispatchers of one machine) or database (a row in DATABASE_URL, shared by "
+        "dispatchers on any number of machines or Cloud Run instances).",
+    )
     dispatch_record_path: Path | None = Field(
         default=None,
         description="The dispatchers' shared record (arrivals, launches; a locked file); "

@@ -88,3 +88,16 @@ class ContentRequest(Base):
                 value = value.isoformat()
             values[column.key] = value
         return values
+
+
+class DispatchRecordRow(Base):
+    """The dispatchers' shared record when ``DISPATCH_RECORD=database``: one row per job,
+    its arrivals and launches as JSON (vividly_tasks.dispatch.record). It lives in this
+    database so that dispatchers on several machines or Cloud Run instances share it."""
+
+    __tablename__ = "dispatch_records"
+
+    key: Mapped[str] = mapped_column(Text, primary_key=True)
+    state: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+

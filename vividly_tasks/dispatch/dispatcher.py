@@ -19,7 +19,7 @@ from vividly_tasks.dispatch.inputs import (
     RunningExecution,
     as_json,
 )
-from vividly_tasks.dispatch.record import FileRecord
+from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, Record
 from vividly_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class Dispatcher:
     """Decides, and launches, for one job; safe to call from many threads and processes."""
 
     def __init__(self, *, policy: Policy, launcher: Launcher, backlog: BacklogSource | None,
-                 record: FileRecord, clock: Callable[[], float] = time.time) -> None:
+                 record: Record, clock: Callable[[], float] = time.time) -> None:
         self.policy = policy
         self.launcher = launcher
         self.backlog = backlog
@@ -155,8 +155,13 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
                                 subscription=settings.effective_dispatch_subscription,
                                 endpoint=settings.dispatch_monitoring_endpoint,
                                 attempts=settings.dispatch_api_attempts)
-    record = FileRecord(settings.effective_dispatch_record_path,
-                        retention_seconds=RECORD_RETENTION_SECONDS)
+    record: Record
+    if settings.dispatch_record == "database":
+        record = DatabaseRecord(settings.effective_database_url, settings.dispatch_job,
+                                retention_seconds=RECORD_RETENTION_SECONDS)
+    else:
+        record = FileRecord(settings.effective_dispatch_record_path,
+                            retention_seconds=RECORD_RETENTION_SECONDS)
     return Dispatcher(policy=policy_from_settings(settings), launcher=launcher,
                       backlog=backlog, record=record)
 
