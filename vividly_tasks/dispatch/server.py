@@ -147,6 +147,10 @@ def _handler(server: DispatchServer) -> type[BaseHTTPRequestHandler]:
                 logger.error("dispatch: decision failed: %s", exc)
                 self._reply(500, {"error": str(exc)})
                 return
+            except Exception as exc:  # the record's database, a bug: Pub/Sub retries the push
+                logger.exception("dispatch: decision failed")
+                self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
+                return
             self.send_response(204)
             self.end_headers()
 
