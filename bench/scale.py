@@ -73,6 +73,8 @@ class ScaleRun:
     rss_first_mib: float = 0.0  # after the first CHECKPOINT tasks
     rss_end_mib: float = 0.0  # once the backlog is drained
     rss_curve_mib: list[float] = field(default_factory=list)  # after each CHECKPOINT tasks
+    #: Drain rate (tasks/s) over each CHECKPOINT tasks: whether the rate holds through the run.
+    rate_curve: list[float] = field(default_factory=list)
     drained: int = 0
     failure: str | None = None
 
@@ -144,7 +146,7 @@ def drain(worker: Any, ledger: redis.Redis, run: ScaleRun) -> None:
     """Wait for the backlog to drain, sampling the worker tree's RSS every CHECKPOINT tasks."""
     ready_at = wait_ready(worker, ledger)
     next_checkpoint, last_change, last_done = CHECKPOINT, time.monotonic(), 0
-    first_at = ready_at
+    first_at = previous_at = ready_at
     while (done := int(ledger.get(DONE_KEY) or 0)) < run.tasks:
         now = time.monotonic()
         if done != last_done:
@@ -155,6 +157,8 @@ def drain(worker: Any, ledger: redis.Redis, run: ScaleRun) -> None:
             raise RuntimeError(f"worker exited:\n{worker.logs()[-2000:]}")
         while done >= next_checkpoint:
             run.rss_curve_mib.append(tree_rss_mib(worker.pid))
+            run.rate_curve.append(round(CHECKPOINT / max(now - previous_at, 1e-6), 1))
+            previous_at = now
             if next_checkpoint == CHECKPOINT:
                 first_at = now
             next_checkpoint += CHECKPOINT
@@ -168,6 +172,8 @@ def drain(worker: Any, ledger: redis.Redis, run: ScaleRun) -> None:
     run.rss_end_mib = tree_rss_mib(worker.pid)
     print(f"  {run.broker}: drained at {run.drain_rate:,.0f}/s; RSS {run.rss_first_mib:.0f} -> "
           f"{run.rss_end_mib:.0f} MiB ({100 * run.rss_growth:+.1f} %)", flush=True)
+    print(f"  {run.broker}: rate per {CHECKPOINT:,} tasks: "
+          f"{' '.join(f'{rate:.0f}' for rate in run.rate_curve)}", flush=True)
 
 
 def wait_ready(worker: Any, ledger: redis.Redis, timeout: float = 60.0) -> float:
