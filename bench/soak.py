@@ -66,6 +66,7 @@ from vividly_tasks.content.models import ContentRequest  # noqa: E402
 from vividly_tasks.content.requests import submit  # noqa: E402
 from vividly_tasks.content.services import ContentServices  # noqa: E402
 from vividly_tasks.content.status import TERMINAL  # noqa: E402
+from vividly_tasks.content.storage import INCOMING_DIR  # noqa: E402
 from vividly_tasks.settings import Settings  # noqa: E402
 from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content  # noqa: E402
 from vividly_tasks.transport import wire  # noqa: E402
@@ -157,6 +158,10 @@ class SoakReport:
     lost: list[str] = field(default_factory=list)
     executed_twice: list[str] = field(default_factory=list)
     orphans: list[str] = field(default_factory=list)
+    #: Partial copies under ``.incoming/`` of a worker SIGKILLed while it wrote an artifact:
+    #: never visible as artifacts (the store lists and serves none of them), removed by a
+    #: worker's start once stale (LocalStorage.sweep_temporaries); counted, not a problem.
+    temporaries_left: int = 0
     missing_artifacts: list[str] = field(default_factory=list)
     poison_not_dead_lettered: list[str] = field(default_factory=list)
     unexpected_dead_letters: list[str] = field(default_factory=list)
@@ -194,7 +199,8 @@ class SoakReport:
             f"(finished {self.suppressed_finished}, claimed {self.suppressed_claimed}, "
             f"lost claim {self.suppressed_lost_claim}) dead_lettered={self.dead_lettered} "
             f"lost={len(self.lost)} duplicates_executed={len(self.executed_twice)} "
-            f"orphans={len(self.orphans)} left_queued={self.left_queued} "
+            f"orphans={len(self.orphans)} temporaries_left={self.temporaries_left} "
+            f"left_queued={self.left_queued} "
             f"wall={self.wall_seconds:.1f}s"
         )
 
@@ -562,7 +568,10 @@ class Soak:
             p.relative_to(self.storage_root).as_posix()
             for p in self.storage_root.rglob("*") if p.is_file()
         } if self.storage_root.exists() else set()
-        report.orphans = sorted(present - expected)
+        temporaries = {key for key in present
+                       if key.startswith(f"{INCOMING_DIR}/") and key.endswith(".part")}
+        report.temporaries_left = len(temporaries)
+        report.orphans = sorted(present - expected - temporaries)
         report.missing_artifacts += sorted(expected - present)
 
     # The whole run.

@@ -462,3 +462,20 @@ def test_an_unexpected_error_fails_the_request_instead_of_leaving_it_claimed(
         runner.run(str(row.id))
     final = repository.get(row.id)
     assert final is not None and final.status == Status.FAILED and final.claim_token is None
+
+
+def test_a_workers_start_sweeps_partial_copies_a_killed_writer_left(tmp_path: Path) -> None:
+    import os
+
+    from vividly_tasks.content.storage import INCOMING_DIR, LocalStorage
+
+    storage = LocalStorage(tmp_path / "store")
+    incoming = storage.root / INCOMING_DIR
+    incoming.mkdir(parents=True)
+    stale, fresh = incoming / "tmpold.part", incoming / "tmpnew.part"
+    for leftover in (stale, fresh):
+        leftover.write_bytes(b"half a video")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert storage.sweep_temporaries() == 1  # the fresh one may be a live worker's copy
+    assert not stale.exists() and fresh.exists()
+    assert storage.list_keys() == []  # neither was ever an artifact

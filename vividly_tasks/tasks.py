@@ -53,7 +53,7 @@ from vividly_tasks.content.services import (
     missing_tools,
 )
 from vividly_tasks.content.status import Stage
-from vividly_tasks.content.storage import open_storage
+from vividly_tasks.content.storage import LocalStorage, open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
 
 logger = logging.getLogger(__name__)
@@ -98,7 +98,9 @@ def prepare_content(sender: Any = None, instance: Any = None, **_: Any) -> None:
         return
     try:
         migrate(settings)
-        open_storage(settings.effective_storage_url)
+        storage = open_storage(settings.effective_storage_url)
+        if isinstance(storage, LocalStorage):
+            storage.sweep_temporaries()  # what workers killed mid-copy left
     except Exception as exc:
         # Celery logs and carries on after a signal handler's exception: exit instead.
         unreachable = isinstance(exc, (TransientError, OSError, sqlalchemy.exc.OperationalError))

@@ -19,6 +19,7 @@ import contextlib
 import os
 import re
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,6 +33,9 @@ from google.cloud import storage as gcs
 from vividly_tasks.content.errors import StorageUnavailable
 
 INCOMING_DIR = ".incoming"
+#: A partial copy under ``.incoming/`` this old was left by a killed writer (a copy takes
+#: seconds): a worker's start removes it.
+STALE_TEMPORARY_SECONDS = 3600.0
 #: Artifacts are for serving: readable by all, like a file written with the usual umask.
 ARTIFACT_FILE_MODE = 0o644
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -122,6 +126,21 @@ class LocalStorage:
             yield temporary
         finally:
             temporary.unlink(missing_ok=True)
+
+    def sweep_temporaries(self, older_than_seconds: float = STALE_TEMPORARY_SECONDS) -> int:
+        """Remove partial copies a killed writer left in ``.incoming/``; returns how many
+        (only old ones: a live worker may be writing the new ones)."""
+        incoming = self.root / INCOMING_DIR
+        if not incoming.is_dir():
+            return 0
+        cutoff = time.time() - older_than_seconds
+        removed = 0
+        for leftover in incoming.glob("*.part"):
+            with contextlib.suppress(FileNotFoundError):
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+        return removed
 
     def get_bytes(self, key: str) -> bytes:
         try:
