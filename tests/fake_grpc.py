@@ -9,14 +9,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
+from grpc_status import rpc_status  # type: ignore[import-untyped]
 
 
 @dataclass(frozen=True)
 class Failure:
-    """One scripted failure: the call ends with ``code`` and ``message``."""
+    """One scripted failure: the call ends with ``code`` and ``message``; ``retry_after``
+    adds a google.rpc.RetryInfo to the status, as Google's rate limits do."""
 
     code: grpc.StatusCode
     message: str
+    retry_after: float | None = None
 
 
 class LoopbackServer:
@@ -38,7 +43,7 @@ class LoopbackServer:
         with self.lock:
             failure = self._failures.pop(0) if self._failures else None
         if failure is not None:
-            context.abort(failure.code, failure.message)
+            abort(context, failure)
 
     def start(self, handlers: list[Any]) -> str:
         self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
@@ -52,3 +57,19 @@ class LoopbackServer:
         if self._server is not None:
             self._server.stop(grace=None)
             self._server = None
+
+
+def abort(context: grpc.ServicerContext, failure: Failure) -> None:
+    """End the call with ``failure`` (and its RetryInfo, if it has one)."""
+    if failure.retry_after is None:
+        context.abort(failure.code, failure.message)
+        return
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=int(failure.retry_after))
+    ))
+    status = status_pb2.Status(
+        code=getattr(code_pb2, failure.code.name), message=failure.message, details=[packed]
+    )
+    context.abort_with_status(rpc_status.to_status(status))
+

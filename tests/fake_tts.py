@@ -14,34 +14,21 @@ from __future__ import annotations
 import io
 import math
 import struct
-import threading
 import wave
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from google.cloud import texttospeech
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2  # type: ignore[import-untyped]
-from grpc_status import rpc_status  # type: ignore[import-untyped]
+
+from tests.fake_grpc import Failure, LoopbackServer, abort
 
 SERVICE = "google.cloud.texttospeech.v1.TextToSpeech"
 MAX_INPUT_BYTES = 5000
 TONE_HZ = 441  # a whole number of samples per period at 22,050 Hz
 AMPLITUDE = 12000
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One scripted failure: the call ends with ``code`` and ``message``; ``retry_after``
-    adds a google.rpc.RetryInfo to the status, as Google's rate limits do."""
-
-    code: grpc.StatusCode
-    message: str
-    retry_after: float | None = None
 
 
 @dataclass(frozen=True)
@@ -56,21 +43,13 @@ class Received:
     speaking_rate: float
 
 
-class FakeTextToSpeech:
+class FakeTextToSpeech(LoopbackServer):
     def __init__(self, seconds_per_char: float = 0.06) -> None:
+        super().__init__()
         self.seconds_per_char = seconds_per_char
         self.requests: list[Received] = []
         #: Seconds of audio of each successful answer, in order.
         self.clips: list[float] = []
-        self._failures: list[Failure] = []
-        self._lock = threading.Lock()
-        self._server: grpc.Server | None = None
-        self.endpoint = ""
-
-    def fail(self, *failures: Failure) -> None:
-        """The next calls fail with these, one each, in order; later calls succeed."""
-        with self._lock:
-            self._failures.extend(failures)
 
     def clip_seconds(self, text: str) -> float:
         """The length of the answer to ``text``, rounded to whole frames at 22,050 Hz."""
@@ -80,49 +59,36 @@ class FakeTextToSpeech:
     def total_seconds(self) -> float:
         return sum(self.clips)
 
-    def start(self) -> str:
-        handler = grpc.method_handlers_generic_handler(SERVICE, {
+    def start(self, handlers: list[Any] | None = None) -> str:
+        return super().start(handlers or [grpc.method_handlers_generic_handler(SERVICE, {
             "SynthesizeSpeech": grpc.unary_unary_rpc_method_handler(
                 self._synthesize,
                 request_deserializer=texttospeech.SynthesizeSpeechRequest.deserialize,
                 response_serializer=texttospeech.SynthesizeSpeechResponse.serialize,
             ),
-        })
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=4))
-        self._server.add_generic_rpc_handlers((handler,))
-        port = self._server.add_insecure_port("127.0.0.1:0")
-        self._server.start()
-        self.endpoint = f"http://127.0.0.1:{port}"
-        return self.endpoint
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.stop(grace=None)
-            self._server = None
+        })])
 
     def _synthesize(
         self, request: Any, context: grpc.ServicerContext
     ) -> texttospeech.SynthesizeSpeechResponse:
         config = request.audio_config
-        with self._lock:
+        with self.lock:
             self.requests.append(Received(
                 text=request.input.text, language_code=request.voice.language_code,
                 voice_name=request.voice.name, audio_encoding=config.audio_encoding,
                 sample_rate_hertz=config.sample_rate_hertz, speaking_rate=config.speaking_rate,
             ))
-            failure = self._failures.pop(0) if self._failures else None
-        if failure is not None:
-            _abort(context, failure)
+        self.failure_for_call(context)
         size = len(request.input.text.encode("utf-8"))
         if size > MAX_INPUT_BYTES:
-            _abort(context, Failure(
+            abort(context, Failure(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 f"Either `input.text` or `input.ssml` is longer than the limit of "
                 f"{MAX_INPUT_BYTES} bytes. This limit is different from quotas.",
             ))
         rate = config.sample_rate_hertz or 24000
         seconds = self.clip_seconds(request.input.text)
-        with self._lock:
+        with self.lock:
             self.clips.append(seconds)
         return texttospeech.SynthesizeSpeechResponse(audio_content=tone_wav(seconds, rate))
 
@@ -140,21 +106,6 @@ def tone_wav(seconds: float, rate: int = 22050) -> bytes:
         out.setframerate(rate)
         out.writeframes(struct.pack(f"<{frames}h", *samples))
     return buffer.getvalue()
-
-
-def _abort(context: grpc.ServicerContext, failure: Failure) -> None:
-    details = []
-    if failure.retry_after is not None:
-        info = error_details_pb2.RetryInfo(
-            retry_delay=duration_pb2.Duration(seconds=int(failure.retry_after))
-        )
-        packed = any_pb2.Any()
-        packed.Pack(info)
-        details.append(packed)
-    status = status_pb2.Status(
-        code=getattr(code_pb2, failure.code.name), message=failure.message, details=details
-    )
-    context.abort_with_status(rpc_status.to_status(status))
 
 
 @contextmanager
