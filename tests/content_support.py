@@ -6,7 +6,7 @@ import json
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -227,3 +227,20 @@ def configure_broker(
         monkeypatch.setenv("BROKER_URL", redis_url)
     monkeypatch.setenv("RESULT_BACKEND", redis_url)
     return BrokerProbe(kind, redis_url, project)
+
+
+def pubsub_sqlite_env(
+    request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch, **settings: str,
+) -> Iterator[ContentEnv]:
+    """A content env over Pub/Sub (emulator) and SQLite, with ``settings`` as environment
+    variables (which the workers started by the test inherit); the body of a fixture."""
+    probe = configure_broker("pubsub", request, redis_url, monkeypatch)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'content.sqlite'}")
+    monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
+    for name, value in settings.items():
+        monkeypatch.setenv(name, value)
+    services = ContentServices.from_settings(Settings())
+    yield ContentEnv(probe, "sqlite", services)
+    services.close()
+

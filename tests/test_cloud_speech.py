@@ -20,7 +20,13 @@ from typing import Any
 import grpc
 import pytest
 
-from tests.content_support import ContentEnv, check_video, configure_broker, ffprobe, wait_for
+from tests.content_support import (
+    ContentEnv,
+    check_video,
+    ffprobe,
+    pubsub_sqlite_env,
+    wait_for,
+)
 from tests.fake_tts import Failure, FakeTextToSpeech, running, tone_wav
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
@@ -32,10 +38,8 @@ from vividly_tasks.content.errors import (
     TransientError,
 )
 from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate
-from vividly_tasks.content.services import ContentServices
 from vividly_tasks.content.storage import artifact_key
 from vividly_tasks.product import VividlyCelery
-from vividly_tasks.settings import Settings
 from vividly_tasks.tasks import submit_content_request
 from worker_entry.exit_codes import RET_OK
 
@@ -213,12 +217,7 @@ def test_the_audio_must_be_mono_16_bit_at_the_pipelines_rate() -> None:
 @pytest.fixture
 def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
                 monkeypatch: pytest.MonkeyPatch) -> Iterator[ContentEnv]:
-    probe = configure_broker("pubsub", request, redis_url, monkeypatch)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'content.sqlite'}")
-    monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
-    services = ContentServices.from_settings(Settings())
-    yield ContentEnv(probe, "sqlite", services)
-    services.close()
+    yield from pubsub_sqlite_env(request, redis_url, tmp_path, monkeypatch)
 
 
 @pytest.fixture

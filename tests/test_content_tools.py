@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.content_support import BrokerProbe, ContentEnv, configure_broker, wait_for
+from tests.content_support import (
+    ContentEnv,
+    pubsub_sqlite_env,
+    wait_for,
+)
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.services import ContentServices
 from vividly_tasks.product import VividlyCelery
-from vividly_tasks.settings import Settings
 from vividly_tasks.tasks import submit_content_request
 from worker_entry.exit_codes import RET_CONFIG, RET_OK
 
@@ -30,13 +32,8 @@ TOOLS = ("ffmpeg", "espeak-ng")
 @pytest.fixture
 def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
                 monkeypatch: pytest.MonkeyPatch) -> Iterator[ContentEnv]:
-    probe: BrokerProbe = configure_broker("pubsub", request, redis_url, monkeypatch)
-    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'content.sqlite'}")
-    monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("CONTENT_TTS_WORDS_PER_MINUTE", "300")
-    services = ContentServices.from_settings(Settings())
-    yield ContentEnv(probe, "sqlite", services)
-    services.close()
+    yield from pubsub_sqlite_env(request, redis_url, tmp_path, monkeypatch,
+                                 CONTENT_TTS_WORDS_PER_MINUTE="300")
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ import pytest
 from tests.content_support import (
     ARTIFACTS_TEXT,
     ARTIFACTS_VIDEO,
-    BrokerProbe,
     ContentEnv,
-    configure_broker,
     ffprobe,
+    pubsub_sqlite_env,
     wait_for,
 )
 from tests.fake_gemini import MODEL_VERSION, FakeGemini
@@ -30,10 +29,8 @@ from tests.fake_tts import running as running_tts
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS
-from vividly_tasks.content.services import ContentServices
 from vividly_tasks.content.storage import LocalStorage, artifact_key
 from vividly_tasks.product import VividlyCelery
-from vividly_tasks.settings import Settings
 from vividly_tasks.tasks import submit_content_request
 from worker_entry.exit_codes import RET_OK
 
@@ -56,22 +53,13 @@ def tts() -> Iterator[FakeTextToSpeech]:
 def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
                 monkeypatch: pytest.MonkeyPatch, gemini: FakeGemini,
                 tts: FakeTextToSpeech) -> Iterator[ContentEnv]:
-    probe: BrokerProbe = configure_broker("pubsub", request, redis_url, monkeypatch)
-    for name, value in {
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'content.sqlite'}",
-        "VIVIDLY_DATA_DIR": str(tmp_path / "data"),
-        "CONTENT_GENERATOR": "gemini",
-        "GEMINI_API_KEY": "test-key",
-        "CONTENT_MODEL_BASE_URL": gemini.base_url,
-        "CONTENT_NARRATOR": "google",
-        "CONTENT_GOOGLE_TTS_ENDPOINT": tts.endpoint,
-        "CONTENT_RETRY_BACKOFF_SECONDS": "1",
-        "CONTENT_MAX_RETRIES": "1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    services = ContentServices.from_settings(Settings())
-    yield ContentEnv(probe, "sqlite", services)
-    services.close()
+    yield from pubsub_sqlite_env(
+        request, redis_url, tmp_path, monkeypatch,
+        CONTENT_GENERATOR="gemini", GEMINI_API_KEY="test-key",
+        CONTENT_MODEL_BASE_URL=gemini.base_url, CONTENT_NARRATOR="google",
+        CONTENT_GOOGLE_TTS_ENDPOINT=tts.endpoint, CONTENT_RETRY_BACKOFF_SECONDS="1",
+        CONTENT_MAX_RETRIES="1",
+    )
 
 
 @pytest.fixture
