@@ -316,8 +316,5 @@ def content_message(
                          requeue=False) from exc
         raise self.retry(
             exc=exc, max_retries=self.request.retries + 1,
-            countdown=get_exponential_backoff_interval(
-                factor=settings.content_retry_backoff_seconds, retries=self.request.retries,
-                maximum=settings.content_retry_backoff_max_seconds, full_jitter=True,
-            ),
+            countdown=transient_countdown(settings, self.request.retries, exc),
         ) from exc
