@@ -73,8 +73,8 @@ BENCHMARKS = (
     Benchmark("hosted_content", ("--json", "bench/results/hosted_content.json"),
               ("--runs", "3", "--no-write"),
               "the hosted lesson path's overhead against loopback servers; tokens per lesson"),
-    Benchmark("scale", (), ("--tasks", "3000"),
-              "20,000 no-op tasks through one worker: drain rate, RSS growth"),
+    Benchmark("scale", (), ("--tasks", "3000", "--rounds", "1"),
+              "20,000 no-op tasks through one worker, three rounds: drain rate, RSS growth"),
     Benchmark("soak", (), ("--requests", "60", "--publish-seconds", "30"),
               "chaos soak: 500 content requests while workers are killed"),
 )
@@ -188,32 +188,52 @@ def transport_rows(result: dict[str, Any] | None) -> list[list[str]]:
 
 
 def scale_rows(result: dict[str, Any] | None) -> list[list[str]]:
+    """Medians over the rounds (bench/scale.py alternates the brokers); RSS of the last run."""
     if result is None:
         return []
-    runs = {run["broker"]: run for run in result["figures"]["runs"]}
+    figures = result["figures"]
+    runs = {run["broker"]: run for run in figures["runs"]}  # the last run of each broker
+    medians = figures.get("medians") or {broker: run for broker, run in runs.items()}
     tasks = max(run["tasks"] for run in runs.values())
 
-    def cell(broker: str, key: str, template: str) -> str:
+    def run_cell(broker: str, key: str, template: str, absent: str = "-") -> str:
         run = runs.get(broker)
         if run is None:
             return "not run"
         if run["failure"]:
             return f"failed: {run['failure']}"[:60]
-        return template.format(run[key])
+        return absent if run.get(key) is None else template.format(run[key])
+
+    def median_cell(broker: str, key: str, template: str, absent: str = "-") -> str:
+        value = (medians.get(broker) or {}).get(key)
+        if value is None:
+            return run_cell(broker, key, template, absent)
+        return template.format(value)
 
     growth = "{:+.1%}"
     not_run = "not run (drains ~20/s)"
+    rounds = figures.get("rounds", 1)
+    median = f", median of {rounds}" if rounds > 1 else ""
     return [
-        [f"drain {tasks:,} queued no-op tasks, 1 worker (tasks/s)",
-         cell("ours", "drain_rate", "{:,.0f}"), not_run, cell("redis", "drain_rate", "{:,.0f}"),
-         "scale"],
+        [f"drain {tasks:,} queued no-op tasks, 1 worker (tasks/s{median})",
+         median_cell("ours", "drain_rate", "{:,.0f}"), not_run,
+         median_cell("redis", "drain_rate", "{:,.0f}"), "scale"],
+        [f"publish {tasks:,} tasks, one producer (tasks/s{median}; ours pipelined in brackets)",
+         median_cell("ours", "publish_rate", "{:,.0f}")
+         + median_cell("ours", "publish_pipelined_rate", " ({:,.0f})", absent=""), not_run,
+         median_cell("redis", "publish_rate", "{:,.0f}"), "scale"],
+        [f"CPU per task while draining: worker tree / broker server (ms{median})",
+         median_cell("ours", "worker_cpu_ms", "{:.2f}") + " / "
+         + median_cell("ours", "server_cpu_ms", "{:.2f}"), not_run,
+         median_cell("redis", "worker_cpu_ms", "{:.2f}") + " / "
+         + median_cell("redis", "server_cpu_ms", "{:.2f}"), "scale"],
         [f"worker tree RSS after 1,000 -> after {tasks:,} tasks (MiB)",
-         cell("ours", "rss_first_mib", "{:.0f}") + " -> " + cell("ours", "rss_end_mib", "{:.0f}"),
-         not_run,
-         cell("redis", "rss_first_mib", "{:.0f}") + " -> "
-         + cell("redis", "rss_end_mib", "{:.0f}"), "scale"],
-        ["RSS growth (no leak: within ±10 %)", cell("ours", "rss_growth", growth), not_run,
-         cell("redis", "rss_growth", growth), "scale"],
+         run_cell("ours", "rss_first_mib", "{:.0f}") + " -> "
+         + run_cell("ours", "rss_end_mib", "{:.0f}"), not_run,
+         run_cell("redis", "rss_first_mib", "{:.0f}") + " -> "
+         + run_cell("redis", "rss_end_mib", "{:.0f}"), "scale"],
+        ["RSS growth (no leak: within ±10 %)", run_cell("ours", "rss_growth", growth), not_run,
+         run_cell("redis", "rss_growth", growth), "scale"],
     ]
 
 
@@ -322,22 +342,41 @@ def scale_section(result: dict[str, Any] | None) -> list[str]:
     if result is None:
         return ["Not run yet."]
     lines = [f"`{result['run']['command']}`:", "",
-             "| broker | publish (tasks/s) | drain (tasks/s) | steady drain after 1,000 "
-             "(tasks/s) | RSS after 1,000 (MiB) | RSS at end (MiB) | growth | verdict |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| broker | round | publish (tasks/s) | pipelined (tasks/s) | drain (tasks/s) | "
+             "steady drain after 1,000 (tasks/s) | CPU/task worker, server (ms) | steal | "
+             "RSS after 1,000 (MiB) | RSS at end (MiB) | growth | verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in result["figures"]["runs"]:
+        round_number = run.get("round", 1)
         if run["failure"]:
-            lines.append(f"| {run['broker']} | failed: {run['failure'][:120]} ||||||| ")
+            lines.append(f"| {run['broker']} | {round_number} | failed: "
+                         f"{run['failure'][:120]} ||||||||||")
             continue
         verdict = "no leak" if run["leak_free"] else "**over 10 %**"
+        pipelined = run.get("publish_pipelined_rate")
         lines.append(
-            f"| {run['broker']} | {run['publish_rate']:,.0f} | {run['drain_rate']:,.0f} | "
-            f"{run['steady_drain_rate']:,.0f} | {run['rss_first_mib']:.0f} | "
-            f"{run['rss_end_mib']:.0f} | {run['rss_growth']:+.1%} | {verdict} |")
-    lines += ["", "RSS of the worker tree after each 1,000 tasks (MiB):", ""]
+            f"| {run['broker']} | {round_number} | {run['publish_rate']:,.0f} | "
+            f"{'-' if pipelined is None else f'{pipelined:,.0f}'} | {run['drain_rate']:,.0f} | "
+            f"{run['steady_drain_rate']:,.0f} | {run.get('worker_cpu_ms', 0):.2f}, "
+            f"{run.get('server_cpu_ms', 0):.2f} | {run.get('steal_share', 0):.0%} | "
+            f"{run['rss_first_mib']:.0f} | {run['rss_end_mib']:.0f} | "
+            f"{run['rss_growth']:+.1%} | {verdict} |")
+    lines += ["", "Drain rate per 1,000 tasks, and RSS of the worker tree after each 1,000 "
+              "tasks (MiB):", ""]
     for run in result["figures"]["runs"]:
+        rates = " ".join(f"{x:.0f}" for x in run.get("rate_curve", []))
         curve = ", ".join(f"{x:.0f}" for x in run["rss_curve_mib"])
-        lines.append(f"- {run['broker']}: {curve or '-'}")
+        lines.append(f"- {run['broker']} #{run.get('round', 1)}: rate {rates or '-'}; "
+                     f"RSS {curve or '-'}")
+    for bare in result["figures"].get("bare", []):
+        if bare["failure"]:
+            lines.append(f"- bare client #{bare['round']}: failed: {bare['failure'][:120]}")
+            continue
+        lines.append(
+            f"- bare client #{bare['round']} (google-cloud-pubsub alone, two threads Pull one "
+            f"and ack): {bare['drain_rate']:,.0f}/s; rate "
+            f"{' '.join(f'{x:.0f}' for x in bare['rate_curve'])}; emulator CPU per message (ms) "
+            f"{' '.join(f'{x:.2f}' for x in bare['server_cpu_curve'])}")
     return lines
 
 
