@@ -82,15 +82,19 @@ def test_inspect_ping_broadcast_and_to_one_named_worker(
 ) -> None:
     start_worker(hostname="alpha@%h").wait_ready()
     start_worker(hostname="beta@%h").wait_ready()
+    # The bound checks that a ping ends with its timeout (a publish or a reply queue that
+    # blocked would hang it), not how fast it is: bench/transport.py measures that. The slack
+    # is for a loaded machine (it once took 1.5 s at load 17).
+    returns_by = 1.0 + 2.0
     started = time.monotonic()
     replies = app.control.ping(timeout=1.0)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < returns_by
     names = {name.split("@")[0] for reply in replies for name in reply}
     assert names == {"alpha", "beta"}
     beta = next(name for reply in replies for name in reply if name.startswith("beta@"))
     started = time.monotonic()
     replies = app.control.ping(destination=[beta], timeout=1.0)
-    assert time.monotonic() - started < 1.5
+    assert time.monotonic() - started < returns_by
     assert [list(reply) for reply in replies] == [[beta]]
 
 
