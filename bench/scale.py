@@ -73,8 +73,6 @@ CHECKPOINT = 1000
 LEAK_TOLERANCE = 0.10
 STALL_SECONDS = 60.0
 BROKERS = ("ours", "redis")
-#: Unconfirmed publishes allowed in the pipelined row (as bench/transport.py's).
-PIPELINED_IN_FLIGHT = 1000
 ASIDE_QUEUE = "scale-aside"
 BARE_SLOTS = 2  # the worker's prefetch: --concurrency 2 x multiplier 1
 
@@ -137,9 +135,9 @@ class MachineClock:
         self.machine = machine_ticks()
 
     def cpu_ms(self) -> float:
-        from bench.transport import cpu_ticks
+        from bench.transport import TICK_MS, cpu_ticks
 
-        return (cpu_ticks(self.pids) - self.ticks) * 1000 / os.sysconf("SC_CLK_TCK")
+        return (cpu_ticks(self.pids) - self.ticks) * TICK_MS
 
     def steal_share(self) -> float:
         now = machine_ticks()
@@ -225,6 +223,8 @@ def publish_pipelined(env: dict[str, str], run: ScaleRun) -> None:
     the drain runs against the same emulator state as without this row."""
     from kombu import Exchange, Queue
 
+    from bench.transport import PIPELINED_IN_FLIGHT  # the same bound as its pipelined rows
+
     app = make_app(env, publish_in_flight=PIPELINED_IN_FLIGHT)
     task = app.tasks["scale.noop"]
     aside = Queue(ASIDE_QUEUE, Exchange(ASIDE_QUEUE), ASIDE_QUEUE)
@@ -291,7 +291,7 @@ def drain(worker: Any, ledger: redis.Redis, run: ScaleRun, server_pids: list[int
 
 def bare_drain(tasks: int, round_number: int, server_pids: list[int]) -> BareDrain:
     """The emulator's own drain of the backlog (bench/transport.py's ceiling), followed."""
-    from bench.transport import cpu_ticks, measure_drain_ceiling
+    from bench.transport import TICK_MS, cpu_ticks, measure_drain_ceiling
 
     bare = BareDrain(tasks, round_number)
     marks: list[tuple[float, int]] = []
@@ -307,10 +307,9 @@ def bare_drain(tasks: int, round_number: int, server_pids: list[int]) -> BareDra
     except Exception as exc:
         bare.failure = f"{type(exc).__name__}: {exc}"[:500]
         return bare
-    tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
     for at, now_ticks in marks:
         bare.rate_curve.append(round(CHECKPOINT / max(at - started, 1e-6), 1))
-        bare.server_cpu_curve.append(round((now_ticks - ticks) * tick_ms / CHECKPOINT, 2))
+        bare.server_cpu_curve.append(round((now_ticks - ticks) * TICK_MS / CHECKPOINT, 2))
         started, ticks = at, now_ticks
     print(f"  bare client: drained at {bare.drain_rate:,.0f}/s; rate per {CHECKPOINT:,}: "
           f"{' '.join(f'{rate:.0f}' for rate in bare.rate_curve)}", flush=True)

@@ -234,6 +234,10 @@ def process_tree(root: int) -> list[int]:
     return found
 
 
+#: Milliseconds of CPU time in one clock tick (/proc's unit).
+TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_ticks(pids: list[int]) -> int:
     """utime + stime of the processes (all their threads), in clock ticks."""
     total = 0
@@ -449,12 +453,11 @@ class BrokerRun:
             time.sleep(0.02)
         measured = expected - done_before
         if measured > 0:  # CPU milliseconds per task while the backlog drained
-            tick_ms = 1000 / os.sysconf("SC_CLK_TCK")
             self.figures.values["drain_cpu_worker"] = (
-                (cpu_ticks(worker_pids) - worker_ticks) * tick_ms / measured)
+                (cpu_ticks(worker_pids) - worker_ticks) * TICK_MS / measured)
             if server_pids:
                 self.figures.values["drain_cpu_server"] = (
-                    (cpu_ticks(server_pids) - server_ticks) * tick_ms / measured)
+                    (cpu_ticks(server_pids) - server_ticks) * TICK_MS / measured)
         times = sorted(float(t) for t in self.ledger.lrange(DONE_KEY, 0, -1))
         before_ready = sum(1 for t in times if t < ready)
         if before_ready:
