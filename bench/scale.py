@@ -247,6 +247,13 @@ def publish_pipelined(env: dict[str, str], run: ScaleRun) -> None:
           f"{run.publish_pipelined_rate:,.0f}/s", flush=True)
 
 
+def checkpoint(run: ScaleRun, worker_pid: int, now: float, previous_at: float) -> float:
+    """Record the worker tree's RSS and the rate over the last CHECKPOINT tasks; returns now."""
+    run.rss_curve_mib.append(tree_rss_mib(worker_pid))
+    run.rate_curve.append(round(CHECKPOINT / max(now - previous_at, 1e-6), 1))
+    return now
+
+
 def drain(worker: Any, ledger: redis.Redis, run: ScaleRun, server_pids: list[int]) -> None:
     """Wait for the backlog to drain, sampling the worker tree's RSS every CHECKPOINT tasks."""
     from bench.transport import process_tree
@@ -264,14 +271,16 @@ def drain(worker: Any, ledger: redis.Redis, run: ScaleRun, server_pids: list[int
         if worker.process.poll() is not None:
             raise RuntimeError(f"worker exited:\n{worker.logs()[-2000:]}")
         while done >= next_checkpoint:
-            run.rss_curve_mib.append(tree_rss_mib(worker.pid))
-            run.rate_curve.append(round(CHECKPOINT / max(now - previous_at, 1e-6), 1))
-            previous_at = now
-            if next_checkpoint == CHECKPOINT:
-                first_at = now
+            first_at = now if next_checkpoint == CHECKPOINT else first_at
+            previous_at = checkpoint(run, worker.pid, now, previous_at)
             next_checkpoint += CHECKPOINT
         time.sleep(0.05)
     finished_at = time.monotonic()
+    # The last poll may have seen the backlog drained across checkpoints it had not recorded.
+    while run.tasks >= next_checkpoint:
+        first_at = finished_at if next_checkpoint == CHECKPOINT else first_at
+        previous_at = checkpoint(run, worker.pid, finished_at, previous_at)
+        next_checkpoint += CHECKPOINT
     run.worker_cpu_ms = worker_clock.cpu_ms() / run.tasks
     run.server_cpu_ms = server_clock.cpu_ms() / run.tasks
     run.steal_share = worker_clock.steal_share()
@@ -340,6 +349,9 @@ def main() -> None:
                         help="skip the bare client's drain of the emulator")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
+    if args.tasks <= CHECKPOINT:
+        parser.error(f"--tasks must be above {CHECKPOINT:,}: the steady rate is taken after "
+                     "the first checkpoint")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sys.path.insert(0, str(REPO_ROOT))
     from bench.transport import process_tree

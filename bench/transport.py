@@ -105,7 +105,12 @@ PIPELINED_IN_FLIGHT = 1000
 ASIDE_QUEUE = "bench-aside"
 PIPELINED_AGAINST = {"publish_pipelined": "publish",
                      "publish_pipelined_no_results": "publish_no_results"}
-TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis"}
+#: Kombu's in-memory transport: no broker at all, so its publish rate is Celery's own cost of
+#: an ``apply_async`` (message building, routing, events, the result subscription).
+CELERY_ONLY = "memory"
+COLUMNS = (*BROKERS, CELERY_ONLY)
+TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis",
+          CELERY_ONLY: "Kombu `memory://` (Celery alone)"}
 PACKAGES = ("celery", "kombu", "google-cloud-pubsub", "grpcio", "google-cloud-monitoring",
             "redis", "protobuf")
 # Product settings that the caller's shell might carry; the benchmark sets its own.
@@ -323,6 +328,38 @@ def measure_floor(project: str, samples: int) -> dict[str, list[float]]:
         subscriber.close()
         publisher.stop()
     return results
+
+
+PUBLISH_RTT_SAMPLES = 300
+PUBLISH_RTT_WARMUP = 200  # a cold emulator's first few hundred calls are slower
+
+
+def measure_publish_round_trip(project: str) -> list[float]:
+    """One Publish call on the client's generated gRPC stub, one message, to a topic with a
+    subscription (so the emulator stores it, as for a queue): what a confirmed publish one
+    at a time cannot go below on this emulator. No batching thread, no retry wrapper."""
+    from google.cloud import pubsub_v1
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(project, "floor-publish")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "floor-publish"), topic=topic
+    )
+    stub = publisher.api.transport.publish
+    metadata = (("x-goog-request-params", f"topic={topic}"),)
+    samples = []
+    for i in range(PUBLISH_RTT_WARMUP + PUBLISH_RTT_SAMPLES):
+        request = pubsub_v1.types.PublishRequest(
+            topic=topic, messages=[pubsub_v1.types.PubsubMessage(data=b"x" * 600)]
+        )
+        started = time.perf_counter()
+        stub(request, timeout=10, metadata=metadata)
+        if i >= PUBLISH_RTT_WARMUP:
+            samples.append(time.perf_counter() - started)
+    subscriber.close()
+    publisher.stop()
+    return samples
 
 
 # --- one broker --------------------------------------------------------------------------
@@ -593,6 +630,20 @@ def run_broker(run: BrokerRun) -> Figures:
     return figures
 
 
+def run_celery_alone(run: BrokerRun) -> Figures:
+    """The publish rows over Kombu's in-memory transport: what Celery costs with no broker,
+    the rate no broker's publish can exceed on this machine."""
+    figures = run.figures
+    print(f"== {run.name}: {run.env['BROKER_URL']} (load {load_average()})", flush=True)
+    try:
+        figures.measure("publish", lambda: run.publish_aside(pipelined=False, results=True))
+        figures.measure("publish_no_results",
+                        lambda: run.publish_aside(pipelined=False, results=False))
+    finally:
+        run.close()
+    return figures
+
+
 def percentile(values: list[float], pct: float) -> float:
     """Nearest-rank percentile."""
     ordered = sorted(values)
@@ -650,6 +701,40 @@ def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
     return f"{a.values[key] / b.values[key]:.2f}x"
 
 
+def publish_bounds(results: dict[str, Figures],
+                   floors: dict[str, dict[str, list[float]]]) -> list[str]:
+    """How fast any broker's publish could be here: Celery's own cost (the in-memory transport's
+    rate) caps every publish, and a confirmed one also waits one Publish round trip."""
+    alone, redis_ = results.get(CELERY_ONLY), results.get("redis")
+    # Per round (a cold and a warm emulator); the bound below takes the faster round's.
+    rtts = {name: statistics.median(f["publish_rtt"])
+            for name, f in floors.items() if f.get("publish_rtt")}
+    rtt = min(rtts.values()) if rtts else None
+    lines = []
+    if rtts:
+        lines.append(
+            "- bare client, one Publish round trip on its generated gRPC stub (no batching "
+            "thread, no retry wrapper), median per round: "
+            + ", ".join(f"{name} {1000 * value:.2f} ms" for name, value in rtts.items())
+        )
+    if alone is None or redis_ is None:
+        return lines
+    for key, what in (("publish", "with results"), ("publish_no_results", "`ignore_result`")):
+        if key not in alone.values or key not in redis_.values:
+            continue
+        celery_rate, redis_rate = alone.values[key], redis_.values[key]
+        text = (f"- Celery alone ({what}, the same app over Kombu's in-memory transport): "
+                f"{celery_rate:,.0f} tasks/s, {celery_rate / redis_rate:.2f}x Redis's "
+                f"{redis_rate:,.0f}. Every broker adds its own cost to Celery's, so a publish, "
+                f"pipelined or not, gets about this far at most")
+        if rtt is not None:
+            confirmed = 1 / (1 / celery_rate + rtt)
+            text += (f". One confirmed at a time also waits a Publish round trip: about "
+                     f"{confirmed:,.0f} tasks/s, {confirmed / redis_rate:.2f}x Redis's")
+        lines.append(text)
+    return lines
+
+
 def verdicts(results: dict[str, Figures], floor: float | None) -> list[str]:
     ours, redis_ = results.get("ours"), results.get("redis")
     if ours is None:
@@ -682,6 +767,31 @@ def verdicts(results: dict[str, Figures], floor: float | None) -> list[str]:
         line(v["idle_cpu"] <= redis_.values["idle_cpu"],
              f"idle CPU no more than Redis's: {v['idle_cpu']:.2f} % vs "
              f"{redis_.values['idle_cpu']:.2f} % of a core")
+    return lines
+
+
+def publish_verdicts(results: dict[str, Figures]) -> list[str]:
+    """Issue 18's publish bars, each beside the most that Celery alone allows here."""
+    ours, redis_, alone = (results.get(n) for n in ("ours", "redis", CELERY_ONLY))
+    if ours is None or redis_ is None:
+        return []
+    lines = []
+    for key, against, bar, what in (
+        ("publish_pipelined", "publish", 2.0, "pipelined publish"),
+        ("publish_pipelined_no_results", "publish_no_results", 2.0,
+         "pipelined publish, `ignore_result`"),
+        ("publish", "publish", 0.9, "confirmed publish"),
+    ):
+        if key not in ours.values or against not in redis_.values:
+            lines.append(f"- unknown: {what} >= {bar:g}x Redis's: a figure is missing")
+            continue
+        got = ours.values[key] / redis_.values[against]
+        cap = ""
+        if alone is not None and against in alone.values:
+            cap = (f"; Celery alone is "
+                   f"{alone.values[against] / redis_.values[against]:.2f}x")
+        lines.append(f"- {'met' if got >= bar else '**missed**'}: {what} >= {bar:g}x Redis's: "
+                     f"{got:.2f}x{cap}")
     return lines
 
 
@@ -749,7 +859,7 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
             figures.failures["latency_over_floor"] = (
                 "no floor" if floor is None else figures.failures.get("latency_median", "-")
             )
-    names = [b for b in BROKERS if b in results]
+    names = [b for b in COLUMNS if b in results]
     header = ("| measure | " + " | ".join(TITLES[n] for n in names)
               + " | ours / Redis | ours / gcpubsub |")
     lines = [header, "|---" * (len(names) + 3) + "|"]
@@ -782,6 +892,7 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
             f"{1000 * statistics.median(publish_rtt):.1f} ms, i.e. at most "
             f"{1 / statistics.median(publish_rtt):,.0f} confirmed publishes/s from one thread"
         )
+    floor_lines += publish_bounds(results, floors)
     if floor is not None:
         floor_lines.append(f"- the floor used for the target: {1000 * floor:.1f} ms "
                            "(the lower of the two medians)")
@@ -821,6 +932,10 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
         "Targets of issue 3 (ours):",
         "",
         *verdicts(results, floor),
+        "",
+        "Targets of issue 18 (ours):",
+        "",
+        *publish_verdicts(results),
     ]
     if notes:
         text += ["", "Run notes:", "", *notes]
@@ -852,6 +967,8 @@ def broker_url(name: str, project: str, redis_port: int) -> str:
         return f"pubsub://{project}"
     if name == "gcpubsub":
         return f"gcpubsub://projects/{project}"
+    if name == CELERY_ONLY:
+        return "memory://"
     return f"redis://127.0.0.1:{redis_port}/1"
 
 
@@ -876,6 +993,7 @@ def floor_round(floors: dict[str, dict[str, list[float]]], label: str, run_id: s
                 sizes: Sizes) -> None:
     try:
         floors[label] = measure_floor(f"bench-{run_id}-floor-{label}", sizes.floor_samples)
+        floors[label]["publish_rtt"] = measure_publish_round_trip(f"bench-{run_id}-rtt-{label}")
         print(f"== floor ({label}): " + ", ".join(
             f"{k} {1000 * statistics.median(v):.1f} ms"
             for k, v in floors[label].items() if v and k != "publish"), flush=True)
@@ -951,6 +1069,12 @@ def main() -> None:
                 except Exception as exc:
                     run.figures.notes.append(f"run aborted: {type(exc).__name__}: {exc}")
                     results[name] = run.figures
+            alone_env = broker_env(CELERY_ONLY, len(args.brokers), "", redis_server.port,
+                                   workdir, args.prefetch_multiplier)
+            results[CELERY_ONLY] = run_celery_alone(BrokerRun(
+                CELERY_ONLY, alone_env, alone_env[LEDGER_ENV], workdir, sizes,
+                args.prefetch_multiplier,
+            ))
             floor_round(floors, "end", run_id, sizes)
         finally:
             for service in reversed(services):
