@@ -97,7 +97,10 @@ class BackgroundCalls:
         with self._condition:
             self._pending.append(operation)
             self._queued += 1
-            self._condition.notify_all()
+            # Only the first call of a batch wakes the thread; it then waits out the batch
+            # interval by itself, and a wake-up per call would cost the caller the GIL.
+            if len(self._pending) == 1:
+                self._condition.notify_all()
 
     # --- control -------------------------------------------------------------------------
     def flush(self, timeout: float = CALL_TIMEOUT_SECONDS) -> bool:

@@ -124,9 +124,14 @@ class PublishPipeline:
                 self._condition.wait()
             self.in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+            was_empty = not self._queue
             self._queue.append(item)
             self._start()
-            self._condition.notify_all()
+            # Wake the sender only if it waits for this: with messages already queued it is
+            # sending or about to, and with all its requests in flight a confirmation wakes
+            # it. A wake-up per message costs the publishing thread the GIL (~4 % of the rate).
+            if was_empty and self._requests < MAX_REQUESTS_IN_FLIGHT:
+                self._condition.notify_all()
 
     def flush(self, timeout: float) -> None:
         """Wait until everything submitted so far is confirmed or failed; raise the failures
