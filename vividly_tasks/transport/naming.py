@@ -8,6 +8,7 @@ share a Pub/Sub id. Overlong ids keep a readable head and end in a hash of the w
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import string
 
@@ -17,6 +18,7 @@ DEAD_LETTER_SUFFIX = "-dead-letter"
 HASH_LENGTH = 16
 
 
+@functools.lru_cache(maxsize=4096)  # every publish names its topic; the names are few
 def resource_id(prefix: str, name: str) -> str:
     """The Pub/Sub id for a Kombu name: ``prefix`` + the name, percent-encoded as needed."""
     encoded = "".join(c if c in ALLOWED_CHARACTERS else f"%{ord(c):02X}" for c in name)

@@ -57,7 +57,8 @@ class Publisher:
             exchange=exchange, routing_key=routing_key
         )
         envelope = wire.encode(message)
-        size = len(envelope.data) + sum(len(k) + len(v) for k, v in envelope.attributes.items())
+        attributes = envelope.attributes
+        size = len(envelope.data) + sum(map(len, attributes)) + sum(map(len, attributes.values()))
         if size > PUBSUB_MAX_MESSAGE_BYTES:
             what = envelope.attributes.get("task") or f"message to {exchange or routing_key!r}"
             raise MessageTooLarge(

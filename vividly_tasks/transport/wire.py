@@ -97,8 +97,12 @@ def encode(message: dict[str, Any]) -> Envelope:
     return Envelope(data, attributes)
 
 
+#: One encoder for every publish: ``json.dumps`` with options builds a new one per call.
+_JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def _json_bytes(envelope: dict[str, Any]) -> bytes:
-    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return _JSON_ENCODER.encode(envelope).encode("utf-8")
 
 
 def _representable_properties(properties: dict[str, Any]) -> dict[str, Any]:
