@@ -60,7 +60,7 @@ class Publisher:
         attributes = envelope.attributes
         size = len(envelope.data) + sum(map(len, attributes)) + sum(map(len, attributes.values()))
         if size > PUBSUB_MAX_MESSAGE_BYTES:
-            what = envelope.attributes.get("task") or f"message to {exchange or routing_key!r}"
+            what = attributes.get("task") or f"message to {exchange or routing_key!r}"
             raise MessageTooLarge(
                 f"{what} is {size:,} bytes; Pub/Sub's limit is {PUBSUB_MAX_MESSAGE_BYTES:,} bytes "
                 "per message: pass a reference (a storage URI) instead of the payload"
