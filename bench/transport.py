@@ -130,16 +130,27 @@ class Failed(Exception):
 
 @dataclass
 class Sizes:
-    tasks: int  # published, then drained
+    tasks: int  # published, then drained; and per publish round
     samples: int  # latency samples (after warm-up)
     warmup: int
     floor_samples: int
     idle_seconds: float
     pings: int
+    publish_rounds: int  # of every publish figure, the brokers interleaved (publish_rounds())
 
 
-FULL = Sizes(tasks=2000, samples=20, warmup=3, floor_samples=20, idle_seconds=20.0, pings=3)
-QUICK = Sizes(tasks=200, samples=8, warmup=2, floor_samples=8, idle_seconds=5.0, pings=1)
+FULL = Sizes(tasks=2000, samples=20, warmup=3, floor_samples=20, idle_seconds=20.0, pings=3,
+             publish_rounds=5)
+QUICK = Sizes(tasks=200, samples=8, warmup=2, floor_samples=8, idle_seconds=5.0, pings=1,
+              publish_rounds=2)
+#: The publish figures and how each is measured (BrokerRun.publish_aside); pipelined ones are
+#: ours only.
+PUBLISH_MEASURES = {
+    "publish": {"pipelined": False, "results": True},
+    "publish_no_results": {"pipelined": False, "results": False},
+    "publish_pipelined": {"pipelined": True, "results": True},
+    "publish_pipelined_no_results": {"pipelined": True, "results": False},
+}
 
 
 @dataclass
@@ -149,22 +160,41 @@ class Figures:
     values: dict[str, float] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: A figure measured in rounds: every round's value (``values`` holds their median).
+    rounds: dict[str, list[float]] = field(default_factory=dict)
 
     def measure(self, name: str, function: Callable[[], float]) -> float | None:
         try:
             value = function()
-        except Failed as exc:
-            self.failures[name] = str(exc)
-            print(f"    {name}: failed: {exc}", flush=True)
-            return None
         except Exception as exc:  # the run always finishes: any error is a failed figure
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-            self.failures[name] = reason[:200]
-            print(f"    {name}: failed: {reason[:200]}", flush=True)
+            self.failures[name] = failure_reason(exc)
+            print(f"    {name}: failed: {self.failures[name]}", flush=True)
             return None
         self.values[name] = value
         print(f"    {name}: {value:.4g}", flush=True)
         return value
+
+    def measure_round(self, name: str, function: Callable[[], float]) -> None:
+        """One round of a figure: its value is the median of the rounds that succeeded; it
+        fails only if every round did."""
+        try:
+            value = function()
+        except Exception as exc:
+            reason = failure_reason(exc)
+            print(f"    {name}: failed: {reason}", flush=True)
+            if name not in self.values:
+                self.failures[name] = reason
+            return
+        self.rounds.setdefault(name, []).append(value)
+        self.values[name] = statistics.median(self.rounds[name])
+        self.failures.pop(name, None)
+        print(f"    {name}: {value:.4g}", flush=True)
+
+
+def failure_reason(exc: Exception) -> str:
+    if isinstance(exc, Failed):
+        return str(exc)
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:200]
 
 
 def measure_drain_ceiling(project: str, count: int, slots: int,
@@ -595,14 +625,8 @@ def run_broker(run: BrokerRun) -> Figures:
     print(f"== {run.name}: {run.env['BROKER_URL']} (load {load_average()})", flush=True)
     try:
         run.app = run.make_app()
-        published = figures.measure("publish", run.publish)
-        figures.measure("publish_no_results",
-                        lambda: run.publish_aside(pipelined=False, results=False))
-        if run.name == "ours":
-            figures.measure("publish_pipelined",
-                            lambda: run.publish_aside(pipelined=True, results=True))
-            figures.measure("publish_pipelined_no_results",
-                            lambda: run.publish_aside(pipelined=True, results=False))
+        # The backlog the worker drains; the publish figures come from publish_rounds().
+        published = figures.measure("publish_backlog", run.publish)
         figures.measure("start_ready", run.start_worker)
         if run.worker is not None and run.worker.process.poll() is None:
             expected = run.sizes.tasks if published is not None else 0
@@ -633,18 +657,26 @@ def run_broker(run: BrokerRun) -> Figures:
     return figures
 
 
-def run_celery_alone(run: BrokerRun) -> Figures:
-    """The publish rows over Kombu's in-memory transport: what Celery costs with no broker,
-    the rate no broker's publish can exceed on this machine."""
-    figures = run.figures
-    print(f"== {run.name}: {run.env['BROKER_URL']} (load {load_average()})", flush=True)
-    try:
-        figures.measure("publish", lambda: run.publish_aside(pipelined=False, results=True))
-        figures.measure("publish_no_results",
-                        lambda: run.publish_aside(pipelined=False, results=False))
-    finally:
-        run.close()
-    return figures
+def publish_rounds(runs: list[BrokerRun], rounds: int) -> None:
+    """Every publish figure of every broker (and of Celery alone, Kombu's in-memory transport:
+    what Celery costs with no broker, the rate no broker's publish can exceed here), measured
+    ``rounds`` times with the brokers interleaved in a rotating order; each figure is the
+    median of its rounds. This machine's speed drifts over minutes (steal from 4 to 20 %,
+    measured), so a broker measured minutes after another ran on a different machine: one
+    sample each, the confirmed publish ratio ranged 0.42-1.00x over 19 runs."""
+    from kombu import pools
+
+    pools.reset()  # the broker runs closed their apps' connection pools, which Kombu shares
+    for index in range(rounds):
+        order = runs[index % len(runs):] + runs[:index % len(runs)]
+        print(f"== publish round {index + 1}/{rounds}: {', '.join(r.name for r in order)} "
+              f"(load {load_average()})", flush=True)
+        for run in order:
+            print(f"  {run.name}", flush=True)
+            for key, options in PUBLISH_MEASURES.items():
+                if options["pipelined"] and run.name != "ours":
+                    continue
+                run.figures.measure_round(key, functools.partial(run.publish_aside, **options))
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -702,6 +734,20 @@ def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
     if key == "latency_over_floor" or b.values[key] == 0:
         return "-"
     return f"{a.values[key] / b.values[key]:.2f}x"
+
+
+def publish_round_lines(results: dict[str, Figures], names: list[str], sizes: Sizes) -> list[str]:
+    """How the publish rows were measured, and every round's figure."""
+    rounds = max((len(v) for f in results.values() for v in f.rounds.values()), default=0)
+    if not rounds:
+        return []
+    per_round = "; ".join(
+        f"{name} {key} " + ", ".join(f"{x:,.0f}" for x in results[name].rounds[key])
+        for name in names for key in PUBLISH_MEASURES if key in results[name].rounds
+    )
+    return [f"- publish rows: the median of {rounds} rounds of {sizes.tasks:,} tasks each, "
+            "every broker once per round in a rotating order (the machine's speed drifts "
+            f"over minutes); per round, tasks/s: {per_round}"]
 
 
 def publish_bounds(results: dict[str, Figures],
@@ -789,12 +835,19 @@ def publish_verdicts(results: dict[str, Figures]) -> list[str]:
             lines.append(f"- unknown: {what} >= {bar:g}x Redis's: a figure is missing")
             continue
         got = ours.values[key] / redis_.values[against]
+        paired = [a / b for a, b in zip(ours.rounds.get(key, []),
+                                        redis_.rounds.get(against, []), strict=False)]
+        if len(paired) > 1:
+            got_text = (f"{got:.2f}x (ratio of the medians; per round "
+                        f"{min(paired):.2f}-{max(paired):.2f}x)")
+        else:
+            got_text = f"{got:.2f}x"
         cap = ""
         if alone is not None and against in alone.values:
             cap = (f"; Celery alone is "
                    f"{alone.values[against] / redis_.values[against]:.2f}x")
         lines.append(f"- {'met' if got >= bar else '**missed**'}: {what} >= {bar:g}x Redis's: "
-                     f"{got:.2f}x{cap}")
+                     f"{got_text}{cap}")
     return lines
 
 
@@ -895,6 +948,7 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
             f"{1000 * statistics.median(publish_rtt):.1f} ms, i.e. at most "
             f"{1 / statistics.median(publish_rtt):,.0f} confirmed publishes/s from one thread"
         )
+    floor_lines += publish_round_lines(results, names, sizes)
     floor_lines += publish_bounds(results, floors)
     if floor is not None:
         floor_lines.append(f"- the floor used for the target: {1000 * floor:.1f} ms "
@@ -1066,7 +1120,7 @@ def main() -> None:
                                  args.prefetch_multiplier)
                 server = (redis_server if name == "redis" else emulator).process
                 run = BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
-                                args.prefetch_multiplier, server_pid=server and server.pid)
+                                args.prefetch_multiplier, server_pid=server.pid if server else None)
                 try:
                     results[name] = run_broker(run)
                 except Exception as exc:
@@ -1074,10 +1128,14 @@ def main() -> None:
                     results[name] = run.figures
             alone_env = broker_env(CELERY_ONLY, len(args.brokers), "", redis_server.port,
                                    workdir, args.prefetch_multiplier)
-            results[CELERY_ONLY] = run_celery_alone(BrokerRun(
-                CELERY_ONLY, alone_env, alone_env[LEDGER_ENV], workdir, sizes,
-                args.prefetch_multiplier,
-            ))
+            results[CELERY_ONLY] = Figures()
+            envs = {name: broker_env(name, index, f"bench-{run_id}-{index}", redis_server.port,
+                                     workdir, args.prefetch_multiplier)
+                    for index, name in enumerate(args.brokers)}
+            envs[CELERY_ONLY] = alone_env
+            publish_rounds([BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
+                                      args.prefetch_multiplier, figures=results[name])
+                            for name, env in envs.items()], sizes.publish_rounds)
             floor_round(floors, "end", run_id, sizes)
         finally:
             for service in reversed(services):
