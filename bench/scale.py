@@ -3,13 +3,16 @@
     .venv/bin/python bench/scale.py [--tasks 20000] [--rounds 3] [--brokers ours redis]
                                     [--no-bare] [--json PATH]
 
-For each broker the script publishes the whole backlog first (one producer), then starts one
-Celery worker (prefork, ``--concurrency 2``, the app's settings: acks late, prefetch 1, events
-on, results in Redis) and lets it drain. It records the summed resident set (RSS) of the
-worker's process tree (main process and pool children, from /proc) after every 1,000 tasks and
-once the backlog is drained, and the drain rate. No leak means: RSS at the end within 10 % of
-RSS after the first 1,000 tasks. Not a test (it takes minutes); ``bench/all.py`` runs it for
-docs/benchmarks.md. Starts its own emulator and Redis on loopback, stopped by PID.
+Each round publishes every broker's whole backlog first, from one producer per broker, in
+alternating chunks (ours 1,000, Redis 1,000, ...: the machine's speed drifts over minutes, so
+backlogs published one after the other were timed on different machines), then for each
+broker in turn starts one Celery worker (prefork, ``--concurrency 2``, the app's settings:
+acks late, prefetch 1, events on, results in Redis) and lets it drain. It records the summed
+resident set (RSS) of the worker's process tree (main process and pool children, from /proc)
+after every 1,000 tasks and once the backlog is drained, and the drain rate. No leak means:
+RSS at the end within 10 % of RSS after the first 1,000 tasks. Not a test (it takes minutes);
+``bench/all.py`` runs it for docs/benchmarks.md. Starts its own emulator (warmed up first, as
+bench/transport.py does) and Redis on loopback, stopped by PID.
 
 Rounds alternate the brokers on the same servers (ours, Redis, ours, ...), each with a fresh
 worker and backlog, and the summary quotes medians: one run of a minute on a shared machine
@@ -71,6 +74,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 CHECKPOINT = 1000
 LEAK_TOLERANCE = 0.10
+#: Backlogs are published in alternating chunks of this many tasks per broker.
+PUBLISH_CHUNK = 1000
 STALL_SECONDS = 60.0
 BROKERS = ("ours", "redis")
 ASIDE_QUEUE = "scale-aside"
@@ -178,12 +183,12 @@ def run_broker(run: ScaleRun, env: dict[str, str], workdir: Path,
     from tests.workers import WorkerProcess
 
     name = run.broker
+    if run.failure is not None:  # its backlog could not be published
+        return run
     ledger = redis.Redis.from_url(env[LEDGER_ENV])
     ledger.delete(DONE_KEY)
-    app = make_app(env)
     worker = None
     try:
-        publish(app, run)
         if name == "ours":
             publish_pipelined(env, run)
         command = [sys.executable, "-m", "celery", "-A", "vividly_tasks", "worker",
@@ -199,23 +204,48 @@ def run_broker(run: ScaleRun, env: dict[str, str], workdir: Path,
     finally:
         if worker is not None:
             worker.stop()
-        app.close()
         ledger.close()
     return run
 
 
-def publish(app: Any, run: ScaleRun) -> None:
-    """The whole backlog, from one producer, before the worker starts."""
-    with app.connection_for_write() as connection:
-        queue = app.amqp.queues[app.conf.task_default_queue]
-        queue(connection.default_channel).declare()
-    task = app.tasks["scale.noop"]
-    with app.producer_or_acquire() as producer:
-        started = time.perf_counter()
-        for _ in range(run.tasks):
-            task.apply_async(producer=producer)
-        run.publish_rate = run.tasks / (time.perf_counter() - started)
-    print(f"  {run.broker}: published {run.tasks} at {run.publish_rate:,.0f}/s", flush=True)
+def publish_backlogs(round_runs: list[tuple[ScaleRun, dict[str, str]]], first: int) -> None:
+    """Every broker's whole backlog, before any worker starts, in alternating chunks of
+    PUBLISH_CHUNK, the broker at index ``first`` (mod their number) first; a broker's rate is
+    its tasks over the time its own chunks took."""
+    shift = first % len(round_runs)
+    round_runs = round_runs[shift:] + round_runs[:shift]
+    apps = {run.broker: make_app(env) for run, env in round_runs}
+    elapsed = dict.fromkeys(apps, 0.0)
+    try:
+        for run, _ in round_runs:
+            app = apps[run.broker]
+            with app.connection_for_write() as connection:
+                queue = app.amqp.queues[app.conf.task_default_queue]
+                queue(connection.default_channel).declare()
+        for start in range(0, round_runs[0][0].tasks, PUBLISH_CHUNK):
+            for run, _ in round_runs:
+                if run.failure is not None:
+                    continue
+                app = apps[run.broker]
+                task = app.tasks["scale.noop"]
+                count = min(PUBLISH_CHUNK, run.tasks - start)
+                try:
+                    with app.producer_or_acquire() as producer:
+                        started = time.perf_counter()
+                        for _ in range(count):
+                            task.apply_async(producer=producer)
+                        elapsed[run.broker] += time.perf_counter() - started
+                except Exception as exc:
+                    run.failure = f"publish: {type(exc).__name__}: {exc}"[:500]
+                    print(f"  {run.broker}: failed: {run.failure}", flush=True)
+    finally:
+        for app in apps.values():
+            app.close()
+    for run, _ in round_runs:
+        if run.failure is None:
+            run.publish_rate = run.tasks / elapsed[run.broker]
+            print(f"  {run.broker}: published {run.tasks} at {run.publish_rate:,.0f}/s",
+                  flush=True)
 
 
 def publish_pipelined(env: dict[str, str], run: ScaleRun) -> None:
@@ -339,6 +369,25 @@ def wait_ready(worker: Any, ledger: redis.Redis, timeout: float = 60.0) -> float
     return time.monotonic()
 
 
+def warm_up_emulator(port: int) -> None:
+    """Point this process at the emulator and warm it as bench/transport.py does: its JVM takes
+    ~2,000 Publish calls to go from 1.5 to 0.6 ms per call, which the first round's backlog
+    would pay and hosted Pub/Sub never does."""
+    from bench.transport import measure_publish_round_trip
+
+    os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+    measure_publish_round_trip("scale-warm-up")
+
+
+def broker_env(name: str, index: int, base: str, workdir: Path) -> dict[str, str]:
+    """The settings of one broker's run; ours gets a fresh emulator project each round."""
+    url = f"pubsub://scale-{uuid.uuid4().hex[:8]}" if name == "ours" else f"{base}/1"
+    return {**os.environ, "BROKER_URL": url, "RESULT_BACKEND": f"{base}/{10 + index}",
+            LEDGER_ENV: f"{base}/{20 + index}", "LOG_FORMAT": "text",
+            "VIVIDLY_DATA_DIR": str(workdir / f"data-{name}"),
+            "WORKER_CONCURRENCY": "2", "PYTHONPATH": str(REPO_ROOT)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--tasks", type=int, default=20_000)
@@ -373,21 +422,19 @@ def main() -> None:
             if "ours" in args.brokers:
                 emulator = start_pubsub_emulator(workdir)
                 services.append(emulator)
-                os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.port}"
                 server_pids["ours"] = process_tree(emulator.process.pid)
+                warm_up_emulator(emulator.port)
             for round_number in range(1, args.rounds + 1):
-                for index, name in enumerate(args.brokers):
-                    url = (f"pubsub://scale-{uuid.uuid4().hex[:8]}" if name == "ours"
-                           else f"{base}/1")
-                    env = {**os.environ, "BROKER_URL": url,
-                           "RESULT_BACKEND": f"{base}/{10 + index}",
-                           LEDGER_ENV: f"{base}/{20 + index}", "LOG_FORMAT": "text",
-                           "VIVIDLY_DATA_DIR": str(workdir / f"data-{name}"),
-                           "WORKER_CONCURRENCY": "2", "PYTHONPATH": str(REPO_ROOT)}
-                    print(f"{name}, round {round_number} of {args.rounds}: {args.tasks} no-op "
-                          "tasks", flush=True)
-                    run = ScaleRun(name, args.tasks, round_number)
-                    runs.append(run_broker(run, env, workdir, server_pids[name]))
+                round_runs = [(ScaleRun(name, args.tasks, round_number),
+                               broker_env(name, index, base, workdir))
+                              for index, name in enumerate(args.brokers)]
+                print(f"round {round_number} of {args.rounds}: publishing {args.tasks} no-op "
+                      f"tasks per broker, in alternating chunks of {PUBLISH_CHUNK:,}", flush=True)
+                publish_backlogs(round_runs, first=round_number - 1)
+                for run, env in round_runs:
+                    print(f"{run.broker}, round {round_number} of {args.rounds}: draining",
+                          flush=True)
+                    runs.append(run_broker(run, env, workdir, server_pids[run.broker]))
                 if "ours" in args.brokers and not args.no_bare:
                     print(f"bare client, round {round_number}: {args.tasks} messages", flush=True)
                     bare_runs.append(bare_drain(args.tasks, round_number, server_pids["ours"]))
