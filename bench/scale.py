@@ -212,16 +212,12 @@ def publish_backlogs(round_runs: list[tuple[ScaleRun, dict[str, str]]], first: i
     """Every broker's whole backlog, before any worker starts, in alternating chunks of
     PUBLISH_CHUNK, the broker at index ``first`` (mod their number) first; a broker's rate is
     its tasks over the time its own chunks took."""
-    shift = first % len(round_runs)
-    round_runs = round_runs[shift:] + round_runs[:shift]
+    from bench.transport import declare_task_queue, rotated
+
+    round_runs = rotated(round_runs, first)
     apps = {run.broker: make_app(env) for run, env in round_runs}
     elapsed = dict.fromkeys(apps, 0.0)
     try:
-        for run, _ in round_runs:
-            app = apps[run.broker]
-            with app.connection_for_write() as connection:
-                queue = app.amqp.queues[app.conf.task_default_queue]
-                queue(connection.default_channel).declare()
         for start in range(0, round_runs[0][0].tasks, PUBLISH_CHUNK):
             for run, _ in round_runs:
                 if run.failure is not None:
@@ -230,6 +226,8 @@ def publish_backlogs(round_runs: list[tuple[ScaleRun, dict[str, str]]], first: i
                 task = app.tasks["scale.noop"]
                 count = min(PUBLISH_CHUNK, run.tasks - start)
                 try:
+                    if start == 0:  # a failure here, too, is this broker's, not the run's
+                        declare_task_queue(app)
                     with app.producer_or_acquire() as producer:
                         started = time.perf_counter()
                         for _ in range(count):

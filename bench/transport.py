@@ -25,7 +25,7 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from celery import shared_task
@@ -90,6 +90,7 @@ from pathlib import Path  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks-transport.md"
+T = TypeVar("T")
 
 
 def markers(prefetch_multiplier: int) -> tuple[str, str]:
@@ -430,15 +431,9 @@ class BrokerRun:
         app.conf.broker_connection_timeout = 10
         return app
 
-    def declare_queue(self) -> None:
-        """Create the task queue (topic/subscription) so that nothing published is dropped."""
-        with self.app.connection_for_write() as connection:
-            task_queue = self.app.amqp.queues[self.app.conf.task_default_queue]
-            task_queue(connection.default_channel).declare()
-
     def publish(self) -> float:
         task = self.app.tasks["bench.noop"]
-        self.declare_queue()
+        declare_task_queue(self.app)
         task.apply_async()  # connect and warm up outside the timing
         self.ledger.delete(DONE_KEY)
         count = self.sizes.tasks
@@ -668,7 +663,7 @@ def publish_rounds(runs: list[BrokerRun], rounds: int) -> None:
 
     pools.reset()  # the broker runs closed their apps' connection pools, which Kombu shares
     for index in range(rounds):
-        order = runs[index % len(runs):] + runs[:index % len(runs)]
+        order = rotated(runs, index)
         print(f"== publish round {index + 1}/{rounds}: {', '.join(r.name for r in order)} "
               f"(load {load_average()})", flush=True)
         for run in order:
@@ -677,6 +672,19 @@ def publish_rounds(runs: list[BrokerRun], rounds: int) -> None:
                 if options["pipelined"] and run.name != "ours":
                     continue
                 run.figures.measure_round(key, functools.partial(run.publish_aside, **options))
+
+
+def declare_task_queue(app: Any) -> None:
+    """Create the app's task queue (topic/subscription) so that nothing published is dropped."""
+    with app.connection_for_write() as connection:
+        task_queue = app.amqp.queues[app.conf.task_default_queue]
+        task_queue(connection.default_channel).declare()
+
+
+def rotated(items: list[T], by: int) -> list[T]:
+    """``items`` starting at index ``by`` (mod their number): who goes first takes turns."""
+    shift = by % len(items)
+    return items[shift:] + items[:shift]
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -1114,6 +1122,7 @@ def main() -> None:
             floor_round(floors, "start", run_id, sizes)
             # The worker's prefetch: concurrency 2 times the multiplier.
             ceiling_round(floors, run_id, sizes, 2 * args.prefetch_multiplier)
+            runs = []
             for index, name in enumerate(args.brokers):
                 project = f"bench-{run_id}-{index}"
                 env = broker_env(name, index, project, redis_server.port, workdir,
@@ -1121,21 +1130,18 @@ def main() -> None:
                 server = (redis_server if name == "redis" else emulator).process
                 run = BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
                                 args.prefetch_multiplier, server_pid=server.pid if server else None)
+                runs.append(run)
                 try:
-                    results[name] = run_broker(run)
+                    run_broker(run)
                 except Exception as exc:
                     run.figures.notes.append(f"run aborted: {type(exc).__name__}: {exc}")
-                    results[name] = run.figures
             alone_env = broker_env(CELERY_ONLY, len(args.brokers), "", redis_server.port,
                                    workdir, args.prefetch_multiplier)
-            results[CELERY_ONLY] = Figures()
-            envs = {name: broker_env(name, index, f"bench-{run_id}-{index}", redis_server.port,
-                                     workdir, args.prefetch_multiplier)
-                    for index, name in enumerate(args.brokers)}
-            envs[CELERY_ONLY] = alone_env
-            publish_rounds([BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
-                                      args.prefetch_multiplier, figures=results[name])
-                            for name, env in envs.items()], sizes.publish_rounds)
+            runs.append(BrokerRun(CELERY_ONLY, alone_env, alone_env[LEDGER_ENV], workdir, sizes,
+                                  args.prefetch_multiplier))
+            # The broker runs are over (workers stopped); their publish rows are measured here.
+            publish_rounds(runs, sizes.publish_rounds)
+            results.update((run.name, run.figures) for run in runs)
             floor_round(floors, "end", run_id, sizes)
         finally:
             for service in reversed(services):
