@@ -5,12 +5,14 @@ data plane here is a stand-in for our own stubs.py (the emulator tests cover the
 from __future__ import annotations
 
 import threading
-from concurrent.futures import Future
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google.api_core import exceptions as google_errors
 
+from vividly_tasks.transport import confirms
 from vividly_tasks.transport.confirms import (
     MESSAGES_PER_REQUEST,
     Pending,
@@ -31,16 +33,13 @@ class ScriptedDataPlane:
         self.requests: list[list[Any]] = []
         self.lock = threading.Lock()
 
-    def publish_future(self, topic: str, messages: list[Any], *, timeout: float) -> Future[Any]:
+    def publish(self, topic: str, messages: list[Any], *, timeout: float) -> list[str]:
         with self.lock:
             self.requests.append(list(messages))
             error = self.errors.pop(0) if self.errors else None
-        future: Future[Any] = Future()
-        if error is None:
-            future.set_result([str(i) for i in range(len(messages))])
-        else:
-            future.set_exception(error)
-        return future
+        if error is not None:
+            raise error
+        return [str(i) for i in range(len(messages))]
 
 
 def message(task_id: str) -> Any:
@@ -111,3 +110,48 @@ def test_confirmations_reach_the_hook_of_the_connection_that_published() -> None
     pipe.flush(5)
     assert sorted(seen) == sorted(f"t.x[{n}]" for n in range(7))
     assert pipe.peak_in_flight <= 3
+
+
+def test_messages_queued_within_the_linger_share_one_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(confirms, "LINGER_SECONDS", 0.5)
+    plane = ScriptedDataPlane()
+    pipe = pipeline(plane, bound=100)
+    for n in range(20):
+        pipe.submit(TOPIC, message(str(n)), timeout_seconds=10)
+    wait_until(lambda: pipe.confirmed == 20)
+    assert [len(request) for request in plane.requests] == [20]
+
+
+def test_a_flush_and_a_full_bound_send_without_lingering(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(confirms, "LINGER_SECONDS", 30.0)
+    plane = ScriptedDataPlane()
+    pipe = pipeline(plane, bound=3)
+    started = time.monotonic()
+    pipe.submit(TOPIC, message("a"), timeout_seconds=60)
+    pipe.flush(5)  # sends now, not after the linger
+    for n in range(4):  # the fourth waits for room, which the third's full bound sent for
+        pipe.submit(TOPIC, message(str(n)), timeout_seconds=60)
+    pipe.flush(5)
+    assert time.monotonic() - started < 5
+    assert [len(request) for request in plane.requests] == [1, 3, 1]
+    assert pipe.peak_in_flight == 3
+
+
+def test_more_messages_than_a_request_takes_are_sent_without_lingering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(confirms, "LINGER_SECONDS", 30.0)
+    plane = ScriptedDataPlane()
+    pipe = pipeline(plane, bound=1000)
+    for n in range(confirms.LINGER_MESSAGES):
+        pipe.submit(TOPIC, message(str(n)), timeout_seconds=60)
+    wait_until(lambda: pipe.confirmed == confirms.LINGER_MESSAGES, timeout=5)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.01)

@@ -82,15 +82,6 @@ class DataPlane:
         return list(response.message_ids)
 
 
-    def publish_future(self, topic: str, messages: Sequence[Any], *, timeout: float) -> Any:
-        """Publish without waiting: a ``grpc.Future`` of the ``PublishResponse`` (its errors
-        are ``grpc.RpcError``; confirms.py translates them)."""
-        request = _PublishRequest(topic=topic, messages=messages)
-        return self._publish.future(
-            request, timeout=timeout, metadata=routing_metadata("topic", topic)
-        )
-
-
 def _call(stub: grpc.UnaryUnaryMultiCallable, request: Any, timeout: float,
           metadata: tuple[tuple[str, str], ...]) -> Any:
     try:
