@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
-from celery import Celery
+from celery import Celery, chord, chunks, group
 
 from tests.pubsub_helpers import dead_letters, list_subscriptions, publish_raw
 from tests.services import ServiceProcess
@@ -61,6 +61,29 @@ def test_tasks_results_retries_and_canvas_from_a_prefork_child(
     assert app.AsyncResult(ids["chain"]).get(timeout=30) == 6
     assert app.AsyncResult(ids["chord"]).get(timeout=30) == 12
     assert app.send_task("tests.delivery_attempt").get(timeout=30) == 1
+
+
+def test_groups_chords_and_chunks_publish_through_a_pipelined_producer(
+    app: Celery, start_worker: Callable[..., WorkerProcess]
+) -> None:
+    app.conf.broker_transport_options = {
+        **app.conf.broker_transport_options, "publish_in_flight": 16,
+    }
+    start_worker().wait_ready()
+    with app.producer_or_acquire() as producer:
+        pipeline = producer.channel.publish_pipeline
+        assert pipeline is not None
+        confirmed_before = pipeline.confirmed
+    add = app.signature("tests.add")
+    grouped = group(add.clone((n, n)) for n in range(10)).apply_async()
+    chorded = chord((add.clone((n, 1)) for n in range(5)), app.signature("tests.sum_all"))()
+    chunked = chunks(add, [(n, n) for n in range(20)], 5).apply_async()
+    assert grouped.get(timeout=30) == [2 * n for n in range(10)]
+    assert chorded.get(timeout=30) == sum(n + 1 for n in range(5))
+    assert chunked.get(timeout=30) == [[2 * n for n in range(k, k + 5)] for k in range(0, 20, 5)]
+    # Each header task, group member and chunk went out through the pipeline, confirmed.
+    assert pipeline.confirmed - confirmed_before >= 10 + 5 + 4
+    assert pipeline.in_flight == 0 and pipeline.peak_in_flight <= 16
 
 
 def test_children_forked_while_grpc_runs_still_publish_and_control_still_answers(
