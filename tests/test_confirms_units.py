@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from google.api_core import exceptions as google_errors
 
+from tests.content_support import wait_for
 from vividly_tasks.transport import confirms
 from vividly_tasks.transport.confirms import (
     MESSAGES_PER_REQUEST,
@@ -120,7 +120,7 @@ def test_messages_queued_within_the_linger_share_one_request(
     pipe = pipeline(plane, bound=100)
     for n in range(20):
         pipe.submit(TOPIC, message(str(n)), timeout_seconds=10)
-    wait_until(lambda: pipe.confirmed == 20)
+    wait_for(lambda: pipe.confirmed == 20, 5, "20 confirmed")
     assert [len(request) for request in plane.requests] == [20]
 
 
@@ -147,11 +147,4 @@ def test_more_messages_than_a_request_takes_are_sent_without_lingering(
     pipe = pipeline(plane, bound=1000)
     for n in range(confirms.LINGER_MESSAGES):
         pipe.submit(TOPIC, message(str(n)), timeout_seconds=60)
-    wait_until(lambda: pipe.confirmed == confirms.LINGER_MESSAGES, timeout=5)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        time.sleep(0.01)
+    wait_for(lambda: pipe.confirmed == confirms.LINGER_MESSAGES, 5, "a full request confirmed")
