@@ -23,7 +23,7 @@ from vividly_tasks.product import consumed_queues
 from vividly_tasks.settings import Settings
 from vividly_tasks.tasks import content_services
 from vividly_tasks.transport import plain_messages
-from vividly_tasks.transport.wire import PoisonMessage
+from vividly_tasks.transport.poison import PoisonMessage
 
 TASK = "tests.record_plain_message"
 

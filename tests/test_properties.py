@@ -1,7 +1,7 @@
 """Properties of the receive path and of request validation, over generated hostile input.
 
 Whatever bytes and attributes arrive on a subscription end one of three ways: a task that
-Celery runs, a dead letter with a reason (``wire.PoisonMessage`` in the transport, or the
+Celery runs, a dead letter with a reason (``PoisonMessage`` in the transport, or the
 worker consumer's ``task_message_problem``), or Celery's own rejection of an unknown or invalid
 task; never an exception that escapes into the worker. The same for request fields: a
 ``LessonSpec`` within the limits, or ``InvalidRequest`` naming the problem.
@@ -43,8 +43,9 @@ from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey, c
 from vividly_tasks.content.validation import validate
 from vividly_tasks.plain_message_tasks import check_arguments
 from vividly_tasks.settings import Settings
-from vividly_tasks.transport import plain_messages, wire
+from vividly_tasks.transport import limits, plain_messages, wire
 from vividly_tasks.transport.inbound import eta_timestamp
+from vividly_tasks.transport.poison import PoisonMessage
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.worker.guarded_consumer import task_message_problem
@@ -177,7 +178,7 @@ def receive(data: bytes, attrs: dict[str, str], channel: Any, app: Any,
     received = PubsubMessage(data=data, attributes=attrs, message_id="1")
     try:
         payload = plain_messages.decode(received, queue=QUEUE, task=bound_task)  # JSON only
-    except wire.PoisonMessage as reason:
+    except PoisonMessage as reason:
         assert str(reason)
         return f"dead-letter: {reason}"
     # Channel.accept: routing and lease bookkeeping read these.
@@ -337,8 +338,8 @@ def test_a_dead_letter_copy_fits_pubsub_attribute_limits(
 ) -> None:
     ours = {"dead_letter_reason": reason, "original_message_id": "1"}
     attributes = wire.copy_attributes(original, ours)
-    assert len(attributes) <= wire.MAX_ATTRIBUTES
-    assert all(len(v.encode()) <= wire.MAX_ATTRIBUTE_VALUE_BYTES for v in attributes.values())
+    assert len(attributes) <= limits.MAX_ATTRIBUTES
+    assert all(len(v.encode()) <= limits.MAX_ATTRIBUTE_VALUE_BYTES for v in attributes.values())
     assert reason.startswith(attributes["dead_letter_reason"])
     assert len(attributes["dead_letter_reason"]) >= min(len(reason), 256)
 

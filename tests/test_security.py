@@ -28,6 +28,7 @@ from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey
 from vividly_tasks.content.validation import validate
 from vividly_tasks.settings import Settings
 from vividly_tasks.transport import wire
+from vividly_tasks.transport.poison import PoisonMessage
 
 PREFIX = "vividly-"
 QUEUE = "vividly"
@@ -122,7 +123,7 @@ def test_the_app_accepts_and_sends_json_only() -> None:
     # The transport's own fence is opt-in; the product app turns it on, JSON only.
     fence = conf.broker_transport_options["accept_content"]
     assert fence == "application/json"
-    with pytest.raises(wire.PoisonMessage, match="refused"):
+    with pytest.raises(PoisonMessage, match="refused"):
         wire.decode(json.dumps({"body": "gAR9lC4=", "content-type": "application/x-python-"
                                 "serialize", "properties": {"body_encoding": "base64"}}).encode(),
                     {}, accepted_content_types=frozenset({fence}))

@@ -38,6 +38,7 @@ from vividly_tasks.transport.errors import (
 )
 from vividly_tasks.transport.inbound import Inbound
 from vividly_tasks.transport.leases import Lease
+from vividly_tasks.transport.limits import DEFAULT_LIMITS, ReceiveLimits, accepted_compressions
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.prefetch import PrefetchRoom
 from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
@@ -147,6 +148,12 @@ class Channel(virtual.Channel):
     #: Content types accepted on receipt, others dead-lettered unread; None carries every
     #: type, and the consumer's own accept list decides what is deserialized (Kombu's rule).
     default_accept_content: tuple[str, ...] | None = None
+    #: Receive limits (limits.py): compressions decoded (none unless listed), the most a
+    #: compressed body may decode to, the most JSON structural characters and nesting levels.
+    default_accept_compression: tuple[str, ...] = ()
+    default_max_decoded_bytes = DEFAULT_LIMITS.max_decoded_bytes
+    default_max_json_items = DEFAULT_LIMITS.max_json_items
+    default_max_json_depth = DEFAULT_LIMITS.max_json_depth
     #: Exchanges of Celery's events (its ``event_exchange`` setting), published in the
     #: background: events are lossy by Celery's contract, and a draining worker sends three
     #: per task.
@@ -245,6 +252,21 @@ class Channel(virtual.Channel):
         if not names:
             return None
         return frozenset(CONTENT_TYPE_ALIASES.get(v, v) for v in names)
+
+    @cached_property
+    def receive_limits(self) -> ReceiveLimits:
+        names = listed(self.transport_options.get("accept_compression",
+                                                  self.default_accept_compression))
+        try:
+            compressions = accepted_compressions(names)
+        except ValueError as exc:
+            raise PubSubChannelError(str(exc)) from None
+        return ReceiveLimits(
+            accept_compression=compressions,
+            max_decoded_bytes=self.connection.option("max_decoded_bytes", int),
+            max_json_items=self.connection.option("max_json_items", int),
+            max_json_depth=self.connection.option("max_json_depth", int),
+        )
 
     @cached_property
     def event_exchanges(self) -> frozenset[str]:
@@ -606,6 +628,7 @@ class Channel(virtual.Channel):
             max_lease_seconds=self.connection.option("max_lease_seconds", float),
             max_delivery_attempts=self.max_delivery_attempts,
             on_leased=self._room.add,
+            limits=self.receive_limits,
         )
 
     def accept(self, route: QueueRoute, received: Any, *, no_ack: bool) -> dict[str, Any] | None:

@@ -1,10 +1,20 @@
 """Inbound decisions: what a received message is and who settles it.
 
-For each message a Pull returns: a renewed copy addressed to another queue is acked; a copy
-a fanout or topic binding does not match is acked (as AMQP drops it) before or after
-decoding; one that is not a Kombu envelope goes to the queue's dead-letter topic with the
-reason; the rest are leased and become Kombu payloads, Pub/Sub's metadata in
-``delivery_info``. A message released unstarted too often is renewed (``renew``).
+For each message a Pull returns, on its own (one bad message never holds up the others): a
+renewed copy addressed to another queue is acked; a copy a fanout or topic binding does not
+match is acked (as AMQP drops it) before or after decoding, counted and logged; one that is
+not a Kombu envelope, or is beyond the receive limits (limits.py), goes to the queue's
+dead-letter topic with the reason (on a queue without one, remote control and replies, it
+is dropped with a log line); the rest are leased and become Kombu payloads, Pub/Sub's
+metadata in ``delivery_info``. Should taking a message fail for any other reason, it is
+released for redelivery. A message released unstarted too often is renewed (``renew``).
+
+Unmatched copies: AMQP routes a message to the queues whose bindings match and drops one
+that matches none, silently unless it was published ``mandatory``. Here every queue of an
+exchange gets a copy and drops the ones that are not its own, so each drop is counted
+(``receipts.py``, the worker's summary) and logged at most once a minute per queue with the
+number since: at WARNING on the default exchange (the topic is the queue's own, so nothing
+anywhere matched it), at INFO on a named exchange (another queue's binding may have).
 """
 
 from __future__ import annotations
@@ -13,18 +23,25 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vividly_tasks.transport import plain_messages, wire
+from vividly_tasks.transport import plain_messages, receipts, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.leases import Lease
+from vividly_tasks.transport.limits import DEFAULT_LIMITS, ReceiveLimits
+from vividly_tasks.transport.poison import PoisonMessage
 from vividly_tasks.transport.routing import QueueRoute, published_at
 from vividly_tasks.transport.stubs import PubsubMessage
 
 logger = logging.getLogger(__name__)
+
+#: Longest silence of the unmatched-copy log of a queue that keeps dropping copies.
+UNMATCHED_LOG_EVERY_SECONDS = 60.0
+#: A reason quotes this much of an unexpected error's text.
+MAX_ERROR_TEXT_CHARS = 300
 
 
 @dataclass
@@ -39,11 +56,28 @@ class Inbound:
     max_lease_seconds: float
     max_delivery_attempts: int
     on_leased: Callable[[str], None]
+    limits: ReceiveLimits = DEFAULT_LIMITS
+    #: Per queue: when its unmatched copies were last logged, and how many since.
+    _unmatched_log: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
 
     def accept(
         self, route: QueueRoute, received: Any, *, no_ack: bool
     ) -> dict[str, Any] | None:
-        """The Kombu payload of a received message, leased; None if it was settled here."""
+        """The Kombu payload of a received message, leased; None if it was settled here.
+        Never raises: a message that cannot be taken is released for redelivery."""
+        try:
+            return self._accept(route, received, no_ack=no_ack)
+        except Exception:
+            logger.exception(
+                "could not take message %s of queue %s: released for redelivery",
+                received.message.message_id, route.queue,
+            )
+            self.pubsub.background.set_deadline(route.spec.path, received.ack_id, 0)
+            return None
+
+    def _accept(
+        self, route: QueueRoute, received: Any, *, no_ack: bool
+    ) -> dict[str, Any] | None:
         background = self.pubsub.background
         subscription = route.spec.path
         message = received.message
@@ -56,22 +90,20 @@ class Inbound:
             attributes.get("exchange", ""), attributes.get("routing_key", ""),
             published_at(message), self.binding_records,
         ):
-            background.ack(subscription, received.ack_id)  # not for this binding: skip decoding
+            # Not for this binding: skipped before decoding.
+            self.drop_unmatched(route, received, attributes.get("exchange", ""),
+                                attributes.get("routing_key", ""))
             return None
-        try:
-            payload = plain_messages.decode(
-                message, queue=route.queue, task=self.plain_message_tasks.get(route.queue),
-                accepted_content_types=self.accepted_content_types,
-            )
-        except wire.PoisonMessage as reason:
-            self.dead_letter(route, received, str(reason))
+        payload = self.decode(route, received)
+        if payload is None:
             return None
         info = payload["properties"]["delivery_info"]
         if addressed_to is None and not route.accepts_now(
             info.get("exchange", ""), info.get("routing_key", ""), published_at(message),
             self.binding_records,
         ):
-            background.ack(subscription, received.ack_id)  # AMQP drops unmatched messages
+            self.drop_unmatched(route, received, info.get("exchange", ""),
+                                info.get("routing_key", ""))
             return None
         tag = uuid.uuid4().hex
         attempt = int(received.delivery_attempt or 0) or 1
@@ -99,14 +131,50 @@ class Inbound:
         self.pubsub.leases.add(tag, lease)
         return payload
 
+    def decode(self, route: QueueRoute, received: Any) -> dict[str, Any] | None:
+        """The message as a Kombu payload; None if it could not be, and was dead-lettered."""
+        try:
+            return plain_messages.decode(
+                received.message, queue=route.queue,
+                task=self.plain_message_tasks.get(route.queue),
+                accepted_content_types=self.accepted_content_types, limits=self.limits,
+            )
+        except PoisonMessage as reason:
+            self.dead_letter(route, received, str(reason))
+        except Exception as exc:  # decoding is the message's doing: the same bytes fail again
+            self.dead_letter(route, received, f"could not be decoded: {error_text(exc)}")
+        return None
+
+    def drop_unmatched(self, route: QueueRoute, received: Any, exchange: str,
+                       routing_key: str) -> None:
+        """Ack a copy none of the queue's bindings match; count it, and log it (see above)."""
+        self.pubsub.background.ack(route.spec.path, received.ack_id)
+        receipts.for_this_process().add("unmatched")
+        logger.debug("dropped message %s of queue %s: no binding matches exchange %r, routing "
+                     "key %r", received.message.message_id, route.queue, exchange, routing_key)
+        now = time.monotonic()
+        logged_at, since = self._unmatched_log.get(route.queue, (-UNMATCHED_LOG_EVERY_SECONDS, 0))
+        if now - logged_at < UNMATCHED_LOG_EVERY_SECONDS:
+            self._unmatched_log[route.queue] = (logged_at, since + 1)
+            return
+        self._unmatched_log[route.queue] = (now, 0)
+        logger.log(
+            logging.INFO if exchange else logging.WARNING,
+            "queue %s dropped %d message(s) that none of its bindings match (the last: "
+            "exchange %r, routing key %r)", route.queue, since + 1, exchange, routing_key,
+        )
+
     def dead_letter(self, route: QueueRoute, received: Any, reason: str) -> None:
         """Send a copy with the reason to the queue's dead-letter topic, then ack."""
         dead_letter_topic = route.spec.dead_letter_topic
         message = received.message
         if dead_letter_topic is None:
-            logger.warning("dropped a message of temporary queue %s: %s", route.queue, reason)
+            receipts.for_this_process().add("dropped")
+            logger.warning("dropped message %s of queue %s, which has no dead-letter topic: %s",
+                           message.message_id, route.queue, reason)
             self.pubsub.background.ack(route.spec.path, received.ack_id)
             return
+        receipts.for_this_process().add("dead_lettered")
         logger.warning(
             "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
         )
@@ -142,6 +210,12 @@ class Inbound:
         )
         self.pubsub.background.move(route.spec.topic, copy, lease.subscription, lease.ack_id)
         return True
+
+
+def error_text(exc: BaseException) -> str:
+    """An unexpected error as a reason: its type and the start of its text."""
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= MAX_ERROR_TEXT_CHARS else text[: MAX_ERROR_TEXT_CHARS - 3] + "..."
 
 
 def eta_timestamp(eta: Any) -> float | None:

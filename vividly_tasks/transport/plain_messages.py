@@ -26,7 +26,8 @@ from typing import Any
 from proto.datetime_helpers import DatetimeWithNanoseconds
 
 from vividly_tasks.transport import wire
-from vividly_tasks.transport.wire import PoisonMessage
+from vividly_tasks.transport.limits import DEFAULT_LIMITS, ReceiveLimits
+from vividly_tasks.transport.poison import PoisonMessage
 
 #: Header set on the Celery message built from a plain one (the worker checks its arguments).
 PLAIN_MESSAGE_HEADER = "pubsub_plain_message"
@@ -68,16 +69,19 @@ def decode(
     queue: str,
     task: str | None,
     accepted_content_types: frozenset[str] | None = None,
+    limits: ReceiveLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """A received message (a protobuf or proto-plus PubsubMessage) as a Kombu payload: a Kombu
     envelope, or (on a queue bound to ``task``) a plain message made into a call of ``task``;
-    else ``PoisonMessage``."""
+    else ``PoisonMessage``. Either way within ``limits`` (limits.py)."""
     attributes = dict(message.attributes)
     if task is None or wire.ENVELOPE_ATTRIBUTE in attributes:
-        return wire.decode(message.data, attributes, accepted_content_types=accepted_content_types)
+        return wire.decode(message.data, attributes,
+                           accepted_content_types=accepted_content_types, limits=limits)
+    limits.check_message(message.data, attributes)
     return task_payload(
         message.data, attributes, task=task, queue=queue, message_id=message.message_id,
-        publish_time=rfc3339(message.publish_time),
+        publish_time=rfc3339(message.publish_time), limits=limits,
     )
 
 
@@ -98,9 +102,10 @@ def task_payload(
     queue: str,
     message_id: str,
     publish_time: str | None,
+    limits: ReceiveLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """The Kombu payload of a Celery message that calls ``task(**json_object_in_data)``."""
-    kwargs = json_object(data)
+    kwargs = json_object(data, limits)
     try:
         body = json.dumps([[], kwargs, EMBED], ensure_ascii=False, allow_nan=False)
     except (ValueError, RecursionError):
@@ -133,10 +138,14 @@ def task_payload(
     }
 
 
-def json_object(data: bytes) -> dict[str, Any]:
+def json_object(data: bytes, limits: ReceiveLimits = DEFAULT_LIMITS) -> dict[str, Any]:
     """The data as one JSON object (standard JSON: no NaN or Infinity), or ``PoisonMessage``."""
     try:
-        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+        text = data.decode("utf-8")
+        limits.check_json_items(text, "plain message: data")
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except PoisonMessage:
+        raise
     except UnicodeDecodeError:
         raise PoisonMessage("plain message: data is not UTF-8 text, so not JSON") from None
     except json.JSONDecodeError as exc:
@@ -147,6 +156,7 @@ def json_object(data: bytes) -> dict[str, Any]:
         raise PoisonMessage(f"plain message: data is not standard JSON ({exc})") from None
     except RecursionError:
         raise PoisonMessage("plain message: data is JSON nested too deeply") from None
+    limits.check_json_depth(value, text, "plain message: data")
     if not isinstance(value, dict):
         raise PoisonMessage(
             f"plain message: data is JSON {type(value).__name__}, not an object of keyword "

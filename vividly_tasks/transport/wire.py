@@ -15,6 +15,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from vividly_tasks.transport.limits import (
+    DEFAULT_LIMITS,
+    MAX_ATTRIBUTE_VALUE_BYTES,
+    MAX_ATTRIBUTES,
+    ReceiveLimits,
+)
+from vividly_tasks.transport.poison import PoisonMessage
+
 ENVELOPE_ATTRIBUTE = "kombu-envelope"
 #: On a renewed copy (channel.py): the one queue it is for, how often it was released
 #: unstarted, and the id of the message it renews.
@@ -24,9 +32,6 @@ RENEWS_ATTRIBUTE = "kombu-renews"
 #: Remote-control commands published just before this message (command_fence.py).
 AFTER_ATTRIBUTE = "kombu-after"
 ENVELOPE_VERSION = "1"
-MAX_ATTRIBUTE_VALUE_BYTES = 1024
-#: Pub/Sub refuses a message with more attributes than this.
-MAX_ATTRIBUTES = 100
 logger = logging.getLogger(__name__)
 #: Keys of ``delivery_info`` that carry Pub/Sub's metadata of a received message.
 DELIVERY_ATTEMPT = "delivery_attempt"
@@ -34,10 +39,6 @@ MESSAGE_ID = "pubsub_message_id"
 PUBLISH_TIME = "pubsub_publish_time"
 SUBSCRIPTION = "pubsub_subscription"
 PUBSUB_DELIVERY_INFO = (DELIVERY_ATTEMPT, MESSAGE_ID, PUBLISH_TIME, SUBSCRIPTION)
-
-
-class PoisonMessage(ValueError):
-    """A received message that cannot become a Kombu message; ``str()`` is the reason."""
 
 
 @dataclass(frozen=True)
@@ -125,17 +126,41 @@ def decode(
     attributes: dict[str, str],
     *,
     accepted_content_types: frozenset[str] | None = None,
+    limits: ReceiveLimits = DEFAULT_LIMITS,
 ) -> dict[str, Any]:
     """A received message as a Kombu payload, or ``PoisonMessage`` saying why it is not one.
 
     Any content type passes unless ``accepted_content_types`` lists the ones that may (the
     consumer's accept list decides what is deserialized; this is an opt-in second fence).
+    Decoding stays within ``limits`` (limits.py): a compressed body arrives decompressed,
+    without its ``compression`` header, so that Kombu never decompresses it unbounded.
     """
+    limits.check_message(data, attributes)
+    envelope = parse_envelope(data, limits)
+    check_content_type(envelope["content-type"], accepted_content_types)
+    decode_body(envelope, limits)
+    properties = envelope["properties"]
+    delivery_info = properties.get("delivery_info") or {}
+    if not isinstance(delivery_info, dict):
+        raise PoisonMessage("Kombu envelope has non-object delivery_info")
+    delivery_info.setdefault("exchange", attributes.get("exchange", ""))
+    delivery_info.setdefault("routing_key", attributes.get("routing_key", ""))
+    if not all(isinstance(delivery_info[key], str) for key in ("exchange", "routing_key")):
+        raise PoisonMessage("Kombu envelope's exchange and routing_key are not both text")
+    properties["delivery_info"] = delivery_info
+    return envelope
+
+
+def parse_envelope(data: bytes, limits: ReceiveLimits) -> dict[str, Any]:
+    """The envelope's JSON object, its properties and headers objects (headers ``{}`` when
+    absent), or ``PoisonMessage``."""
     try:
         # UTF-8 by this format: json.loads(bytes) would guess UTF-16/32 from leading zero bytes.
-        envelope = json.loads(data.decode("utf-8"))
+        envelope = limits.load_json(data.decode("utf-8"), "data")
     except UnicodeDecodeError:
         raise PoisonMessage("data is not UTF-8 text, so not a Kombu envelope") from None
+    except PoisonMessage:
+        raise
     except json.JSONDecodeError as exc:
         raise PoisonMessage(f"data is not JSON ({exc.msg} at byte {exc.pos})") from None
     if not isinstance(envelope, dict):
@@ -148,26 +173,38 @@ def decode(
     headers = envelope.get("headers") or {}
     if not isinstance(headers, dict):
         raise PoisonMessage("Kombu envelope has non-object headers")
-    check_content_type(envelope["content-type"], accepted_content_types)
-    body = envelope["body"]
-    body_encoding = envelope["properties"].get("body_encoding")
+    envelope["headers"] = headers
+    return envelope
+
+
+def decode_body(envelope: dict[str, Any], limits: ReceiveLimits) -> None:
+    """Check the body's encoding; decompress a compressed body in place (within ``limits``,
+    and without the ``compression`` header after); check JSON that Kombu will parse."""
+    body, properties = envelope["body"], envelope["properties"]
+    body_encoding = properties.get("body_encoding")
+    binary: bytes | None = None
     if body_encoding == "base64":
         try:
-            base64.b64decode(body, validate=True)
+            binary = base64.b64decode(body, validate=True)
         except (ValueError, TypeError):  # binascii.Error, or text that is not ASCII
             raise PoisonMessage("body_encoding is base64 but the body is not") from None
     elif body_encoding is not None or not isinstance(body, str):
         raise PoisonMessage(f"unsupported body encoding {body_encoding!r}")
-    envelope["headers"] = headers
-    delivery_info = envelope["properties"].get("delivery_info") or {}
-    if not isinstance(delivery_info, dict):
-        raise PoisonMessage("Kombu envelope has non-object delivery_info")
-    delivery_info.setdefault("exchange", attributes.get("exchange", ""))
-    delivery_info.setdefault("routing_key", attributes.get("routing_key", ""))
-    if not all(isinstance(delivery_info[key], str) for key in ("exchange", "routing_key")):
-        raise PoisonMessage("Kombu envelope's exchange and routing_key are not both text")
-    envelope["properties"]["delivery_info"] = delivery_info
-    return dict(envelope)
+    headers = envelope["headers"]
+    compression = headers.get("compression")
+    if compression:
+        if not isinstance(compression, str):
+            raise PoisonMessage(f"compression header {compression!r} is not text")
+        binary = limits.decompress(binary if binary is not None else body.encode(), compression)
+        encoding = envelope.get("content-encoding")
+        body, body_encoding = text_body(binary, encoding if isinstance(encoding, str) else None)
+        envelope["body"], properties["body_encoding"] = body, body_encoding
+        envelope["headers"] = {key: value for key, value in headers.items()
+                               if key != "compression"}
+        if body_encoding is None:
+            binary = None
+    if envelope["content-type"] == "application/json" and body:  # what Kombu will parse
+        limits.check_json(body if binary is None else binary, "body")
 
 
 def check_content_type(content_type: Any, accepted: frozenset[str] | None) -> None:
