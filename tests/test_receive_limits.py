@@ -67,7 +67,7 @@ def test_an_accepted_compression_arrives_decompressed_as_kombu_would_decode_it(n
 @pytest.mark.parametrize("compression", ["application/x-gzip", "gzip", "application/x-bz2"])
 def test_compression_is_refused_unread_unless_the_consumer_opted_in(compression: str) -> None:
     data = envelope(zlib.compress(b"[]"), compression=compression)
-    with pytest.raises(PoisonMessage, match="does not accept.*accept_compression: none"):
+    with pytest.raises(PoisonMessage, match=r"does not accept.*accept_compression: none"):
         wire.decode(data, {})
 
 
@@ -119,7 +119,7 @@ def test_a_compression_without_a_bounded_decoder_cannot_be_accepted() -> None:
 def test_a_compression_header_that_is_not_text_is_a_reason() -> None:
     data = json.dumps({"body": "[]", "content-type": "application/json",
                        "headers": {"compression": ["gzip"]}, "properties": {}}).encode()
-    with pytest.raises(PoisonMessage, match="compression header .* is not text"):
+    with pytest.raises(PoisonMessage, match=r"compression header .* is not text"):
         wire.decode(data, {}, limits=ALL_COMPRESSIONS)
 
 
@@ -151,7 +151,7 @@ def test_a_body_of_other_content_is_not_parsed_as_json() -> None:
 
 def test_json_with_too_many_items_is_refused_before_it_is_parsed() -> None:
     body = "[" + "{}," * 300_000 + "{}]"  # ~22 MB of dicts once parsed
-    with pytest.raises(PoisonMessage, match="data has 6000.. JSON structural characters, over"):
+    with pytest.raises(PoisonMessage, match=r"data has 6000.. JSON structural characters, over"):
         wire.decode(envelope(body), {})
     # As base64 the structure is hidden from the envelope: the body is counted on its own.
     with pytest.raises(PoisonMessage, match="body has 600002 JSON structural characters, over"):

@@ -219,23 +219,26 @@ def bounded_decompress(
 ) -> bytes:
     """Every stream of ``data`` (bz2 and xz allow several in a row) decoded, stopping as soon
     as the output would pass ``limit`` bytes."""
-    output = bytearray()
+    chunks: list[bytes] = []
+    size = 0
     while True:
         decompressor = make()
         try:
-            output += decompressor.decompress(data, max_length=limit + 1 - len(output))
+            chunk = decompressor.decompress(data, max_length=limit + 1 - size)
         except (OSError, ValueError, EOFError, zlib.error, lzma.LZMAError, MemoryError) as exc:
             raise PoisonMessage(f"body is not valid {method} data ({exc})") from None
-        if len(output) > limit:
+        size += len(chunk)
+        if size > limit:
             raise PoisonMessage(
                 f"body compressed with {method!r} decodes to more than {limit} bytes "
                 "(transport option max_decoded_bytes)"
             )
         if not decompressor.eof:
             raise PoisonMessage(f"body is truncated {method} data")
+        chunks.append(chunk)
         data = decompressor.unused_data
         if not data:
-            return bytes(output)
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def nested_deeper(value: Any, limit: int) -> bool:
