@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from vividly_tasks.transport import receipts
 from worker_entry import exit_codes
 from worker_entry.cli import OVERRIDES, load_settings
 from worker_entry.run import SIGTERM_BUDGET_SECONDS, ExitReason, Limits, WorkerRun
@@ -54,8 +55,8 @@ def test_the_summary_severity_follows_the_outcome_and_text_shows_the_counters(
     [record] = caplog.records
     assert record.levelname == level
     # LOG_FORMAT=text prints the message alone: the counters are in it.
-    assert f"worker summary: {reason} (exit_code={code} received=4 refused=0 processed=1 " \
-        "succeeded=1 failed=0 retried=0 runtime_seconds=" in record.getMessage()
+    assert f"worker summary: {reason} (exit_code={code} received=4 refused=0 unmatched=0 " \
+        "processed=1 succeeded=1 failed=0 retried=0 runtime_seconds=" in record.getMessage()
     assert record.getMessage().endswith(": why")
 
 
@@ -71,3 +72,14 @@ def test_every_override_names_a_setting() -> None:
     from vividly_tasks.settings import Settings
 
     assert set(OVERRIDES.values()) <= set(Settings.model_fields)
+
+
+def test_the_summary_counts_what_the_transport_settled_during_the_run() -> None:
+    counts = receipts.for_this_process()
+    counts.add("dead_lettered")  # before the run: not this run's
+    run = WorkerRun("job", Limits())
+    run.counters.received, run.counters.refused = 3, 1
+    for name in ("dead_lettered", "dropped", "unmatched", "unmatched"):
+        counts.add(name)
+    record = summary_record(run, reason=ExitReason.IDLE, exit_code=0)
+    assert (record["received"], record["refused"], record["unmatched"]) == (5, 3, 2)

@@ -8,6 +8,7 @@ the example's code line by line.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ import pytest
 from celery import Celery, chord
 
 from tests.example_project import billing
+from tests.pubsub_helpers import publish_raw
 from tests.workers import REPO_ROOT, WorkerProcess
 
 APP = "tests.example_project.billing"
@@ -74,10 +76,17 @@ def test_celery_worker_runs_a_chord_a_countdown_and_a_retry_of_the_example_app(
 
 
 def test_vividly_worker_job_drains_the_example_app_and_exits_with_its_summary(
-    billing_env: dict[str, str], client: Celery, tmp_path: Path
+    billing_env: dict[str, str], client: Celery, pubsub_project: str, tmp_path: Path
 ) -> None:
     results = [client.send_task("billing.add", (i, 1)) for i in range(5)]
     client.send_task("billing.no_such_task")  # taken, refused, dead-lettered, counted
+    # Refused by the transport itself (not a Kombu message): dead-lettered, counted the same.
+    publish_raw(pubsub_project, "vividly-", "billing", b"not a task")
+    # On the queue's topic, routed to no queue: dropped as AMQP would, and counted.
+    stray = json.dumps({"body": "[[], {}, {}]", "content-type": "application/json",
+                        "headers": {"task": "billing.add", "id": "stray"}, "properties": {}})
+    publish_raw(pubsub_project, "vividly-", "billing", stray.encode(), exchange="",
+                routing_key="elsewhere", **{"kombu-envelope": "1"})
     command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, "--idle-timeout", "3",
                "--concurrency", "2"]
     job = WorkerProcess(command, billing_env, tmp_path / "job.log").start()
@@ -89,7 +98,7 @@ def test_vividly_worker_job_drains_the_example_app_and_exits_with_its_summary(
     summary = job.summary()
     assert summary["exit_reason"] == "idle"
     assert (summary["exit_code"], summary["received"], summary["refused"],
-            summary["succeeded"]) == (0, 6, 1, 5)
+            summary["unmatched"], summary["succeeded"]) == (0, 7, 2, 1, 5)
     # Their app, their configuration: the product's database, data directory and queue
     # setting were in the environment, and none of them was touched or used.
     assert not (tmp_path / "theirs.sqlite").exists()

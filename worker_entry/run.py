@@ -29,6 +29,7 @@ from celery.signals import (
 )
 from celery.worker import state as worker_state
 
+from vividly_tasks.transport import receipts
 from worker_entry.exit_codes import RET_OK
 
 logger = logging.getLogger(__name__)
@@ -172,6 +173,8 @@ class WorkerRun:
         #: ``time.monotonic()`` at process start, so runtime includes the worker's start-up.
         self.started_at = time.monotonic() if started_at is None else started_at
         self.counters = TaskCounters()
+        #: What the Pub/Sub transport of this process settled on its own before this run.
+        self._receipts_at_start = receipts.for_this_process().snapshot()
         #: Pub/Sub subscriptions of consumed queues that did not exist at start (job mode).
         self.missing_queues: list[str] = []
         self.stop_reason: ExitReason | None = None
@@ -191,6 +194,12 @@ class WorkerRun:
     @property
     def runtime_seconds(self) -> float:
         return time.monotonic() - self.started_at
+
+    def transport_receipts(self) -> dict[str, int]:
+        """What the Pub/Sub transport settled on its own during this run (receipts.py):
+        messages it dead-lettered or dropped unread, and copies no binding matched."""
+        now = receipts.for_this_process().snapshot()
+        return {name: count - self._receipts_at_start[name] for name, count in now.items()}
 
     def request_stop(self, reason: ExitReason, *, nothing_at_hand: bool = False) -> bool:
         """Stop the worker the way Celery's own signal handlers do.

@@ -15,8 +15,8 @@ logger.setLevel(logging.INFO)
 #: Cloud Run's own variables, copied into the summary (as lower-case fields) when set.
 CLOUD_RUN_VARIABLES = ("CLOUD_RUN_EXECUTION", "CLOUD_RUN_TASK_INDEX", "CLOUD_RUN_TASK_ATTEMPT")
 #: Fields repeated in the summary's message, for log formats that print only the message.
-TEXT_FIELDS = ("exit_code", "received", "refused", "processed", "succeeded", "failed", "retried",
-               "runtime_seconds")
+TEXT_FIELDS = ("exit_code", "received", "refused", "unmatched", "processed", "succeeded",
+               "failed", "retried", "runtime_seconds")
 
 
 def summary_record(
@@ -24,19 +24,28 @@ def summary_record(
 ) -> dict[str, Any]:
     """The summary's fields.
 
-    ``processed`` counts task runs that finished here: succeeded, failed, or ended in a retry
-    (the retry is a new message, run later). ``success_rate`` is over final outcomes only,
-    succeeded / (succeeded + failed), and null when there were none.
+    ``received`` counts every message of the worker's queues it took, ``refused`` those it
+    settled without running them: its consumer's refusals (an unregistered task, a malformed
+    message) and the Pub/Sub transport's (not a Kombu message, beyond the receive limits),
+    each dead-lettered (or, without a dead-letter topic, dropped) with the reason.
+    ``unmatched`` counts the copies the transport dropped because no binding of their queue
+    matched them (AMQP drops those unrouted). ``processed`` counts task runs that finished
+    here: succeeded, failed, or ended in a retry (the retry is a new message, run later).
+    ``success_rate`` is over final outcomes only, succeeded / (succeeded + failed), and null
+    when there were none.
     """
     counts = run.counters.snapshot()
+    transport = run.transport_receipts()
+    unread = transport["dead_lettered"] + transport["dropped"]
     final = counts["succeeded"] + counts["failed"]
     record: dict[str, Any] = {
         "event": "worker_summary",
         "mode": run.mode,
         "exit_reason": str(reason),
         "exit_code": exit_code,
-        "received": run.counters.received,
-        "refused": run.counters.refused,
+        "received": run.counters.received + unread,
+        "refused": run.counters.refused + unread,
+        "unmatched": transport["unmatched"],
         "processed": final + counts["retried"],
         **counts,
         "success_rate": round(counts["succeeded"] / final, 4) if final else None,

@@ -140,10 +140,16 @@ class Inbound:
                 accepted_content_types=self.accepted_content_types, limits=self.limits,
             )
         except PoisonMessage as reason:
-            self.dead_letter(route, received, str(reason))
+            self.refuse(route, received, str(reason))
         except Exception as exc:  # decoding is the message's doing: the same bytes fail again
-            self.dead_letter(route, received, f"could not be decoded: {error_text(exc)}")
+            self.refuse(route, received, f"could not be decoded: {error_text(exc)}")
         return None
+
+    def refuse(self, route: QueueRoute, received: Any, reason: str) -> None:
+        """Settle a message that could not be read: ``dead_letter``, counted (receipts.py)."""
+        counted = "dropped" if route.spec.dead_letter_topic is None else "dead_lettered"
+        receipts.for_this_process().add(counted)
+        self.dead_letter(route, received, reason)
 
     def drop_unmatched(self, route: QueueRoute, received: Any, exchange: str,
                        routing_key: str) -> None:
@@ -169,12 +175,10 @@ class Inbound:
         dead_letter_topic = route.spec.dead_letter_topic
         message = received.message
         if dead_letter_topic is None:
-            receipts.for_this_process().add("dropped")
             logger.warning("dropped message %s of queue %s, which has no dead-letter topic: %s",
                            message.message_id, route.queue, reason)
             self.pubsub.background.ack(route.spec.path, received.ack_id)
             return
-        receipts.for_this_process().add("dead_lettered")
         logger.warning(
             "dead-lettering message %s of queue %s: %s", message.message_id, route.queue, reason
         )
