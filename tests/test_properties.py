@@ -12,11 +12,15 @@ The worker-level check of the same strategies is in test_properties_worker.py.
 from __future__ import annotations
 
 import base64
+import bz2
 import json
+import lzma
 import pickle
 import unicodedata
 import uuid
+import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -296,6 +300,82 @@ class MarkerWhenUnpickled:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return (open, (self.path, "w"))
+
+
+# --- the receive limits: hostile sizes, expansions and depths --------------------------------
+#: Small limits, so that examples cross them without megabytes of data per example.
+SMALL_LIMITS = limits.ReceiveLimits(
+    accept_compression=limits.accepted_compressions(["gzip", "bzip2", "xz"]),
+    max_decoded_bytes=64 * 1024, max_json_items=5_000, max_json_depth=128,
+)
+COMPRESSORS = {"gzip": lambda raw: zlib.compress(raw, 9), "zlib": zlib.compress,
+               "bzip2": bz2.compress, "application/x-bz2": bz2.compress, "xz": lzma.compress,
+               "lzma": lzma.compress}
+#: JSON bodies and their nesting depth: deep (up to 200,000), wide (up to 100,000 items,
+#: ~1000:1 deflated), or any value.
+json_shapes = st.one_of(
+    (st.sampled_from([1, 128, 129, 1_000, 200_000]) | st.integers(1, 200_000)).map(
+        lambda depth: ("[" * depth + "]" * depth, depth)),
+    (st.sampled_from([0, 2_400, 2_600, 33_000, 100_000]) | st.integers(0, 100_000)).map(
+        lambda n: ("[" + "0," * n + "0]", 1)),
+    json_values.map(lambda value: (json.dumps(value), 0)),
+)
+
+
+def structural(text: str | bytes) -> int:
+    return sum(limits.count(text, char) for char in limits.STRUCTURAL)
+
+
+@PROPERTY
+@given(shape=json_shapes, compression=st.none() | st.sampled_from(sorted(COMPRESSORS)),
+       accepted=st.booleans(), extra_attributes=st.just(0) | st.integers(0, 300))
+@example(shape=("[" * 129 + "]" * 129, 129), compression=None, accepted=True, extra_attributes=0)
+@example(shape=("[" + "0," * 40_000 + "0]", 1), compression="bzip2", accepted=True,
+         extra_attributes=0)
+def test_every_expansion_depth_and_attribute_count_is_settled_as_the_limits_say(
+    shape: tuple[str, int], compression: str | None, accepted: bool, extra_attributes: int
+) -> None:
+    """A JSON body, maybe compressed (opted in or not), under up to 300 extra attributes: it
+    arrives decoded exactly, or is refused with the first limit it is beyond, in the order
+    the receive path checks them; never anything else."""
+    text, depth = shape
+    raw = text.encode()
+    headers: dict[str, Any] = {"task": "tests.add", "id": "6f1c"}
+    if compression is not None:
+        body = base64.b64encode(COMPRESSORS[compression](raw)).decode()
+        headers["compression"] = compression
+    else:
+        body = text
+    data = json.dumps({
+        "body": body, "content-type": "application/json", "content-encoding": "utf-8",
+        "headers": headers,
+        "properties": {"body_encoding": "base64" if compression else None,
+                       "delivery_info": {"exchange": "", "routing_key": QUEUE}},
+    }).encode()
+    attrs = {"kombu-envelope": "1", **{f"x{i}": "v" for i in range(extra_attributes)}}
+    limits_here = SMALL_LIMITS if accepted else replace(SMALL_LIMITS,
+                                                        accept_compression=frozenset())
+    expected = next((reason for beyond, reason in [
+        (len(attrs) > limits.MAX_ATTRIBUTES, "over Pub/Sub's limit of 100"),
+        (structural(data) > SMALL_LIMITS.max_json_items, "data has"),
+        (compression is not None and not accepted, "does not accept"),
+        (compression is not None and len(raw) > SMALL_LIMITS.max_decoded_bytes,
+         "decodes to more than"),
+        (structural(text) > SMALL_LIMITS.max_json_items, "body has"),
+        (depth > SMALL_LIMITS.max_json_depth, "body is JSON nested deeper than 128 levels"),
+    ] if beyond), None)
+    message = PubsubMessage(data=data, attributes=attrs, message_id="1")
+    try:
+        payload = plain_messages.decode(message, queue=QUEUE, task=None, limits=limits_here)
+    except PoisonMessage as reason:
+        event(f"refused: {expected}")
+        assert expected is not None and expected in str(reason), (expected, str(reason))
+        return
+    event("arrived")
+    assert expected is None
+    assert "compression" not in payload["headers"]
+    assert payload["properties"]["body_encoding"] is None
+    assert payload["body"] == text
 
 
 @PROPERTY
