@@ -13,10 +13,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
+from tests import fake_cloud_run, fake_monitoring
+from tests.fake_cloud_run import FakeCloudRun
+from tests.fake_monitoring import FakeMonitoring
 from tests.workers import REPO_ROOT
+
+
+@pytest.fixture
+def apis() -> Iterator[tuple[FakeMonitoring, FakeCloudRun]]:
+    """Loopback Monitoring and Run Admin APIs for ``GOOGLE_CLOUD_PROJECT=proj``."""
+    with fake_monitoring.running() as monitoring, fake_cloud_run.running() as cloud_run:
+        monitoring.undelivered = 0  # sampled a minute ago: the burst is not in it yet
+        yield monitoring, cloud_run
+
+
+def api_env(apis: tuple[FakeMonitoring, FakeCloudRun]) -> dict[str, str]:
+    """The settings of a dispatcher that uses the loopback APIs."""
+    monitoring, cloud_run = apis
+    return {"GOOGLE_CLOUD_PROJECT": "proj", "DISPATCH_REGION": "europe-west1",
+            "DISPATCH_MONITORING_ENDPOINT": monitoring.endpoint,
+            "DISPATCH_RUN_ENDPOINT": cloud_run.endpoint}
 
 
 def free_port() -> int:
