@@ -13,10 +13,31 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import pytest
+
+from tests import fake_cloud_run, fake_monitoring
+from tests.fake_cloud_run import FakeCloudRun
+from tests.fake_monitoring import FakeMonitoring
 from tests.workers import REPO_ROOT
+
+
+@pytest.fixture
+def apis() -> Iterator[tuple[FakeMonitoring, FakeCloudRun]]:
+    """Loopback Monitoring and Run Admin APIs for ``GOOGLE_CLOUD_PROJECT=proj``."""
+    with fake_monitoring.running() as monitoring, fake_cloud_run.running() as cloud_run:
+        monitoring.undelivered = 0  # sampled a minute ago: the burst is not in it yet
+        yield monitoring, cloud_run
+
+
+def api_env(apis: tuple[FakeMonitoring, FakeCloudRun]) -> dict[str, str]:
+    """The settings of a dispatcher that uses the loopback APIs."""
+    monitoring, cloud_run = apis
+    return {"GOOGLE_CLOUD_PROJECT": "proj", "DISPATCH_REGION": "europe-west1",
+            "DISPATCH_MONITORING_ENDPOINT": monitoring.endpoint,
+            "DISPATCH_RUN_ENDPOINT": cloud_run.endpoint}
 
 
 def free_port() -> int:
@@ -25,18 +46,24 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def push_body(task_id: str, *, eta: str | None = None) -> bytes:
+#: The wake-up subscription of the tests' project (``GOOGLE_CLOUD_PROJECT=proj``).
+WAKE_UP = "projects/proj/subscriptions/vividly-wake-up"
+
+
+def push_body(task_id: str, *, eta: str | None = None, subscription: str = WAKE_UP) -> bytes:
     envelope = {"body": "[[], {}, {}]", "headers": {"id": task_id, "eta": eta}}
     return json.dumps({"message": {
         "data": base64.b64encode(json.dumps(envelope).encode()).decode(),
         "messageId": task_id,
         "publishTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-    }, "subscription": "projects/p/subscriptions/wake-up"}).encode()
+    }, "subscription": subscription}).encode()
 
 
-def post(url: str, body: bytes = b"", timeout: float = 30.0) -> int:
-    request = urllib.request.Request(url, data=body, method="POST",
-                                     headers={"Content-Type": "application/json"})
+def post(url: str, body: bytes = b"", timeout: float = 30.0, token: str | None = None) -> int:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return int(response.status)
@@ -45,7 +72,9 @@ def post(url: str, body: bytes = b"", timeout: float = 30.0) -> int:
 
 
 class DispatchServe:
-    """``vividly dispatch serve`` on a loopback port; stopped (SIGTERM, then kill) by ``stop``."""
+    """``vividly dispatch serve`` on a loopback port; stopped (SIGTERM, then kill) by ``stop``.
+    Its callers are not checked (``DISPATCH_PUSH_AUTH=none``, as the emulator's pushes carry
+    no token) unless ``env`` says otherwise."""
 
     def __init__(self, env: Mapping[str, str], log_path: Path, *args: str) -> None:
         self.port = free_port()
@@ -55,7 +84,8 @@ class DispatchServe:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "vividly_tasks.cli", "dispatch", "serve",
                  "--host", "127.0.0.1", "--port", str(self.port), *args],
-                env={**os.environ, **env}, cwd=REPO_ROOT, stdout=log,
+                env={**os.environ, "DISPATCH_PUSH_AUTH": "none", **env}, cwd=REPO_ROOT,
+                stdout=log,
                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )
         self._wait_ready()
@@ -72,10 +102,12 @@ class DispatchServe:
                 time.sleep(0.1)
         raise TimeoutError(f"dispatch serve not ready: {self.log_path.read_text()}")
 
-    def decisions(self) -> list[dict[str, object]]:
+    def log_records(self) -> list[dict[str, object]]:
         lines = self.log_path.read_text().splitlines()
-        records = [json.loads(line) for line in lines if line.startswith("{")]
-        return [r for r in records if r.get("event") == "dispatch_decision"]
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def decisions(self) -> list[dict[str, object]]:
+        return [r for r in self.log_records() if r.get("event") == "dispatch_decision"]
 
     def stop(self) -> None:
         if self.process.poll() is None:

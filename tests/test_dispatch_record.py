@@ -12,8 +12,10 @@ import pytest
 
 from tests.content_support import DATABASES
 from vividly_tasks.dispatch.arrivals import NotAPushDelivery, arrival_from_push
-from vividly_tasks.dispatch.inputs import Arrival, Launch
+from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
+from vividly_tasks.dispatch.inputs import Arrival, Launch, RunningExecution
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord
+from vividly_tasks.settings import Settings
 
 
 def push_body(task_id: str, eta: str | None = None, *, publish_time: str) -> bytes:
@@ -126,3 +128,41 @@ def test_the_settings_choose_the_record(tmp_path: Path, monkeypatch: pytest.Monk
     chosen = build_dispatcher(Settings(**common, DISPATCH_RECORD="database",
                                        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}"))
     assert isinstance(chosen.record, DatabaseRecord) and chosen.record.key == "vividly-job"
+
+
+class _NoLauncher:
+    def running(self) -> list[RunningExecution]:
+        return []
+
+    def launch(self, task_count: int) -> str:
+        raise AssertionError("nothing is due")
+
+
+def test_a_forged_eta_or_publish_time_cannot_keep_an_arrival_in_the_record(
+        tmp_path: Path) -> None:
+    """An eta in 2999 counts as due ``max_delay`` after its publish time, and a publish time
+    in the future as now: the arrival is gone ``max_delay`` plus the retention later."""
+    clock = [1_000_000.0]
+    record = FileRecord(tmp_path / "record.json", retention_seconds=3600,
+                        max_delay_seconds=86400)
+    dispatcher = Dispatcher(policy=policy_from_settings(Settings()), launcher=_NoLauncher(),
+                            backlog=None, record=record, clock=lambda: clock[0],
+                            max_delay_seconds=86400)
+    year_2999 = 32503680000.0
+    dispatcher.note_arrival(Arrival("far", clock[0], due_at=year_2999))
+    dispatcher.note_arrival(Arrival("future", year_2999))
+    with record.locked(clock[0]) as state:
+        assert state.arrivals["far"].due_at == clock[0] + 86400
+        assert state.arrivals["future"].published_at == clock[0]
+    clock[0] += 86400 + 3600 + 1
+    with record.locked(clock[0]) as state:
+        assert state.arrivals == {}
+
+
+def test_an_old_record_with_a_far_eta_is_pruned_by_the_bound(tmp_path: Path) -> None:
+    with FileRecord(tmp_path / "record.json", retention_seconds=3600).locked(0.0) as state:
+        state.add_arrival(Arrival("far", 0.0, due_at=32503680000.0))  # written before the bound
+    bounded = FileRecord(tmp_path / "record.json", retention_seconds=3600,
+                         max_delay_seconds=86400)
+    with bounded.locked(86400 + 3600 + 1) as state:
+        assert state.arrivals == {}

@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import pytest
-
-from tests import fake_cloud_run, fake_monitoring
-from tests.dispatch_support import DispatchServe, post, push_body
+from tests.dispatch_support import DispatchServe, apis, post, push_body
 from tests.fake_cloud_run import FakeCloudRun
 from tests.fake_monitoring import FakeMonitoring
 from vividly_tasks.dispatch.local_runner import LocalRunner
 
-
-@pytest.fixture
-def apis() -> Iterator[tuple[FakeMonitoring, FakeCloudRun]]:
-    with fake_monitoring.running() as monitoring, fake_cloud_run.running() as cloud_run:
-        monitoring.undelivered = 0  # sampled a minute ago: the burst is not in it yet
-        yield monitoring, cloud_run
+__all__ = ["apis"]  # the fixture
 
 
 def test_200_wake_ups_in_one_second_across_two_dispatchers_start_one_execution(

@@ -303,6 +303,51 @@ class Settings(BaseSettings):
         description="Cloud Run Admin API endpoint instead of Google's, as "
         "DISPATCH_MONITORING_ENDPOINT.",
     )
+    dispatch_host: str = Field(
+        default="127.0.0.1",
+        description="Interface of vividly dispatch serve: loopback unless set; 0.0.0.0 on "
+        "Cloud Run (docs/cloud-run.md).",
+    )
+    dispatch_push_auth: Literal["verify", "cloud-run", "none"] = Field(
+        default="verify",
+        description="How /push and /check check the caller's OIDC token: verify (signature, "
+        "issuer, audience, expiry, account), cloud-run (behind Cloud Run IAM, which verified "
+        "the signature and removed it: the rest) or none (loopback listeners only).",
+    )
+    dispatch_push_audience: str | None = Field(
+        default=None,
+        description="The tokens' audience (the push subscription's --push-auth-token-audience); "
+        "required unless DISPATCH_PUSH_AUTH=none.",
+    )
+    dispatch_push_service_account: str | None = Field(
+        default=None,
+        description="The only account whose tokens are accepted (the push subscription's "
+        "--push-auth-service-account); required unless DISPATCH_PUSH_AUTH=none.",
+    )
+    dispatch_push_certs_url: str = Field(
+        default="https://www.googleapis.com/oauth2/v1/certs",
+        description="Google's ID token certificates (PEM by key id), fetched to verify tokens.",
+    )
+    dispatch_wake_up_subscription: str = Field(
+        default="vividly-wake-up",
+        description="The push subscription whose deliveries are wake-ups (a name in the "
+        "project, or projects/P/subscriptions/S); a delivery naming another is refused.",
+    )
+    dispatch_max_delay_seconds: float = Field(
+        default=604800.0, gt=0,
+        description="Longest eta/countdown the dispatcher waits for (Pub/Sub's default "
+        "retention, 7 days): a later one counts as due then, and no arrival is remembered "
+        "longer than this plus an hour.",
+    )
+    dispatch_max_push_bytes: int = Field(
+        default=1048576, ge=1024,
+        description="Largest /push body accepted (413 above it); a task message is small.",
+    )
+    dispatch_request_timeout_seconds: float = Field(
+        default=10.0, gt=0,
+        description="A request to vividly dispatch serve must arrive whole within this "
+        "many seconds of its first byte (408 otherwise).",
+    )
 
     @field_validator("gemini_api_key", "google_cloud_project", "content_model_base_url",
                      "content_google_tts_endpoint", mode="before")
@@ -346,6 +391,15 @@ class Settings(BaseSettings):
     def effective_dispatch_subscription(self) -> str:
         """The subscription the dispatcher watches (its name, without the project)."""
         return self.dispatch_subscription or f"{self.pubsub_prefix}{self.default_queue}"
+
+    @property
+    def effective_wake_up_subscription(self) -> str:
+        """The wake-up subscription's full name (``projects/P/subscriptions/S``) when the
+        project is known, else as configured."""
+        name = self.dispatch_wake_up_subscription
+        if "/" in name or not self.effective_project:
+            return name
+        return f"projects/{self.effective_project}/subscriptions/{name}"
 
     @property
     def effective_dispatch_record_path(self) -> Path:

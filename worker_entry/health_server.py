@@ -5,26 +5,38 @@ is running (Celery stops and restarts the consumer's steps around a lost connect
 flag follows reconnections), and a worker step that serves HTTP from a thread. Readiness
 also needs the broker to answer a fresh connection, probed in the background at most every
 ``PROBE_INTERVAL_SECONDS``, so a dead broker shows before Celery's own retry notices.
+
+The listener faces whatever network ``WORKER_HEALTH_HOST`` opens it to, so it runs on
+``vividly_tasks.http_server`` (waitress) within ``HEALTH_LIMITS``: no body, small headers,
+two threads, a request deadline. Its answers say what is wrong in a few fixed words
+(``"reason": "broker_unreachable"``); why the broker probe failed (an error's text can name
+hosts and URLs) goes to the worker's log, once per change, never to the caller.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from celery import bootsteps
+
+from vividly_tasks.http_server import EdgeLimits, EdgeServer, json_response
 
 logger = logging.getLogger(__name__)
 
 PROBE_INTERVAL_SECONDS = 1.0
 #: A probe older than this is no evidence that the broker is reachable now.
 PROBE_MAX_AGE_SECONDS = 5.0
+#: Probes are GETs: no body at all, a few headers, two at a time, and any request arrives
+#: whole within 5 s (a probe's own timeout is a few seconds).
+HEALTH_LIMITS = EdgeLimits(max_body_bytes=0, max_header_bytes=8 * 1024,
+                           request_timeout_seconds=5.0, idle_timeout_seconds=30.0,
+                           threads=2, connection_limit=100)
 
 
 @dataclass(frozen=True)
@@ -50,14 +62,35 @@ class HealthState:
     def ready(self) -> bool:
         return self.consuming and not self.stopping and self.broker_reachable()
 
+    def reason(self) -> str | None:
+        """Why the worker is not ready, in fixed words (the detail is in the log)."""
+        if self.stopping:
+            return "stopping"
+        if not self.broker_reachable():
+            return "broker_unreachable"
+        if not self.consuming:
+            return "not_consuming"
+        return None
+
     def report(self) -> dict[str, Any]:
         return {
             "consuming": self.consuming,
             "stopping": self.stopping,
             "broker_reachable": self.broker_reachable(),
-            "broker_error": self.broker_error,
             "broker_probe_age_seconds": round(time.monotonic() - self.probed_at, 1),
         }
+
+    def record_probe(self, error: Exception | None) -> None:
+        """Note a probe's outcome; log the error when it differs from the last one."""
+        detail = None if error is None else repr(error)
+        if detail != self.broker_error:
+            if detail is None:
+                logger.info("health: the broker answers again")
+            else:
+                logger.warning("health: the broker does not answer: %s", detail,
+                               extra={"event": "broker_probe_failed"})
+        self.broker_ok, self.broker_error = error is None, detail
+        self.probed_at = time.monotonic()
 
 
 class ConsumingFlag(bootsteps.StartStopStep):  # type: ignore[misc]
@@ -98,21 +131,19 @@ class HealthServer(bootsteps.StartStopStep):  # type: ignore[misc]
         self.config = vividly_health
         self.state = vividly_health_state
         self.enabled = vividly_health is not None and vividly_health_state is not None
-        self._server: ThreadingHTTPServer | None = None
+        self._server: EdgeServer | None = None
         self._stopped = threading.Event()
         super().__init__(w, **kwargs)
 
     def start(self, w: Any) -> None:
         assert self.config is not None and self.state is not None
-        self._server = ThreadingHTTPServer(
-            (self.config.host, self.config.port), make_handler(self.state)
-        )
-        self._server.daemon_threads = True
+        self._server = EdgeServer(make_app(self.state), host=self.config.host,
+                                  port=self.config.port, limits=HEALTH_LIMITS, name="health")
         threading.Thread(target=self._server.serve_forever, name="vividly-health",
                          daemon=True).start()
         threading.Thread(target=self._probe_loop, name="vividly-broker-probe",
                          daemon=True).start()
-        logger.info("health server listening on %s:%d", self.config.host, self.config.port)
+        logger.info("health server listening on %s:%d", self.config.host, self._server.port)
 
     def stop(self, w: Any) -> None:
         # Readiness goes down first, so a load balancer stops routing while tasks finish.
@@ -121,8 +152,7 @@ class HealthServer(bootsteps.StartStopStep):  # type: ignore[misc]
         self._stopped.set()
         server, self._server = self._server, None
         if server is not None:
-            server.shutdown()
-            server.server_close()
+            server.shutdown(timeout_seconds=2)
 
     def shutdown(self, w: Any) -> None:
         self.stop(w)
@@ -132,35 +162,32 @@ class HealthServer(bootsteps.StartStopStep):  # type: ignore[misc]
         while not self._stopped.is_set():
             try:
                 self.config.probe_broker()
-            except Exception as exc:  # any failure means "not reachable"; say which
-                self.state.broker_ok, self.state.broker_error = False, repr(exc)
+            except Exception as exc:  # any failure means "not reachable"; the log says which
+                self.state.record_probe(exc)
             else:
-                self.state.broker_ok, self.state.broker_error = True, None
-            self.state.probed_at = time.monotonic()
+                self.state.record_probe(None)
             self._stopped.wait(PROBE_INTERVAL_SECONDS)
 
 
-def make_handler(state: HealthState) -> type[BaseHTTPRequestHandler]:
-    class HealthHandler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path == "/healthz":
-                # Alive while the worker has not begun to stop: a broker outage is handled by
-                # Celery's reconnection, and restarting the container would not help it.
-                ok = not state.stopping
-            elif self.path == "/readyz":
-                ok = state.ready()
-            else:
-                self.send_error(404)
-                return
-            body = json.dumps({"status": "ok" if ok else "unavailable", **state.report()})
-            self.send_response(200 if ok else 503)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body.encode())
+def make_app(state: HealthState) -> WSGIApplication:
+    """``/healthz`` and ``/readyz`` as a WSGI application; other paths are 404."""
 
-        def log_message(self, format: str, *args: Any) -> None:
-            # Probes every few seconds would drown the worker's own logs.
-            return
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") not in ("GET", "HEAD"):
+            return json_response(start_response, 405, {"error": "GET only"},
+                                 [("Allow", "GET, HEAD")])
+        if path == "/healthz":
+            # Alive while the worker has not begun to stop: a broker outage is handled by
+            # Celery's reconnection, and restarting the container would not help it.
+            ok = not state.stopping
+            reason = "stopping" if state.stopping else None
+        elif path == "/readyz":
+            ok, reason = state.ready(), state.reason()
+        else:
+            return json_response(start_response, 404, {"error": "not found"})
+        status = "ok" if ok else "unavailable"
+        body = {"status": status, **({} if ok else {"reason": reason}), **state.report()}
+        return json_response(start_response, 200 if ok else 503, body)
 
-    return HealthHandler
+    return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
@@ -59,7 +58,8 @@ def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
 
 
 @dispatch.command()
-@click.option("--host", default=None, help="Interface [default: WORKER_HEALTH_HOST].")
+@click.option("--host", default=None,
+              help="Interface [default: DISPATCH_HOST, loopback; 0.0.0.0 on Cloud Run].")
 @click.option("--port", type=int, default=None, help="Port [default: PORT].")
 @click.option("--check-every", type=float, default=None,
               help="Also decide every this many seconds (a local safety net).")
@@ -67,24 +67,34 @@ def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
 def serve(context: CliContext, host: str | None, port: int | None,
           check_every: float | None) -> None:
     """Serve the wake-up push subscription's endpoint (POST /push), POST /check and
-    GET /healthz until SIGTERM or SIGINT."""
+    GET /healthz until SIGTERM or SIGINT.
+
+    Exits 78 when the callers cannot be checked as DISPATCH_PUSH_AUTH says (a missing
+    audience or service account, or no checks on a non-loopback interface).
+    """
     from vividly_tasks.dispatch.dispatcher import build_dispatcher  # noqa: PLC0415
-    from vividly_tasks.dispatch.server import DispatchServer  # noqa: PLC0415
+    from vividly_tasks.dispatch.push_auth import push_verifier  # noqa: PLC0415
+    from vividly_tasks.dispatch.server import DispatchServer, dispatch_limits  # noqa: PLC0415
 
     settings = context.settings
     configure_process_logging(settings.log_format, settings.log_level)
+    host = host or settings.dispatch_host
     with dispatch_errors():
+        verifier = push_verifier(settings, host=host)
         dispatcher = build_dispatcher(settings)
     server = DispatchServer(
-        dispatcher, host=host or settings.worker_health_host, port=port or settings.port,
-        gather_seconds=settings.dispatch_gather_seconds, check_every_seconds=check_every,
+        dispatcher, host=host, port=port or settings.port,
+        gather_seconds=settings.dispatch_gather_seconds, verifier=verifier,
+        limits=dispatch_limits(settings),
+        wake_up_subscription=settings.effective_wake_up_subscription,
+        check_every_seconds=check_every,
     )
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        # shutdown() waits for serve_forever: hand it to a thread, not the signal handler.
-        threading.Thread(target=server.shutdown, daemon=True).start()
+        server.shutdown()  # sets a flag: the loop ends within its poll timeout
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    click.echo(f"dispatch: serving on port {server.port}", err=True)
+    click.echo(f"dispatch: serving on {host}:{server.port} "
+               f"(push auth: {settings.dispatch_push_auth})", err=True)
     server.serve_forever()

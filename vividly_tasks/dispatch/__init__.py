@@ -4,6 +4,7 @@ One module per role: ``inputs`` (what a decision looks at), ``decision`` (the pu
 ``arrivals`` (wake-up push deliveries read as arrivals), ``record`` (the state shared by
 dispatcher processes: arrivals seen and launches made, behind one lock), ``monitoring`` and
 ``cloud_run`` (the Google APIs, errors converted once), ``local_runner`` (``vividly-worker
-job`` processes instead of Cloud Run executions), ``dispatcher`` (one decision end to end) and
-``server`` (the HTTP endpoint of the push subscription).
+job`` processes instead of Cloud Run executions), ``dispatcher`` (one decision end to end),
+``push_auth`` (who may call the endpoint: the push subscription's OIDC token) and ``server``
+(the HTTP endpoint of the push subscription, on ``vividly_tasks.http_server``).
 """

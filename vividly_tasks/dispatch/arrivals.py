@@ -4,7 +4,8 @@ The wake-up subscription is a push subscription on the queue's topic, separate f
 workers pull from, so every task published reaches the dispatcher too: its task id (one arrival
 per task, however often a copy is published again) and, from the Celery headers of the
 envelope (docs/wire-format.md), its ``eta``, which is how the dispatcher knows delayed work
-before Monitoring counts it. A body it cannot read is still an arrival, due now.
+before Monitoring counts it. A body it cannot read is still an arrival, due now. A delivery
+names the subscription it came from: one from another subscription is no wake-up.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ class NotAPushDelivery(ValueError):
     """The request body is not a Pub/Sub push delivery (``{"message": {...}, ...}``)."""
 
 
-def arrival_from_push(body: bytes, received_at: float) -> Arrival:
+class ForeignSubscription(ValueError):
+    """A push delivery from a subscription other than the wake-up subscription."""
+
+
+def arrival_from_push(body: bytes, received_at: float, *,
+                      subscription: str | None = None) -> Arrival:
     """The arrival a push delivery announces; ``received_at`` stands in for a missing
-    publish time."""
+    publish time. With ``subscription`` (``projects/P/subscriptions/S``, or only ``S``), the
+    delivery must name it."""
     try:
         delivery = json.loads(body)
         message = delivery["message"]
@@ -32,6 +39,8 @@ def arrival_from_push(body: bytes, received_at: float) -> Arrival:
         raise NotAPushDelivery(f"not a Pub/Sub push delivery: {exc}") from None
     if not isinstance(message, dict):
         raise NotAPushDelivery("not a Pub/Sub push delivery: 'message' is not an object")
+    if subscription is not None:
+        _check_subscription(delivery.get("subscription"), subscription)
     attributes = message.get("attributes") or {}
     headers = _celery_headers(message.get("data"))
     task_id = (headers.get("id") or attributes.get("task_id") or message.get("messageId")
@@ -42,6 +51,15 @@ def arrival_from_push(body: bytes, received_at: float) -> Arrival:
     return Arrival(task_id=str(task_id),
                    published_at=published if published is not None else received_at,
                    due_at=_timestamp(headers.get("eta")))
+
+
+def _check_subscription(named: Any, expected: str) -> None:
+    if not isinstance(named, str) or not named:
+        raise ForeignSubscription("push delivery without its subscription")
+    actual = named if "/" in expected else named.rpartition("/")[2]
+    if actual != expected:
+        raise ForeignSubscription(f"push delivery from {named[:200]!r}, not from the wake-up "
+                                  f"subscription {expected!r}")
 
 
 def _celery_headers(data: Any) -> dict[str, Any]:

@@ -4,6 +4,7 @@ remember the launch, and log the decision as one JSON line with what it used."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -60,17 +61,27 @@ class Dispatcher:
     """Decides, and launches, for one job; safe to call from many threads and processes."""
 
     def __init__(self, *, policy: Policy, launcher: Launcher, backlog: BacklogSource | None,
-                 record: Record, clock: Callable[[], float] = time.time) -> None:
+                 record: Record, clock: Callable[[], float] = time.time,
+                 max_delay_seconds: float = math.inf) -> None:
         self.policy = policy
         self.launcher = launcher
         self.backlog = backlog
         self.record = record
         self.clock = clock
+        #: How far an arrival's eta may lie after its publish time (DISPATCH_MAX_DELAY_SECONDS).
+        self.max_delay_seconds = max_delay_seconds
 
     def note_arrival(self, arrival: Arrival) -> None:
-        """Remember a wake-up's arrival (decided on later, after the gather)."""
-        with self.record.locked(self.clock()) as state:
-            state.add_arrival(arrival)
+        """Remember a wake-up's arrival (decided on later, after the gather), bounded: a
+        publish time in the future is now, and an eta beyond ``max_delay_seconds`` after
+        it is due then, so no body keeps an arrival in the record for longer."""
+        now = self.clock()
+        published = min(arrival.published_at, now)
+        due = arrival.due_at
+        if due is not None:
+            due = min(due, published + self.max_delay_seconds)
+        with self.record.locked(now) as state:
+            state.add_arrival(Arrival(arrival.task_id, published, due))
 
     def decide_once(self, *, dry_run: bool = False, trigger: str = "check") -> dict[str, Any]:
         """Decide now and (unless ``dry_run``) act; returns the logged record."""
@@ -156,14 +167,17 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
                                 endpoint=settings.dispatch_monitoring_endpoint,
                                 attempts=settings.dispatch_api_attempts)
     record: Record
+    max_delay = settings.dispatch_max_delay_seconds
     if settings.dispatch_record == "database":
         record = DatabaseRecord(settings.effective_database_url, settings.dispatch_job,
-                                retention_seconds=RECORD_RETENTION_SECONDS)
+                                retention_seconds=RECORD_RETENTION_SECONDS,
+                                max_delay_seconds=max_delay)
     else:
         record = FileRecord(settings.effective_dispatch_record_path,
-                            retention_seconds=RECORD_RETENTION_SECONDS)
+                            retention_seconds=RECORD_RETENTION_SECONDS,
+                            max_delay_seconds=max_delay)
     return Dispatcher(policy=policy_from_settings(settings), launcher=launcher,
-                      backlog=backlog, record=record)
+                      backlog=backlog, record=record, max_delay_seconds=max_delay)
 
 
 def _cloud_run_job(settings: Settings, project: str | None) -> Launcher:

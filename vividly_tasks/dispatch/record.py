@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -48,12 +49,16 @@ class RecordState:
                               arrival.due_at)
         self.arrivals[arrival.task_id] = arrival
 
-    def prune(self, now: float, retention_seconds: float) -> None:
+    def prune(self, now: float, retention_seconds: float,
+              max_delay_seconds: float = math.inf) -> None:
         """Forget arrivals that became due, and launches made, more than
-        ``retention_seconds`` ago: by then Monitoring has caught up with them."""
+        ``retention_seconds`` ago: by then Monitoring has caught up with them. No arrival
+        counts as due later than ``max_delay_seconds`` after its publish time, whatever its
+        eta says, so none is kept longer than the two together."""
         self.arrivals = {
             key: a for key, a in self.arrivals.items()
-            if max(a.published_at, a.due_at or 0.0) >= now - retention_seconds
+            if max(a.published_at, min(a.due_at or 0.0, a.published_at + max_delay_seconds))
+            >= now - retention_seconds
         }
         self.launches = [x for x in self.launches if x.launched_at >= now - retention_seconds]
 
@@ -81,9 +86,11 @@ def state_to_json(state: RecordState) -> str:
 class FileRecord:
     """The record at ``path`` (created with its directory on first use)."""
 
-    def __init__(self, path: Path, *, retention_seconds: float) -> None:
+    def __init__(self, path: Path, *, retention_seconds: float,
+                 max_delay_seconds: float = math.inf) -> None:
         self.path = path
         self.retention_seconds = retention_seconds
+        self.max_delay_seconds = max_delay_seconds
 
     @contextlib.contextmanager
     def locked(self, now: float) -> Iterator[RecordState]:
@@ -94,7 +101,7 @@ class FileRecord:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 state = self._load()
-                state.prune(now, self.retention_seconds)
+                state.prune(now, self.retention_seconds, self.max_delay_seconds)
                 yield state
                 self._save(state)
             finally:
@@ -116,10 +123,12 @@ class FileRecord:
 class DatabaseRecord:
     """The record of job ``key`` in the database at ``url`` (migrated on first use)."""
 
-    def __init__(self, url: str, key: str, *, retention_seconds: float) -> None:
+    def __init__(self, url: str, key: str, *, retention_seconds: float,
+                 max_delay_seconds: float = math.inf) -> None:
         self.engine = make_engine(url)
         self.key = key
         self.retention_seconds = retention_seconds
+        self.max_delay_seconds = max_delay_seconds
         self._ready = False
 
     @contextlib.contextmanager
@@ -134,7 +143,7 @@ class DatabaseRecord:
                                .values(updated_at=utcnow()))
             text = connection.execute(select(row.state).where(row.key == self.key)).scalar_one()
             state = state_from_json(text)
-            state.prune(now, self.retention_seconds)
+            state.prune(now, self.retention_seconds, self.max_delay_seconds)
             yield state
             connection.execute(update(row).where(row.key == self.key)
                                .values(state=state_to_json(state), updated_at=utcnow()))

@@ -1,14 +1,23 @@
 """The dispatcher's HTTP endpoint (``vividly dispatch serve``), a Cloud Run service scaled to
 zero in production.
 
-- ``POST /push``: the wake-up push subscription delivers here. The arrival is remembered at
-  once; the request then waits ``gather_seconds`` for the rest of a burst, and one decision
-  is made for everything that arrived meanwhile (a wake-up whose arrival an earlier decision
-  of this process already saw makes none). 204 when done; 400 for a body that is not a push
-  delivery (Pub/Sub never sends one); 500 when the decision failed, so Pub/Sub redelivers the
-  wake-up later (its retry policy backs off).
-- ``POST /check``: a decision without an arrival (the safety-net schedule).
-- ``GET /healthz``: 200.
+- ``POST /push``: the wake-up push subscription delivers here. The caller's OIDC token is
+  checked first (``push_auth``: 401 without a valid one, 403 for another account, 503 when
+  Google's certificates cannot be fetched), then the delivery must come from the wake-up
+  subscription (403 otherwise; nothing is remembered). The arrival is remembered at once; the
+  request then waits ``gather_seconds`` for the rest of a burst, and one decision is made for
+  everything that arrived meanwhile (a wake-up whose arrival an earlier decision of this
+  process already saw makes none). 204 when done; 400 for a body that is not a push delivery
+  (Pub/Sub never sends one); 500 when the decision failed, so Pub/Sub redelivers the wake-up
+  later (its retry policy backs off).
+- ``POST /check``: a decision without an arrival (the safety-net schedule); the same token.
+- ``GET /healthz``: 200, no token (Cloud Run's probes).
+
+Served by ``vividly_tasks.http_server`` (waitress) within ``dispatch_limits``: a push body is a
+task message, base64 in JSON (Pub/Sub allows 10 MB, but a task message is a few KB: Celery's
+advice is to pass references, not data), so ``DISPATCH_MAX_PUSH_BYTES`` (1 MiB) is answered 413
+above it, and the task is still counted by the backlog and the safety net. A request must
+arrive whole within ``DISPATCH_REQUEST_TIMEOUT_SECONDS`` (408).
 
 A decision that says when to look again (the window's end, a delayed task coming due) is
 also scheduled in the process (``next_check_at``); on Cloud Run, whose CPU is throttled
@@ -17,37 +26,52 @@ between requests, the safety-net schedule is what makes sure of it.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterable
+from wsgiref.types import StartResponse, WSGIEnvironment
 
-from vividly_tasks.dispatch.arrivals import NotAPushDelivery, arrival_from_push
+from vividly_tasks.dispatch.arrivals import (
+    ForeignSubscription,
+    NotAPushDelivery,
+    arrival_from_push,
+)
 from vividly_tasks.dispatch.dispatcher import Dispatcher
 from vividly_tasks.dispatch.errors import DispatchError
+from vividly_tasks.dispatch.push_auth import PushAuthError, PushVerifier
+from vividly_tasks.http_server import EdgeLimits, EdgeServer, json_response
+from vividly_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 #: Longest wait of the in-process re-check, so an idle server still looks now and then.
 MAX_RECHECK_SECONDS = 600.0
+#: Requests served at once: each push holds its thread for the gather, so a burst needs many
+#: (Cloud Run's --concurrency of docs/cloud-run.md stays below it); more wait in the queue.
+PUSH_THREADS = 128
+#: Open connections at most. An idle or half-sent one costs a descriptor and a buffer, not a
+#: thread, so a thousand slow clients leave room for Pub/Sub's requests.
+MAX_CONNECTIONS = 2000
 
 
-class _Listener(ThreadingHTTPServer):
-    # A burst of pushes arrives at once (Cloud Run's default is 80 concurrent requests an
-    # instance): the default backlog of 5 connections would reset the rest.
-    request_queue_size = 256
-    daemon_threads = True
+def dispatch_limits(settings: Settings) -> EdgeLimits:
+    return EdgeLimits(max_body_bytes=settings.dispatch_max_push_bytes,
+                      request_timeout_seconds=settings.dispatch_request_timeout_seconds,
+                      threads=PUSH_THREADS, connection_limit=MAX_CONNECTIONS)
 
 
 class DispatchServer:
-    """Serves the endpoints in threads; ``serve_forever`` until ``shutdown``."""
+    """Serves the endpoints until ``shutdown``; ``serve_forever`` blocks."""
 
     def __init__(self, dispatcher: Dispatcher, *, host: str, port: int,
-                 gather_seconds: float, check_every_seconds: float | None = None) -> None:
+                 gather_seconds: float, verifier: PushVerifier, limits: EdgeLimits,
+                 wake_up_subscription: str | None = None,
+                 check_every_seconds: float | None = None) -> None:
         self.dispatcher = dispatcher
         self.gather_seconds = gather_seconds
+        self.verifier = verifier
+        self.wake_up_subscription = wake_up_subscription
         self.check_every_seconds = check_every_seconds
         #: ``time.monotonic()`` when this process's last decision read the record.
         self._last_decision_started = -1.0
@@ -55,31 +79,78 @@ class DispatchServer:
         self._wake = threading.Condition()
         self._next_check: float | None = None  # time.time()
         self._stopping = threading.Event()
-        self.httpd = _Listener((host, port), _handler(self))
+        self.http = EdgeServer(self.app, host=host, port=port, limits=limits, name="dispatch")
 
     @property
     def port(self) -> int:
-        return int(self.httpd.server_address[1])
+        return self.http.port
 
     def serve_forever(self) -> None:
         checker = threading.Thread(target=self._recheck_loop, name="dispatch-recheck",
                                    daemon=True)
         checker.start()
         try:
-            self.httpd.serve_forever(poll_interval=0.2)
+            self.http.serve_forever()
         finally:
             self._stopping.set()
             with self._wake:
                 self._wake.notify_all()
-            self.httpd.server_close()
 
     def shutdown(self) -> None:
-        self.httpd.shutdown()
+        """Stop serving (safe in a signal handler)."""
+        self.http.shutdown()
+
+    def app(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI application: the whole request has arrived, within the limits."""
+        method = environ.get("REQUEST_METHOD", "")
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz" and method in ("GET", "HEAD"):
+            return json_response(start_response, 200, {"status": "ok"})
+        if path not in ("/push", "/check"):
+            return json_response(start_response, 404, {"error": "not found"})
+        if method != "POST":
+            return json_response(start_response, 405, {"error": "POST only"},
+                                 [("Allow", "POST")])
+        status, reason = self._post(path, environ)
+        if status == 204:
+            return json_response(start_response, 204, None)
+        if status >= 500:  # logged where it failed; the detail stays in the log
+            return json_response(start_response, status, {"error": reason})
+        logger.warning("dispatch: refused %s with %d: %s", path, status, reason,
+                       extra={"event": "dispatch_refused", "status": status, "path": path,
+                              "peer": environ.get("REMOTE_ADDR")})
+        headers = [("WWW-Authenticate", "Bearer")] if status == 401 else []
+        return json_response(start_response, status, {"error": reason}, headers)
+
+    def _post(self, path: str, environ: WSGIEnvironment) -> tuple[int, str]:
+        """Check the caller, then wake up or decide: the status and, unless 204, why."""
+        try:
+            self.verifier.verify(environ.get("HTTP_AUTHORIZATION"))
+            if path == "/push":
+                length = int(environ.get("CONTENT_LENGTH") or 0)  # checked by the server
+                self.wake_up(environ["wsgi.input"].read(length))
+            else:
+                self.decide(trigger="check")
+        except PushAuthError as exc:
+            if exc.status >= 500:
+                logger.error("dispatch: cannot check the caller: %s", exc)
+                return exc.status, "cannot check the token now"
+            return exc.status, str(exc)
+        except (ForeignSubscription, NotAPushDelivery) as exc:
+            return (403 if isinstance(exc, ForeignSubscription) else 400), str(exc)
+        except Exception as exc:  # Pub/Sub retries the push
+            if isinstance(exc, DispatchError):
+                logger.error("dispatch: decision failed: %s", exc)
+            else:  # the record's database, a bug
+                logger.exception("dispatch: decision failed")
+            return 500, "decision failed"
+        return 204, ""
 
     def wake_up(self, body: bytes) -> None:
         """A push delivery: remember, gather, decide once for the burst."""
         received = time.monotonic()
-        self.dispatcher.note_arrival(arrival_from_push(body, time.time()))
+        self.dispatcher.note_arrival(arrival_from_push(
+            body, time.time(), subscription=self.wake_up_subscription))
         time.sleep(max(0.0, received + self.gather_seconds - time.monotonic()))
         self.decide(trigger="push", unless_seen_since=received)
 
@@ -119,50 +190,3 @@ class DispatchServer:
                 logger.error("dispatch: scheduled decision failed: %s", exc)
             except Exception:
                 logger.exception("dispatch: scheduled decision failed")
-
-
-def _handler(server: DispatchServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.split("?")[0] == "/healthz":
-                self._reply(200, {"status": "ok"})
-            else:
-                self._reply(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            path = self.path.split("?")[0]
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            try:
-                if path == "/push":
-                    server.wake_up(body)
-                elif path == "/check":
-                    server.decide(trigger="check")
-                else:
-                    self._reply(404, {"error": "not found"})
-                    return
-            except NotAPushDelivery as exc:
-                self._reply(400, {"error": str(exc)})
-                return
-            except DispatchError as exc:
-                logger.error("dispatch: decision failed: %s", exc)
-                self._reply(500, {"error": str(exc)})
-                return
-            except Exception as exc:  # the record's database, a bug: Pub/Sub retries the push
-                logger.exception("dispatch: decision failed")
-                self._reply(500, {"error": f"{type(exc).__name__}: {exc}"})
-                return
-            self.send_response(204)
-            self.end_headers()
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            logger.debug("dispatch http: " + format, *args)
-
-    return Handler
