@@ -139,10 +139,13 @@ class Inbound:
                 task=self.plain_message_tasks.get(route.queue),
                 accepted_content_types=self.accepted_content_types, limits=self.limits,
             )
-        except PoisonMessage as reason:
-            self.refuse(route, received, str(reason))
+        except PoisonMessage as poison:
+            reason = str(poison)
         except Exception as exc:  # decoding is the message's doing: the same bytes fail again
-            self.refuse(route, received, f"could not be decoded: {error_text(exc)}")
+            reason = f"could not be decoded: {error_text(exc)}"
+        # Refused outside the except: its traceback (and the frames' decoded copies of a
+        # large message) is gone before the dead-letter copy is made.
+        self.refuse(route, received, reason)
         return None
 
     def refuse(self, route: QueueRoute, received: Any, reason: str) -> None:

@@ -154,7 +154,7 @@ class ReceiveLimits:
         """``json.loads(text)`` within the limits; ``PoisonMessage`` naming ``what`` if the
         text is beyond them. ``ValueError`` (a ``JSONDecodeError``) for text that is not JSON
         is the caller's to word."""
-        self.check_json_items(text, what)
+        self.check_json_items(text, what)  # ~10 ms for 10 MB: cheap to repeat
         try:
             value = json.loads(text)
         except RecursionError:
