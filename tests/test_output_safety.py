@@ -27,7 +27,7 @@ from vividly_tasks import create_app
 from vividly_tasks.cli.errors import CliError
 from vividly_tasks.settings import Settings, secret_values
 from vividly_tasks.worker import attach, detach
-from vividly_tasks.worker.logs import apply_format
+from vividly_tasks.worker.logs import LogFormat, apply_format
 from vividly_tasks.worker.redaction import (
     MASK,
     MIN_SECRET_CHARS,
@@ -125,10 +125,10 @@ def captured_log() -> Iterator[tuple[logging.Logger, io.StringIO]]:
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_log_lines_mask_secrets_in_message_arguments_extras_and_tracebacks(
-    captured_log: tuple[logging.Logger, io.StringIO], log_format: str,
+    captured_log: tuple[logging.Logger, io.StringIO], log_format: LogFormat,
 ) -> None:
     logger, stream = captured_log
-    apply_format(logger, log_format, Redactor([SECRET]))  # type: ignore[arg-type]
+    apply_format(logger, log_format, Redactor([SECRET]))
     logger.warning(f"inline {SECRET}")
     logger.warning("argument %s", SECRET, extra={"request_id": SECRET})
     try:

@@ -165,8 +165,9 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
         Sends Celery's ``task_rejected`` (as its consumer does for a message of unknown
         type), so whoever counts what a worker took, the job's summary, counts this too.
         """
-        reason = redactor_of(self.app)(reason)[:MAX_REASON_CHARS]
+        redact = redactor_of(self.app)
+        reason = redact(reason)[:MAX_REASON_CHARS]
         logger.warning("refused a task message: %s", reason)
-        note_reason(message, reason, redactor_of(self.app))
+        note_reason(message, reason, redact)
         message.reject_log_error(logger, self.connection_errors)
         task_rejected.send(sender=self, message=message, exc=None)
