@@ -19,7 +19,7 @@ from celery import current_task
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from pythonjsonlogger.json import JsonFormatter
 
-from vividly_tasks.worker.redaction import Redactor
+from vividly_tasks.worker.redaction import Redact, Redactor
 from vividly_tasks.worker.safe_text import printable
 
 LogFormat = Literal["json", "text"]
@@ -59,7 +59,7 @@ class TextFormatter(logging.Formatter):
 class RedactingFormatter(logging.Formatter):
     """Another formatter's whole output, secrets masked."""
 
-    def __init__(self, inner: logging.Formatter, redact: Callable[[str], str]) -> None:
+    def __init__(self, inner: logging.Formatter, redact: Redact) -> None:
         super().__init__()
         self.inner = inner
         self.redact = redact
@@ -69,7 +69,7 @@ class RedactingFormatter(logging.Formatter):
 
 
 def make_formatter(log_format: LogFormat,
-                   redact: Callable[[str], str] | None = None) -> logging.Formatter:
+                   redact: Redact | None = None) -> logging.Formatter:
     formatter: logging.Formatter = TextFormatter() if log_format == "text" else JsonFormatter(
         ["levelname", "name", "message"],
         rename_fields={"levelname": "severity", "name": "logger"},
@@ -79,7 +79,7 @@ def make_formatter(log_format: LogFormat,
 
 
 def apply_format(logger: logging.Logger, log_format: LogFormat,
-                 redact: Callable[[str], str] | None = None) -> None:
+                 redact: Redact | None = None) -> None:
     """Give every handler of ``logger`` our formatter (masking with ``redact``) and the
     task-context filter."""
     formatter = make_formatter(log_format, redact)
