@@ -207,6 +207,10 @@ class BrokerProbe:
         leftover = self._pull(self._subscription(), release=True)
         assert not leftover, f"unacknowledged messages: {leftover}"
 
+    def dead_letter_messages(self) -> list[Any]:
+        """The dead letters as Pub/Sub holds them (data and every attribute), left there."""
+        return self._pull(self._subscription(dead_letter=True), release=True)
+
     def dead_letter_reasons(self) -> list[str] | None:
         """Reasons on the dead-letter topic (Pub/Sub); None where the broker has none."""
         if self.kind != "pubsub":

@@ -10,7 +10,9 @@ worker can be given several requests that each meet a different answer:
 - ``unavailable``: 503; ``hang:N``: answers after N seconds (for client timeouts);
 - ``malformed``: 200 with text that is not JSON; ``off_schema``: JSON without a quiz;
 - ``blocked``: the prompt blocked (``promptFeedback.blockReason = SAFETY``);
-  ``withheld``: a candidate that stopped for ``SAFETY``; ``forbidden``: 403.
+  ``withheld``: a candidate that stopped for ``SAFETY``; ``forbidden``: 403;
+- ``echo_headers:CODE``: an error CODE whose message quotes the request's headers, API key
+  included, as a careless proxy or gateway's error page does.
 
 A script is a list of answers used in turn (its last one repeats).
 """
@@ -28,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 MODEL_VERSION = "gemini-fake-001"
+#: Google's status names of the codes ``echo_headers`` answers with.
+ECHO_STATUS = {400: "INVALID_ARGUMENT", 503: "UNAVAILABLE"}
 CHARS_PER_TOKEN = 4
 
 
@@ -124,6 +128,10 @@ class FakeGemini:
             return 503, {}, _error(503, "UNAVAILABLE", "The model is overloaded.")
         if kind == "forbidden":
             return 403, {}, _error(403, "PERMISSION_DENIED", "Permission denied on the model.")
+        if kind == "echo_headers":
+            code = int(argument or 400)
+            return code, {}, _error(code, ECHO_STATUS.get(code, "INVALID_ARGUMENT"),
+                                    f"bad request; it carried the headers {call.headers}")
         if kind == "hang":
             time.sleep(float(argument or 5))
             kind = "lesson"

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from google.pubsub_v1 import PubsubMessage
+from sqlalchemy import update
 
 from tests.content_support import WORKER_INCLUDE, wait_for
 from tests.pubsub_helpers import publish_raw
@@ -33,6 +35,7 @@ from vividly_tasks.cli.exit_codes import (
     RET_UNAVAILABLE,
     RET_USAGE,
 )
+from vividly_tasks.content.models import ContentRequest
 from vividly_tasks.content.services import ContentServices
 from vividly_tasks.content.status import Status
 from vividly_tasks.settings import Settings
@@ -310,3 +313,69 @@ def test_a_dead_letter_of_pubsubs_own_policy_reads_its_attributes() -> None:
     replay = letter.replay_message()
     assert replay.data == letter.data
     assert dict(replay.attributes) == {"origin": "elsewhere", "replay_of": "17"}
+
+
+#: What a hostile publisher or upstream writes: an OSC that retitles the terminal (ESC ] ... BEL),
+#: the one-byte C1 CSI that clears it, a right-to-left override, and a line break.
+HOSTILE = "\x1b]0;pwned\x07 \x9b2J \u202etxt.exe \nstatus: completed"
+HOSTILE_SHOWN = "\\x1b]0;pwned\\x07 \\x9b2J \\u202etxt.exe \\nstatus: completed"
+
+
+def assert_inert(output: str) -> None:
+    """Nothing in ``output`` but printable characters and line breaks."""
+    assert not [c for c in output if not c.isprintable() and c != "\n"], repr(output)
+
+
+def test_dlq_list_and_replay_escape_what_the_publisher_wrote(pubsub_env: str) -> None:
+    """Anyone who may publish to the dead-letter topic (or whose message was dead-lettered)
+    writes its attributes and data: they print escaped; the JSON form carries them exactly."""
+    from vividly_tasks.transport.clients import clients_for_this_process
+    from vividly_tasks.transport.naming import dead_letter_id, resource_id, topic_path
+
+    expect(invoke("provision"), 0)
+    hostile_id = f"{HOSTILE}-{uuid.uuid4()}"
+    clients_for_this_process().publisher.publish(
+        topic=topic_path(pubsub_env, dead_letter_id(resource_id(PREFIX, "vividly"))),
+        messages=[PubsubMessage(data=HOSTILE.encode(), attributes={
+            "task": "vividly.generate_content", "task_id": hostile_id,
+            "dead_letter_reason": HOSTILE, "dead_lettered_at": HOSTILE, "delivery_attempt": "1",
+        })],
+        timeout=10,
+    )
+    listing = expect(vividly("dlq", "list"), 0)
+    assert_inert(listing)
+    assert f"vividly.generate_content[{HOSTILE_SHOWN}-" in listing
+    assert f"reason: {HOSTILE_SHOWN}" in listing and f"data:   {HOSTILE_SHOWN}" in listing
+
+    as_json = expect(vividly("dlq", "list", "--json"), 0)
+    assert_inert(as_json)
+    (letter,) = [json.loads(line) for line in as_json.splitlines()]
+    assert (letter["task_id"], letter["reason"]) == (hostile_id, HOSTILE)
+
+    replayed = invoke("dlq", "replay", hostile_id)
+    assert_inert(expect(replayed, 0))
+    assert f"[{HOSTILE_SHOWN}-" in replayed.stdout
+
+
+def test_status_escapes_the_error_and_stage_that_a_worker_or_producer_wrote(
+    services: ContentServices,
+) -> None:
+    row = services.repository.insert(topic=HOSTILE, modality="text", subject=HOSTILE,
+                                     grade_level="7")
+    assert services.repository.fail(row.id, f"upstream said: {HOSTILE}")
+    with services.database.session() as session:  # another producer's stage
+        session.execute(update(ContentRequest).where(ContentRequest.id == row.id)
+                        .values(stage=HOSTILE, artifacts={"lesson.md": HOSTILE}))
+
+    shown = vividly("status", str(row.id))
+    expect(shown, RET_FAILED)
+    assert_inert(shown.stdout + shown.stderr)
+    assert f"error:         upstream said: {HOSTILE_SHOWN}" in shown.stdout
+    assert not re.search(r"^status: +completed", shown.stdout, re.MULTILINE)
+    assert f"lesson.md:     {HOSTILE_SHOWN}" in shown.stdout
+
+    as_json = vividly("status", str(row.id), "--json")
+    expect(as_json, RET_FAILED)
+    assert_inert(as_json.stdout)
+    stored = json.loads(as_json.stdout)
+    assert (stored["stage"], stored["error"]) == (HOSTILE, f"upstream said: {HOSTILE}")

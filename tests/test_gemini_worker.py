@@ -2,18 +2,21 @@
 over Pub/Sub (emulator) and SQLite, its gemini generator (the real google-genai SDK) calling a
 ``generateContent`` server on loopback (tests/fake_gemini.py) that answers per topic, and its
 videos narrated by Cloud Text-to-Speech (the real client) on a loopback gRPC server
-(tests/fake_tts.py)."""
+(tests/fake_tts.py). Also: an answer that echoes the API key back leaves no trace of it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from tests.content_support import (
     ARTIFACTS_TEXT,
@@ -26,15 +29,19 @@ from tests.content_support import (
 from tests.fake_gemini import MODEL_VERSION, FakeGemini
 from tests.fake_tts import FakeTextToSpeech
 from tests.fake_tts import running as running_tts
+from tests.pubsub_helpers import list_subscriptions
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS
 from vividly_tasks.content.storage import LocalStorage, artifact_key
 from vividly_tasks.product import VividlyCelery
 from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.worker.redaction import MASK
 from worker_entry.exit_codes import RET_OK
 
 RETRY_AFTER_SECONDS = 3
+#: Shaped like a real key (39 characters), so a masked one cannot pass for a coincidence.
+API_KEY = "AIzaSy-test-key-echoed-0123456789abcdef"
 
 
 @pytest.fixture
@@ -55,7 +62,7 @@ def content_env(request: pytest.FixtureRequest, redis_url: str, tmp_path: Path,
                 tts: FakeTextToSpeech) -> Iterator[ContentEnv]:
     yield from pubsub_sqlite_env(
         request, redis_url, tmp_path, monkeypatch,
-        CONTENT_GENERATOR="gemini", GEMINI_API_KEY="test-key",
+        CONTENT_GENERATOR="gemini", GEMINI_API_KEY=API_KEY,
         CONTENT_MODEL_BASE_URL=gemini.base_url, CONTENT_NARRATOR="google",
         CONTENT_GOOGLE_TTS_ENDPOINT=tts.endpoint, CONTENT_RETRY_BACKOFF_SECONDS="1",
         CONTENT_MAX_RETRIES="1",
@@ -208,3 +215,62 @@ def test_an_outage_a_malformed_and_a_blocked_answer_fail_with_the_reason(
     assert reasons is not None and len(reasons) == 3, reasons
     assert any("gave up after 2 attempts" in r and "503 UNAVAILABLE" in r for r in reasons)
     assert any("not JSON" in r for r in reasons) and any("(SAFETY)" in r for r in reasons)
+
+
+@contextmanager
+def task_events(app: VividlyCelery, project: str) -> Iterator[list[dict[str, Any]]]:
+    """Every Celery event the workers send meanwhile (what Flower receives)."""
+    seen: list[dict[str, Any]] = []
+    with app.connection_for_read() as connection:
+        receiver = app.events.Receiver(connection, handlers={"*": seen.append})
+        capture = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+        capture.start()
+        try:
+            wait_for(lambda: any("celeryev" in s for s in list_subscriptions(project)), 10,
+                     "the event receiver's subscription")
+            yield seen
+        finally:
+            receiver.should_stop = True
+            capture.join(10)
+
+
+def test_an_api_key_echoed_back_by_the_model_api_reaches_no_log_row_status_or_dead_letter(
+    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini, redis_url: str,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """The model API answers 503, then 400, each time quoting the request's headers with its
+    ``x-goog-api-key``: the retry and the final failure pass the text through the worker's log,
+    the request's ``error`` column, the result backend, the task events (Flower's view) and the
+    dead-letter reason, and it shows in ``vividly status``. The echo is in each of them, the
+    key in none."""
+    gemini.script("Echoed topic", "echo_headers:503", "echo_headers:400")
+    request_id = submit(app, "Echoed topic")
+    assert content_env.broker.project is not None
+    with task_events(app, content_env.broker.project) as events:
+        worker = start_entrypoint(extra_args=["--idle-timeout", "4"])
+        assert worker.wait(timeout=120) == RET_OK, worker.logs()[-4000:]
+        wait_for(lambda: {"task-retried", "task-failed"} <= {e["type"] for e in events}, 10,
+                 "the retry's and the failure's events")
+
+    calls = gemini.calls_about("Echoed topic")
+    assert len(calls) == 2  # the 503 was retried; the 400 failed the request
+    sent = {name.lower(): value for name, value in calls[0].headers.items()}
+    assert sent["x-goog-api-key"] == API_KEY  # the echo carried the real key
+    row = content_env.row(request_id)
+    assert row.status == "failed" and row.error is not None
+    letters = content_env.broker.dead_letter_messages()
+    assert len(letters) == 1
+    with redis.Redis.from_url(redis_url) as client:
+        stored = [client.get(key) or b"" for key in client.keys("celery-task-meta-*")]
+    where = {
+        "worker log": worker.logs(),
+        "error column": row.error,
+        "vividly status": vividly_status(request_id),
+        "dead letter": json.dumps({**letters[0].message.attributes,
+                                   "data": letters[0].message.data.decode()}),
+        "result backend": b"".join(stored).decode("latin-1"),
+        "task events": json.dumps(events),
+    }
+    for name, text in where.items():
+        assert API_KEY not in text, f"the key reached the {name}"
+        assert "x-goog-api-key" in text and MASK in text, f"no masked echo in the {name}"

@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery, Task
 
 from vividly_tasks import plain_message_tasks, transport, worker
-from vividly_tasks.settings import Settings
+from vividly_tasks.settings import Settings, secret_values
 from vividly_tasks.worker.requests import TaskRequest
 
 TASK_MODULES = ["vividly_tasks.tasks"]
@@ -97,6 +97,8 @@ def create_app(settings: Settings | None = None) -> VividlyCelery:
     )
     app.add_defaults(lambda: celery_config(app.settings))
     # A malformed task message is dead-lettered with its reason instead of stopping the
-    # worker; an idle worker's stop skips billiard's ~1.5 s join; logs as LOG_FORMAT says.
-    worker.attach(app, log_format=lambda: app.settings.log_format)
+    # worker; an idle worker's stop skips billiard's ~1.5 s join; logs as LOG_FORMAT says;
+    # every secret of the settings masked in its logs and dead-letter reasons.
+    worker.attach(app, log_format=lambda: app.settings.log_format,
+                  secrets=lambda: secret_values(app.settings))
     return app

@@ -7,7 +7,6 @@ server: SQLite, local files and Kombu's filesystem broker under ``VIVIDLY_DATA_D
 
 from __future__ import annotations
 
-import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vividly_tasks.worker.logs import LogFormat
+from vividly_tasks.worker.redaction import MASK, SECRET_QUERY_NAME, url_secrets
 
 
 class Settings(BaseSettings):
@@ -234,6 +234,13 @@ class Settings(BaseSettings):
     log_level: str = Field(default="INFO", description="Root log level.")
     log_format: LogFormat = Field(
         default="json", description="json: one object a line with severity; text: for humans."
+    )
+
+    # Secrets that other programs read: held only to be masked (``secret_values``).
+    flower_basic_auth: SecretStr | None = Field(
+        default=None,
+        alias="FLOWER_BASIC_AUTH",
+        description="Flower's user:password (Flower reads it); masked in logs if set here.",
     )
 
     # Dispatcher (vividly_tasks.dispatch): starts job executions when work arrives.
@@ -472,9 +479,23 @@ class Settings(BaseSettings):
         return {key: mask_url_password(value) for key, value in values.items()}
 
 
-#: Query parameters that carry secrets in some URLs (redis-py's and libpq's ``password=``).
-SECRET_QUERY_NAME = re.compile(r"pass|secret|token|key|credential", re.IGNORECASE)
-MASK = "****"
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret this configuration holds, to be masked wherever text leaves a process
+    (``vividly_tasks.worker.redaction``): each ``SecretStr`` field, and the password and
+    secret query values of each URL, effective URLs included."""
+    values: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if isinstance(value, SecretStr):
+            secret = value.get_secret_value()
+            # ``user:password`` (FLOWER_BASIC_AUTH): the password alone shows up too.
+            values += [secret, secret.partition(":")[2]]
+        else:
+            values += url_secrets(value)
+    for url in (settings.effective_broker_url, settings.effective_result_backend,
+                settings.effective_database_url, settings.effective_storage_url):
+        values += url_secrets(url)
+    return [value for value in values if value]
 
 
 def mask_urls_in(text: str, settings: Settings) -> str:

@@ -11,6 +11,10 @@
   exponential backoff and full jitter, never sooner than the server's ``Retry-After``, up to
   ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
 
+An error leaves the content domain with the settings' secrets masked (``secrets_masked``), so
+the reason, the retry's stored exception, the events and their tracebacks show none, even when
+a hosted service's answer quoted the request's API key.
+
 The retry policy is applied here rather than with ``autoretry_for``: Celery reads those options
 when the task is defined, at import, and the settings are read later, on first use.
 """
@@ -55,6 +59,7 @@ from vividly_tasks.content.services import (
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import LocalStorage, open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
+from vividly_tasks.worker.redaction import redact_exception, redactor_of, secrets_masked
 
 logger = logging.getLogger(__name__)
 
@@ -186,10 +191,10 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
     shown = shortened(request_id)  # a hostile id may be megabytes long: never log it whole
     log_extra = {"request_id": shown}
     try:
-        services = content_services(settings)
-        outcome = services.runner.run(
-            request_id, progress=progress, usage=usage, final_attempt=final_attempt
-        )
+        with secrets_masked(redactor_of(self.app)):
+            outcome = content_services(settings).runner.run(
+                request_id, progress=progress, usage=usage, final_attempt=final_attempt
+            )
     except (InvalidRequest, PermanentFailure) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         logger.error("request %s failed, not retried: %s", shown, reason, extra=log_extra)
@@ -311,6 +316,8 @@ def content_message(
         logger.error("content message refused: %s", reason)
         raise Reject(reason, requeue=False) from exc
     except TransientError as exc:
+        # Stored with the retry: masked as generate_content's errors are.
+        redact_exception(exc, redactor_of(self.app))
         if self.request.retries >= settings.content_max_retries:
             raise Reject(f"gave up after {self.request.retries + 1} attempts: {exc}",
                          requeue=False) from exc

@@ -25,7 +25,7 @@ from kombu.exceptions import OperationalError
 
 from vividly_tasks import transport, worker
 from vividly_tasks.product import create_app
-from vividly_tasks.settings import Settings, mask_url_password
+from vividly_tasks.settings import Settings, mask_url_password, secret_values
 from vividly_tasks.transport.transport import Transport as PubSubTransport
 from vividly_tasks.worker.logs import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
@@ -96,7 +96,7 @@ def load_app(name: str, settings: Settings) -> Celery:
     if not isinstance(app, Celery):
         raise AppNotLoaded(f"{name!r} is a {type(app).__name__}, not a Celery app")
     if not worker.was_attached(app):  # the app's owner chose; else the entrypoint's own
-        worker.attach(app, log_format=settings.log_format)
+        worker.attach(app, log_format=settings.log_format, secrets=secret_values(settings))
     return app
 
 
@@ -157,7 +157,8 @@ def broker_error_kind(app: Celery, exc: Exception) -> ExitReason:
 
 def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float) -> int:
     """Run one worker to its end; log the summary line; return the exit code."""
-    configure_process_logging(settings.log_format, settings.log_level)
+    configure_process_logging(settings.log_format, settings.log_level,
+                              secret_values(settings))
     run = WorkerRun(options.mode, options.limits, started_at=started_at)
     try:
         app = build_app(settings, options.mode, options.app)

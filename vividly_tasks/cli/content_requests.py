@@ -1,5 +1,8 @@
 """``vividly submit``, ``resubmit`` and ``status``: content requests, through the content domain's
-own submit path (validated before anything is written) and its repository."""
+own submit path (validated before anything is written) and its repository.
+
+``status`` shows what producers and hosted services wrote (fields, an upstream's error text),
+each value escaped (``printable``) so none can drive the terminal."""
 
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from vividly_tasks.content.status import Status, is_terminal
 from vividly_tasks.content.validation import Modality
 from vividly_tasks.settings import mask_url_password
 from vividly_tasks.tasks import send_generate_content, submit_content_request
+from vividly_tasks.worker.safe_text import printable
 
 #: How often ``status`` re-reads a running request.
 POLL_INTERVAL_SECONDS = 0.25
@@ -142,7 +146,7 @@ def in_progress(row: ContentRequest) -> bool:
 
 
 def bar_label(row: ContentRequest) -> str:
-    return f"{row.status:<10} {row.stage or '':<8}"
+    return printable(f"{row.status:<10} {row.stage or '':<8}")
 
 
 def describe(row: ContentRequest) -> str:
@@ -166,7 +170,8 @@ def describe(row: ContentRequest) -> str:
         lines.append(f"took:          {seconds:.1f} s (last attempt)")
     for name, uri in sorted((row.artifacts or {}).items()):
         lines.append(f"{name + ':':<15}{artifact_location(str(uri))}")
-    return "\n".join(lines)
+    # Each line escaped on its own: a value's line break shows as \n, never as a line.
+    return "\n".join(map(printable, lines))
 
 
 def artifact_location(uri: str) -> str:

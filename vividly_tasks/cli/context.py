@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from vividly_tasks.cli.errors import cli_error, config_error
 from vividly_tasks.content.services import ContentServices
 from vividly_tasks.product import VividlyCelery, create_app
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.settings import Settings, environment_variable, secret_values
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.worker.logs import configure_process_logging
 
@@ -41,7 +41,7 @@ class CliContext:
         except ValidationError as exc:
             raise config_error(f"invalid configuration: {describe_validation_error(exc)}") from None
         # Library warnings still reach people, as plain text: the CLI's own output is prose.
-        configure_process_logging("text", "WARNING")
+        configure_process_logging("text", "WARNING", secret_values(settings))
         if settings.uses_embedded_broker:
             # Kombu warns that filesystem:// names no host; it needs none.
             logging.getLogger("kombu.connection").setLevel(logging.ERROR)

@@ -1,5 +1,8 @@
 """``vividly dlq list|replay|purge``: a queue's dead-lettered messages, with their reasons and
-delivery counts (``vividly_tasks.transport.dead_letter_box``)."""
+delivery counts (``vividly_tasks.transport.dead_letter_box``).
+
+Whoever may publish to a queue writes its dead letters' attributes and data, so every value
+shown is escaped (``printable``): the JSON form escapes as JSON does, non-ASCII included."""
 
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError, not_found
 from vividly_tasks.cli.exit_codes import RET_USAGE
 from vividly_tasks.transport.dead_letter_box import DeadLetter, DeadLetterBox
+from vividly_tasks.worker.safe_text import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,7 +65,8 @@ def replay(context: CliContext, ids: tuple[str, ...], everything: bool,
         chosen = select(letters, ids, everything)
         box.replay(chosen)
         for letter in chosen:
-            click.echo(f"replayed {letter.message_id} ({task_label(letter)}) to {box.replay_topic}")
+            click.echo(f"replayed {printable(letter.message_id)} ({task_label(letter)}) to "
+                       f"{box.replay_topic}")
         click.echo(f"replayed {len(chosen)} of {len(letters)} dead letter(s)")
 
 
@@ -111,14 +116,27 @@ def select(letters: list[DeadLetter], ids: tuple[str, ...], everything: bool) ->
     return [letter for letter in letters if any(letter.matches(i) for i in ids)]
 
 
+#: How much of a dead letter's data ``list`` shows.
+PREVIEW_BYTES = 120
+
+
 def task_label(letter: DeadLetter) -> str:
     if letter.task:
-        return f"{letter.task}[{letter.task_id}]"
+        return printable(f"{letter.task}[{letter.task_id}]")
     return "not a Celery task"
+
+
+def preview(data: bytes) -> str:
+    """The head of the data as text (undecodable bytes as ``\\xNN``), escaped."""
+    head = data[:PREVIEW_BYTES].decode("utf-8", errors="backslashreplace")
+    more = f" ... ({len(data)} bytes)" if len(data) > PREVIEW_BYTES else ""
+    return printable(head) + more
 
 
 def describe(letter: DeadLetter) -> str:
     info = letter.as_dict()
     deliveries = info["delivery_count"] if info["delivery_count"] is not None else "?"
-    return (f"- {letter.message_id}  {task_label(letter)}  deliveries: {deliveries}  "
-            f"dead-lettered: {info['dead_lettered_at']}\n    reason: {letter.reason}")
+    return (f"- {printable(letter.message_id)}  {task_label(letter)}  deliveries: {deliveries}  "
+            f"dead-lettered: {printable(info['dead_lettered_at'])}\n"
+            f"    reason: {printable(letter.reason)}\n"
+            f"    data:   {preview(letter.data)}")

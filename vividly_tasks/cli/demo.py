@@ -28,6 +28,7 @@ from vividly_tasks.cli.exit_codes import RET_FAILED
 from vividly_tasks.content.status import Status, is_terminal
 from vividly_tasks.settings import Settings, mask_url_password
 from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.worker.safe_text import printable
 
 #: How often the demo looks at the requests while the job runs.
 POLL_INTERVAL_SECONDS = 0.5
@@ -191,7 +192,7 @@ def report(context: CliContext, ids: list[str]) -> list[str]:
         if row.status != Status.COMPLETED:
             incomplete.append(request_id)
             if row.error:
-                click.echo(f"  error: {row.error}")
+                click.echo(f"  error: {printable(row.error)}")  # a hosted service's words
             continue
         for name in ("lesson.md", "lesson.html", "lesson.mp4"):
             uri = (row.artifacts or {}).get(name)

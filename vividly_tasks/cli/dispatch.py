@@ -19,6 +19,7 @@ from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError
 from vividly_tasks.cli.exit_codes import RET_CONFIG, RET_FAILED, RET_UNAVAILABLE
 from vividly_tasks.dispatch.errors import DispatchConfigError, DispatchError, DispatchUnavailable
+from vividly_tasks.settings import secret_values
 from vividly_tasks.worker.logs import configure_process_logging
 
 
@@ -51,7 +52,8 @@ def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
     from vividly_tasks.dispatch.dispatcher import build_dispatcher  # noqa: PLC0415
 
     settings = context.settings
-    configure_process_logging(settings.log_format, settings.log_level)
+    configure_process_logging(settings.log_format, settings.log_level,
+                              secret_values(settings))
     with dispatch_errors():
         record = build_dispatcher(settings).decide_once(dry_run=dry_run, trigger="command")
     click.echo(json.dumps(record))
@@ -77,7 +79,8 @@ def serve(context: CliContext, host: str | None, port: int | None,
     from vividly_tasks.dispatch.server import DispatchServer, dispatch_limits  # noqa: PLC0415
 
     settings = context.settings
-    configure_process_logging(settings.log_format, settings.log_level)
+    configure_process_logging(settings.log_format, settings.log_level,
+                              secret_values(settings))
     host = host or settings.dispatch_host
     with dispatch_errors():
         verifier = push_verifier(settings, host=host)

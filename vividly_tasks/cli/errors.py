@@ -1,6 +1,7 @@
 """One error type for every command: a message for people and the exit code that says why.
 
 Library and domain errors are converted here, once (``cli_error``), so the commands only raise.
+Their text may quote a server's answer: it is shown escaped (``printable``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from vividly_tasks.transport.errors import (
     PubSubConnectionError,
     ResourceNotFound,
 )
+from vividly_tasks.worker.safe_text import printable
 
 
 class CliError(click.ClickException):
@@ -32,6 +34,9 @@ class CliError(click.ClickException):
     def __init__(self, message: str, exit_code: int = RET_FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code  # type: ignore[misc]  # click's default is a class attribute
+
+    def format_message(self) -> str:
+        return printable(self.message)
 
 
 #: Kinds of error in the order they are checked (subclasses first), with the exit code and

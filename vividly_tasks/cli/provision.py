@@ -18,6 +18,7 @@ from vividly_tasks.transport.provisioning_plan import (
     make_plan,
     queue_resources,
 )
+from vividly_tasks.worker.safe_text import printable
 
 
 @click.command()
@@ -82,7 +83,9 @@ def describe_step(step: Step, *, verify_only: bool) -> str:
     resource = step.resource
     action = VERIFY_WORDS[step.action] if verify_only else step.action
     line = f"  {action:<8}{resource.kind:<13}{resource.path}  ({resource.purpose})"
-    return "\n".join([line, *(f"{'':<23}{difference}" for difference in step.differences)])
+    # A difference quotes what the project holds now, which its other editors wrote.
+    return "\n".join(printable(text) for text in
+                     [line, *(f"{'':<23}{difference}" for difference in step.differences)])
 
 
 def verify(plan: Plan) -> None:

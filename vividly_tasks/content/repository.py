@@ -1,10 +1,15 @@
 """Reads and writes of content requests. Every status change is one guarded UPDATE whose WHERE
 clause comes from the status machine (``status.sources``), so concurrent writers cannot move a
-request along a path the machine forbids; the row count tells the caller whether it won."""
+request along a path the machine forbids; the row count tells the caller whether it won.
+
+Every error it stores is masked by ``redact`` first (the settings' secrets, as
+``vividly_tasks.worker.redaction`` masks them), so an upstream answer that echoes an API key
+never lands in the ``error`` column."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -39,8 +44,10 @@ class Claim:
 class ContentRepository:
     """The content requests table, as the pipeline and the submit API need it."""
 
-    def __init__(self, database: ContentDatabase) -> None:
+    def __init__(self, database: ContentDatabase,
+                 redact: Callable[[str], str] = str) -> None:
         self.database = database
+        self.redact = redact
 
     # Reading.
     def get(self, request_id: str | uuid.UUID) -> ContentRequest | None:
@@ -118,7 +125,7 @@ class ContentRepository:
             update(ContentRequest)
             .where(ContentRequest.id == request_id,
                    ContentRequest.status == Status.PENDING.value)
-            .values(error=error, updated_at=utcnow())
+            .values(error=self.redact(error), updated_at=utcnow())
         )
         with self.database.session() as session:
             session.execute(statement)
@@ -175,7 +182,8 @@ class ContentRepository:
     def release(self, claim: Claim, error: str) -> bool:
         """Give the claim up after a transient error, so the retry can claim at once."""
         return self._update_claimed(
-            claim, claim_token=None, claimed_by=None, lease_expires_at=None, error=error
+            claim, claim_token=None, claimed_by=None, lease_expires_at=None,
+            error=self.redact(error),
         )
 
     def complete(self, claim: Claim, artifacts: dict[str, str]) -> bool:
@@ -193,6 +201,6 @@ class ContentRepository:
         conditions = [] if claim is None else [ContentRequest.claim_token == claim.token]
         return self._transition(
             request_id, Status.FAILED, *conditions,
-            error=error, claim_token=None, claimed_by=None, lease_expires_at=None,
+            error=self.redact(error), claim_token=None, claimed_by=None, lease_expires_at=None,
             finished_at=utcnow(),
         )

@@ -17,7 +17,8 @@ from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
 from vividly_tasks.content.runner import ContentRunner
 from vividly_tasks.content.storage import Storage, open_storage
-from vividly_tasks.settings import Settings
+from vividly_tasks.settings import Settings, secret_values
+from vividly_tasks.worker.redaction import Redactor
 
 
 def pipeline_config(settings: Settings) -> PipelineConfig:
@@ -117,7 +118,7 @@ class ContentServices:
         database = ContentDatabase(settings.effective_database_url)
         if migrate:
             database.migrate()
-        repository = ContentRepository(database)
+        repository = ContentRepository(database, Redactor(secret_values(settings)))
         storage = open_storage(settings.effective_storage_url)
         generator = make_generator(settings)
         runner = ContentRunner(

@@ -13,6 +13,9 @@ Importing this package changes nothing. ``attach`` adds to one app, and only to 
   once instead of joining it (~1.5 s saved per stop).
 * **structured logs** (``logs.py``): the app's worker logs as one JSON object a line with
   Cloud Logging's ``severity`` (``log_format="json"``), or text; ``None`` leaves them alone.
+* **secrets masked** (``redaction.py``): the passwords of the app's broker and result backend
+  URLs and the ``secrets`` given (values, or a callable read as the worker starts) become
+  ``****`` in its worker's log lines and in the dead-letter reasons it hands the broker.
 
 ``detach(app)`` takes the bootsteps and log hooks off again; the consumer default stays (it
 behaves as Celery's own for messages Celery can take).
@@ -25,6 +28,7 @@ from typing import Any
 
 from vividly_tasks.worker.idle_pool import IdlePoolStop
 from vividly_tasks.worker.logs import LogFormat, StructuredLogs
+from vividly_tasks.worker.redaction import REDACTOR, SecretSource, app_redactor
 from vividly_tasks.worker.requests import TaskRequests
 
 GUARDED_CONSUMER = "vividly_tasks.worker.guarded_consumer:GuardedConsumer"
@@ -39,6 +43,7 @@ def attach(
     task_requests: bool = True,
     idle_pool_stop: bool = True,
     log_format: LogFormat | Callable[[], LogFormat] | None = "json",
+    secrets: SecretSource = (),
 ) -> None:
     """Add the worker behaviours to ``app``'s workers (and to no other app's).
 
@@ -52,9 +57,11 @@ def attach(
         app.steps["worker"].add(TaskRequests)
     if idle_pool_stop:
         app.steps["worker"].add(IdlePoolStop)
+    redactor = app_redactor(app, secrets)
+    setattr(app, REDACTOR, redactor)
     logs = None
     if log_format is not None:
-        logs = StructuredLogs(app, log_format)
+        logs = StructuredLogs(app, log_format, redactor)
         logs.connect()
     setattr(app, ATTACHED, logs)
 
@@ -72,6 +79,8 @@ def detach(app: Any) -> None:
     if logs is not None:
         logs.disconnect()
     setattr(app, ATTACHED, None)
+    if hasattr(app, REDACTOR):
+        delattr(app, REDACTOR)
 
 
 __all__ = ["attach", "detach", "was_attached"]

@@ -19,6 +19,7 @@ from celery.signals import task_rejected
 from celery.worker.consumer import Consumer
 from kombu.exceptions import ContentDisallowed
 
+from vividly_tasks.worker.redaction import redactor_of
 from vividly_tasks.worker.requests import MAX_REASON_CHARS, note_reason
 
 logger = logging.getLogger(__name__)
@@ -149,11 +150,12 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
         # Celery rejects it (dead-lettered on Pub/Sub) and marks the result failed.
         name = message.headers.get("task") if isinstance(message.headers, dict) else None
-        note_reason(message, f"unregistered task {_short(name)}: this worker does not have it")
+        note_reason(message, f"unregistered task {_short(name)}: this worker does not have it",
+                    redactor_of(self.app))
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        note_reason(message, f"invalid task message: {exc}")
+        note_reason(message, f"invalid task message: {exc}", redactor_of(self.app))
         super().on_invalid_task(body, message, exc)
         task_rejected.send(sender=self, message=message, exc=exc)
 
@@ -163,8 +165,9 @@ class GuardedConsumer(Consumer):  # type: ignore[misc]
         Sends Celery's ``task_rejected`` (as its consumer does for a message of unknown
         type), so whoever counts what a worker took, the job's summary, counts this too.
         """
-        reason = reason[:MAX_REASON_CHARS]
+        redact = redactor_of(self.app)
+        reason = redact(reason)[:MAX_REASON_CHARS]
         logger.warning("refused a task message: %s", reason)
-        note_reason(message, reason)
+        note_reason(message, reason, redact)
         message.reject_log_error(logger, self.connection_errors)
         task_rejected.send(sender=self, message=message, exc=None)

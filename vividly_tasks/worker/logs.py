@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 from celery import current_task
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from pythonjsonlogger.json import JsonFormatter
+
+from vividly_tasks.worker.redaction import Redact, Redactor
+from vividly_tasks.worker.safe_text import printable
 
 LogFormat = Literal["json", "text"]
 
@@ -36,41 +39,77 @@ class TaskContextFilter(logging.Filter):
         return True
 
 
-def make_formatter(log_format: LogFormat) -> logging.Formatter:
-    if log_format == "text":
-        return logging.Formatter(TEXT_FORMAT)
-    return JsonFormatter(
+class TextFormatter(logging.Formatter):
+    """Lines for people: control characters in a message escaped, a traceback's line breaks
+    kept."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return printable(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return printable(super().formatException(ei), keep="\n")
+
+    def formatStack(self, stack_info: str) -> str:
+        return printable(super().formatStack(stack_info), keep="\n")
+
+
+class RedactingFormatter(logging.Formatter):
+    """Another formatter's whole output, secrets masked."""
+
+    def __init__(self, inner: logging.Formatter, redact: Redact) -> None:
+        super().__init__()
+        self.inner = inner
+        self.redact = redact
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self.redact(self.inner.format(record))
+
+
+def make_formatter(log_format: LogFormat,
+                   redact: Redact | None = None) -> logging.Formatter:
+    formatter: logging.Formatter = TextFormatter() if log_format == "text" else JsonFormatter(
         ["levelname", "name", "message"],
         rename_fields={"levelname": "severity", "name": "logger"},
         timestamp="time",
     )
+    return formatter if redact is None else RedactingFormatter(formatter, redact)
 
 
-def apply_format(logger: logging.Logger, log_format: LogFormat) -> None:
-    """Give every handler of ``logger`` our formatter and the task-context filter."""
-    formatter = make_formatter(log_format)
+def apply_format(logger: logging.Logger, log_format: LogFormat,
+                 redact: Redact | None = None) -> None:
+    """Give every handler of ``logger`` our formatter (masking with ``redact``) and the
+    task-context filter."""
+    formatter = make_formatter(log_format, redact)
     for handler in logger.handlers:
         handler.setFormatter(formatter)
         if not any(isinstance(f, TaskContextFilter) for f in handler.filters):
             handler.addFilter(TaskContextFilter())
 
 
-def configure_process_logging(log_format: LogFormat, level: str) -> None:
-    """Logging for processes that are not Celery workers (the CLI, the service's HTTP side)."""
+def configure_process_logging(log_format: LogFormat, level: str,
+                              secrets: Iterable[str] = ()) -> None:
+    """Logging for processes that are not Celery workers (the CLI, the service's HTTP side),
+    with ``secrets`` masked."""
     root = logging.getLogger()
     if not root.handlers:
         root.addHandler(logging.StreamHandler(sys.stderr))
     root.setLevel(level.upper())
-    apply_format(root, log_format)
+    apply_format(root, log_format, Redactor(secrets).resolve())
 
 
 class StructuredLogs:
-    """Our log format on the worker logging of one app (connect, disconnect)."""
+    """Our log format, masked by ``redactor``, on the worker logging of one app (connect,
+    disconnect)."""
 
-    def __init__(self, app: Any, log_format: LogFormat | Callable[[], LogFormat]) -> None:
+    def __init__(self, app: Any, log_format: LogFormat | Callable[[], LogFormat],
+                 redactor: Redactor) -> None:
         self.app = app
         #: A callable is read when the worker sets up its logging (settings read late).
         self.log_format = log_format
+        self.redactor = redactor
 
     def connect(self) -> None:
         celeryd_init.connect(self._on_worker_init, weak=False)
@@ -83,10 +122,12 @@ class StructuredLogs:
     def _on_worker_init(self, sender: Any = None, instance: Any = None, **_: Any) -> None:
         if getattr(instance, "app", None) is not self.app:
             return
+        # Its secrets are read here, once, rather than inside the first log call.
+        self.redactor.resolve()
         # The worker sets up its logging next, in this process, for this app.
         after_setup_logger.connect(self._apply, weak=False)
         after_setup_task_logger.connect(self._apply, weak=False)
 
     def _apply(self, logger: logging.Logger, **_: Any) -> None:
         log_format = self.log_format() if callable(self.log_format) else self.log_format
-        apply_format(logger, log_format)
+        apply_format(logger, log_format, self.redactor)

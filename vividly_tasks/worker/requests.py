@@ -3,7 +3,9 @@
 * A task that raises ``celery.exceptions.Reject(reason, requeue=False)`` has its message
   rejected by the worker's main process; on Pub/Sub that publishes a copy to the queue's
   dead-letter topic. Celery's own reject carries no reason, so this request tells the channel
-  the reason just before Celery rejects.
+  the reason just before Celery rejects. The reason, and what Celery then stores and sends
+  (the failed result, the ``task-failed`` event's traceback), are masked by the app's
+  redactor first (``redaction.py``).
 * As a pool process accepts a task, the channel hears that its message started: a release
   of it at shutdown then counts toward the dead-letter policy, while a message released
   before it started is renewed instead (``transport/channel.py``, ``release_all``).
@@ -27,6 +29,8 @@ from typing import Any
 from celery import bootsteps
 from celery.exceptions import Reject
 from celery.worker.request import Request
+
+from vividly_tasks.worker.redaction import Redact, redact_exception, redactor_of
 
 MAX_REASON_CHARS = 1000
 #: ``Task.Request`` as Celery leaves it: a path, or the class once resolved.
@@ -61,7 +65,10 @@ class TaskRequest(Request):  # type: ignore[misc]
                    return_ok: bool = False) -> None:
         exc = getattr(exc_info.exception, "exc", exc_info.exception)
         if isinstance(exc, Reject) and not exc.requeue:
-            note_reason(self.message, f"{self.task_name}: {plain_reason(exc)}")
+            redact = redactor_of(self.app)
+            redact_exception(exc, redact)
+            exc_info.traceback = redact(exc_info.traceback or "")
+            note_reason(self.message, f"{self.task_name}: {plain_reason(exc)}", redact)
         super().on_failure(exc_info, send_failed_event=send_failed_event, return_ok=return_ok)
 
 
@@ -74,11 +81,13 @@ def plain_reason(exc: Reject) -> str:
     return str(reason or repr(exc))
 
 
-def note_reason(message: Any, reason: str) -> None:
-    """Attach ``reason`` to a message about to be rejected (if its channel keeps reasons)."""
+def note_reason(message: Any, reason: str, redact: Redact) -> None:
+    """Attach ``reason``, secrets masked, to a message about to be rejected (if its channel
+    keeps reasons)."""
     setter = getattr(message.channel, "set_dead_letter_reason", None)
     if setter is not None:
-        setter(message.delivery_tag, reason[:MAX_REASON_CHARS])
+        # Masked whole, then cut: a cut first could leave the head of a secret unmasked.
+        setter(message.delivery_tag, redact(reason)[:MAX_REASON_CHARS])
 
 
 class TaskRequests(bootsteps.Step):  # type: ignore[misc]
