@@ -1,6 +1,6 @@
 """Secrets masked, control characters escaped, where text leaves a process.
 
-docs/security-output.md maps its claims to these tests.
+docs/security.md maps its claims to these tests.
 
 The masking itself (``vividly_tasks.worker.redaction``), the log formatters that apply it, the
 settings' list of secrets, and a real product worker over Pub/Sub whose task logs and rejects

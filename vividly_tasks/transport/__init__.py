@@ -38,7 +38,16 @@ Features
   a consumer of this process reads it and ``if_empty`` always (Pub/Sub cannot tell);
   ``basic_recover(requeue=True)`` redelivers what the channel holds
 * Poison messages (not JSON, not a Kombu envelope, a content type outside the opt-in
-  ``accept_content``) are dead-lettered
+  ``accept_content``) are dead-lettered, each on its own: one bad message never holds up the
+  rest of its Pull
+* Bounded receive (``limits.py``): whatever its bytes, a message costs a bounded amount of
+  memory and time to read. Compression is decoded only where listed in ``accept_compression``,
+  streamed and capped at ``max_decoded_bytes`` (the body arrives decompressed, so Kombu never
+  decompresses it whole); JSON beyond ``max_json_items`` structural characters or
+  ``max_json_depth`` levels, and Pub/Sub's size and attribute limits, are checked on receipt.
+  A refused message is dead-lettered with the reason (on a queue without a dead-letter topic,
+  remote control, it is dropped with a log line); copies no binding matches are counted and
+  logged (``receipts.py``, the job summary)
 * Plain JSON messages on a queue bound to a task run that task (see ``plain_messages.py``)
 
 Modules
@@ -89,6 +98,14 @@ Transport Options
 * ``accept_content`` (list or comma-separated str, unset): opt-in fence; when set, a message
   of any other content type is dead-lettered without being decoded. Unset, every type is
   carried and the consumer's accept list decides (the product app sets JSON only).
+* ``accept_compression`` (list or comma-separated str, unset): compression methods a
+  consumer decodes (``gzip``/``zlib``, ``bzip2``, ``xz``/``lzma``); a compressed message of
+  any other method is dead-lettered unread. Unset, none is decoded.
+* ``max_decoded_bytes`` (int, 10485760): the most a compressed body may decode to (Pub/Sub's
+  own limit of a message).
+* ``max_json_items`` (int, 500000): the most JSON structural characters (``{ [ , :``) in a
+  message's data or JSON body, about 50 MB of parsed objects at most.
+* ``max_json_depth`` (int, 128): the deepest nesting of a message's data or JSON body.
 * ``event_exchanges`` (list or comma-separated str, ``celeryev``): exchanges of Celery's
   events (set it to your ``event_exchange`` if you changed that), published in the
   background; every other publish returns only once Pub/Sub has it, or raises.
