@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -100,3 +101,15 @@ def without_signature(token: str) -> str:
     """The token as Cloud Run hands it to the container after verifying it."""
     header, payload, _ = token.split(".")
     return f"{header}.{payload}.SIGNATURE_REMOVED_BY_GOOGLE"
+
+
+@pytest.fixture(scope="module")
+def google() -> TokenIssuer:
+    """The key whose certificate the certs URL publishes: it plays Google."""
+    return TokenIssuer("google-key-1")
+
+
+@pytest.fixture
+def certs(google: TokenIssuer) -> Iterator[CertsServer]:
+    with certs_server(google) as server:
+        yield server

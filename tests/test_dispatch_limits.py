@@ -17,25 +17,15 @@ import pytest
 from tests.dispatch_support import DispatchServe, api_env, apis, post, push_body
 from tests.fake_cloud_run import FakeCloudRun
 from tests.fake_monitoring import FakeMonitoring
-from tests.push_tokens import CertsServer, TokenIssuer, certs_server, verify_env
+from tests.push_tokens import CertsServer, TokenIssuer, certs, google, verify_env
 
-__all__ = ["apis"]  # the fixture
+__all__ = ["apis", "certs", "google"]  # the fixtures
 
 SLOW_CONNECTIONS = 1000
 OVERSIZE_BODIES = 100
 REQUEST_TIMEOUT_SECONDS = 8
 GATHER_SECONDS = 1.0
 
-
-@pytest.fixture(scope="module")
-def google() -> TokenIssuer:
-    return TokenIssuer("google-key-1")
-
-
-@pytest.fixture
-def certs(google: TokenIssuer) -> Iterator[CertsServer]:
-    with certs_server(google) as server:
-        yield server
 
 
 @pytest.fixture

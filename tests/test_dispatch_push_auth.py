@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,25 +19,15 @@ from tests.push_tokens import (
     AUDIENCE,
     CertsServer,
     TokenIssuer,
-    certs_server,
+    certs,
+    google,
     verify_env,
     without_signature,
 )
 from tests.workers import REPO_ROOT
 
-__all__ = ["apis"]  # the fixture
+__all__ = ["apis", "certs", "google"]  # the fixtures
 
-
-@pytest.fixture(scope="module")
-def google() -> TokenIssuer:
-    """The key whose certificate the certs URL publishes: it plays Google."""
-    return TokenIssuer("google-key-1")
-
-
-@pytest.fixture
-def certs(google: TokenIssuer) -> Iterator[CertsServer]:
-    with certs_server(google) as server:
-        yield server
 
 
 def serve(apis: tuple[FakeMonitoring, FakeCloudRun], tmp_path: Path,
