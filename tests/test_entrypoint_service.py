@@ -98,3 +98,36 @@ def test_readiness_follows_the_broker_and_sigterm_stops_within_10_s(
     summary = worker.summary()
     assert summary["mode"] == "service" and summary["exit_reason"] == "sigterm"
     assert summary["succeeded"] == 1
+
+
+def test_both_endpoints_answer_503_from_sigterm_until_the_drain_ends(
+    pubsub_project: str, ledger: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """Cloud Run and load balancers stop routing at the first 503; a closed port during the
+    drain would read as a crash instead."""
+    port = free_port()
+    monkeypatch.setenv("PORT", str(port))
+    monkeypatch.setenv("BROKER_URL", f"pubsub://{pubsub_project}")
+    worker = start_entrypoint(mode="service", concurrency=1,
+                              extra_args=["--host", "127.0.0.1", "--shutdown-grace", "6"])
+    wait_for_status(port, "/readyz", 200, timeout=30)
+    enqueue(["long"], sleep_seconds=10)
+    worker.wait_for_log(lambda text: "tests.record" in text and "received" in text, 30)
+    time.sleep(0.5)  # the task is running in the pool
+
+    worker.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    seen: list[tuple[float, int, int]] = []
+    while worker.process is not None and worker.process.poll() is None:
+        seen.append((time.monotonic() - signalled, probe(port, "/healthz")[0],
+                     probe(port, "/readyz")[0]))
+        time.sleep(0.1)
+    # From Celery's handling of the signal (the first probes may race it) to the exit.
+    first = next(i for i, (_, healthz, _) in enumerate(seen) if healthz == 503)
+    assert seen[first][0] < 1.0, seen
+    answered = [(at, codes) for at, *codes in seen[first:] if codes != [0, 0]]  # 0: gone
+    assert {tuple(codes) for _, codes in answered} == {(503, 503)}, seen
+    # Answered through the drain: the task ran on until the grace (6 s) was spent.
+    assert answered[-1][0] - answered[0][0] >= 4.0, seen
+    assert worker.wait(timeout=5) == 0

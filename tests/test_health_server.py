@@ -35,6 +35,7 @@ def listener() -> Iterator[tuple[HealthServer, int]]:
         yield step, port
     finally:
         step.stop(None)
+        step.close_listener()
 
 
 def get(port: int, path: str) -> tuple[int, dict[str, Any]]:

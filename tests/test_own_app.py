@@ -129,3 +129,22 @@ def test_vividly_worker_names_an_app_it_cannot_load(
     assert summary["exit_reason"] == "bad_configuration"
     assert "cannot load the Celery app 'tests.no_such_app'" in summary["detail"]
     assert summary["severity"] == "ERROR"
+
+
+def test_queues_given_as_celery_takes_them_are_each_consumed(
+    billing_env: dict[str, str], client: Celery, tmp_path: Path
+) -> None:
+    """``-Q alpha,beta`` is two queues, as in ``celery worker`` (not one named "alpha,beta")."""
+    results = [client.send_task("billing.add", (1, 1), queue="alpha"),
+               client.send_task("billing.add", (2, 2), queue="beta")]
+    command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, "--idle-timeout", "2",
+               "-Q", "alpha,beta"]
+    job = WorkerProcess(command, billing_env, tmp_path / "job.log").start()
+    try:
+        assert job.wait(60) == 0, job.logs()[-4000:]
+    finally:
+        job.stop()
+    assert [r.get(timeout=10) for r in results] == [2, 4]
+    summary = job.summary()
+    assert (summary["exit_reason"], summary["succeeded"]) == ("idle", 2)
+    assert "missing_queues" not in summary

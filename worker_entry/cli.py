@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
@@ -37,10 +37,11 @@ def worker_options(command: F) -> F:
         click.option("--pool", "-P", type=click.Choice(POOLS), default="prefork",
                      show_default=True, help="Celery execution pool."),
         click.option("--queues", "-Q", multiple=True,
-                     help="Queue to consume (repeatable) [default: the app's task_queues or "
-                          "default queue; VIVIDLY_QUEUE for the product app]."),
+                     help="Queues to consume, comma-separated as Celery takes them (repeatable) "
+                          "[default: the app's task_queues or default queue; VIVIDLY_QUEUE for "
+                          "the product app]."),
         click.option("--include", "-I", multiple=True,
-                     help="Extra task module to import (repeatable)."),
+                     help="Extra task modules to import, comma-separated (repeatable)."),
         click.option("--hostname", "-n", default=None,
                      help="Celery node name [default: MODE-PID@HOST]."),
         click.option("--shutdown-grace", type=float, default=None,
@@ -145,12 +146,17 @@ def common_options(mode: Mode, limits: Limits, settings: Settings,
         limits=limits,
         connect_timeout_seconds=settings.worker_connect_timeout,
         pool=options["pool"],
-        queues=tuple(options["queues"]),
-        include=tuple(options["include"]),
+        queues=names(options["queues"]),
+        include=names(options["include"]),
         hostname=options["hostname"],
         health_host=settings.worker_health_host,
         port=settings.port,
     )
+
+
+def names(values: Iterable[str]) -> tuple[str, ...]:
+    """``-Q a,b -Q c`` as Celery reads it: every comma-separated name, in order."""
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 from celery import bootsteps
+from celery.signals import worker_shutdown, worker_shutting_down
 
 from vividly_tasks.http_server import EdgeLimits, EdgeServer, json_response
 
@@ -143,19 +144,35 @@ class HealthServer(bootsteps.StartStopStep):  # type: ignore[misc]
                          daemon=True).start()
         threading.Thread(target=self._probe_loop, name="vividly-broker-probe",
                          daemon=True).start()
+        if w is not None:  # scoped to this worker: another in the process is not ours
+            # Celery sends the first from its SIGTERM/SIGINT handler, before any step stops.
+            worker_shutting_down.connect(self.note_stopping, sender=w.hostname, weak=False)
+            worker_shutdown.connect(self.close_listener, sender=w, weak=False)
         logger.info("health server listening on %s:%d", self.config.host, self._server.port)
 
     def stop(self, w: Any) -> None:
-        # Readiness goes down first, so a load balancer stops routing while tasks finish.
-        if self.state is not None:
-            self.state.stopping = True
+        # Both endpoints answer 503 from the stop signal (``note_stopping``) until the drain
+        # ends: Celery stops this step before the pool, whose stop is the drain of running
+        # tasks, and a port closed during the drain would read as a crash, not a stop. The
+        # listener closes at ``worker_shutdown``, which Celery sends once every step stopped.
+        self.note_stopping()
         self._stopped.set()
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown(timeout_seconds=2)
 
     def shutdown(self, w: Any) -> None:
         self.stop(w)
+
+    def note_stopping(self, **_: Any) -> None:
+        """A stop began (Celery's ``worker_shutting_down``, or this step's stop)."""
+        if self.state is not None:
+            self.state.stopping = True
+
+    def close_listener(self, **_: Any) -> None:
+        """Close the listener (Celery's ``worker_shutdown``: the drain is over)."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.shutdown(timeout_seconds=2)
+        worker_shutting_down.disconnect(self.note_stopping)
+        worker_shutdown.disconnect(self.close_listener)
 
     def _probe_loop(self) -> None:
         assert self.config is not None and self.state is not None
