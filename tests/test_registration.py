@@ -122,3 +122,28 @@ def test_the_product_app_is_built_on_first_use_and_freezes_the_import() -> None:
     assert figures["product_app_built"]
     assert not figures["after"]["current_app_is_theirs"]
     assert figures["after"]["frozen"] > 10_000
+
+
+def test_detach_takes_off_everything_attach_added_and_leaves_the_apps_own_settings() -> None:
+    from celery import Celery
+
+    from vividly_tasks.worker import GUARDED_CONSUMER, attach, detach
+    from vividly_tasks.worker.idle_pool import IdlePoolStop
+    from vividly_tasks.worker.requests import TaskRequests
+
+    celerys_own = Celery("plain").conf.worker_consumer
+    for configured_first in (False, True):
+        app = Celery("theirs")
+        if configured_first:
+            assert app.conf.worker_consumer == celerys_own  # reading it configures the app
+        attach(app)
+        assert app.conf.worker_consumer == GUARDED_CONSUMER
+        assert {TaskRequests, IdlePoolStop} <= set(app.steps["worker"])
+        detach(app)
+        assert app.conf.worker_consumer == celerys_own, configured_first
+        assert not {TaskRequests, IdlePoolStop} & set(app.steps["worker"])
+    own = Celery("own-consumer")
+    own.conf.worker_consumer = "their.module:Consumer"
+    attach(own)
+    detach(own)
+    assert own.conf.worker_consumer == "their.module:Consumer"

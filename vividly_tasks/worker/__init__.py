@@ -17,8 +17,8 @@ Importing this package changes nothing. ``attach`` adds to one app, and only to 
   URLs and the ``secrets`` given (values, or a callable read as the worker starts) become
   ``****`` in its worker's log lines and in the dead-letter reasons it hands the broker.
 
-``detach(app)`` takes the bootsteps and log hooks off again; the consumer default stays (it
-behaves as Celery's own for messages Celery can take).
+``detach(app)`` takes all of it off again, the consumer default included (an app's own
+``worker_consumer`` is never touched).
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ from vividly_tasks.worker.requests import TaskRequests
 GUARDED_CONSUMER = "vividly_tasks.worker.guarded_consumer:GuardedConsumer"
 #: Where ``attach`` keeps what it connected, on the app it was attached to.
 ATTACHED = "_vividly_worker_behaviours"
+#: Where ``attach`` keeps the defaults it added: Celery chains that very mapping into the
+#: app's configuration, so emptying it takes the default off again.
+ADDED_DEFAULTS = "_vividly_worker_defaults"
 
 
 def attach(
@@ -52,7 +55,9 @@ def attach(
     """
     detach(app)
     if guard_messages:
-        app.add_defaults({"worker_consumer": GUARDED_CONSUMER})
+        defaults = {"worker_consumer": GUARDED_CONSUMER}
+        app.add_defaults(defaults)
+        setattr(app, ADDED_DEFAULTS, defaults)
     if task_requests:
         app.steps["worker"].add(TaskRequests)
     if idle_pool_stop:
@@ -72,7 +77,8 @@ def was_attached(app: Any) -> bool:
 
 
 def detach(app: Any) -> None:
-    """Take off what ``attach`` added (the consumer default stays: see the module doc)."""
+    """Take off what ``attach`` added."""
+    getattr(app, ADDED_DEFAULTS, {}).clear()
     app.steps["worker"].discard(TaskRequests)
     app.steps["worker"].discard(IdlePoolStop)
     logs: StructuredLogs | None = getattr(app, ATTACHED, None)
