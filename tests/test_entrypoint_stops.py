@@ -34,9 +34,10 @@ def test_max_runtime_stops_taking_work_finishes_or_releases_and_exits_zero(
     broker: str, ledger: redis.Redis, start_entrypoint: Callable[..., WorkerProcess]
 ) -> None:
     tokens = [f"slow{i}" for i in range(6)]
-    enqueue(tokens, sleep_seconds=5.0)
-    # Grace 3 s: the pair started at ~6.5 s cannot finish by 8 + 3 s, so the budget is hit
-    # with tasks running; they are cancelled and their messages given back.
+    enqueue(tokens, sleep_seconds=6.0)
+    # Grace 3 s: the pair started at ~7.5 s cannot finish by 8 + 3 s (2.5 s short, so a slow
+    # kill on a loaded machine cannot let it finish first), so the budget is hit with tasks
+    # running; they are cancelled and their messages given back.
     worker = start_entrypoint(
         extra_args=["--max-runtime", "8", "--shutdown-grace", "3", "--idle-timeout", "30"]
     )
