@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -17,10 +16,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-EMULATOR_LAUNCHER_CANDIDATES = (
-    "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
-    "/usr/share/google-cloud-sdk/platform/pubsub-emulator/bin/cloud-pubsub-emulator",
+# The testing kit's own: one copy of how to find a port and the emulator.
+from vividly_tasks.testing.emulator import (
+    EmulatorUnavailable,
+    find_launcher,
+    free_port,
+    port_accepts,
 )
+
 POSTGRES_BIN_DIRS = tuple(Path("/usr/lib/postgresql").glob("*/bin"))
 START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
@@ -28,21 +31,6 @@ STOP_TIMEOUT_SECONDS = 10.0
 
 class ServiceUnavailable(RuntimeError):
     """A service could not be found or started on this machine."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -102,12 +90,10 @@ class ServiceProcess:
 
 
 def find_emulator_launcher() -> str:
-    for candidate in EMULATOR_LAUNCHER_CANDIDATES:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise ServiceUnavailable(
-        "the Pub/Sub emulator is not installed (Debian package google-cloud-cli-pubsub-emulator)"
-    )
+    try:
+        return find_launcher()
+    except EmulatorUnavailable as exc:
+        raise ServiceUnavailable(str(exc)) from None
 
 
 def start_pubsub_emulator(workdir: Path) -> ServiceProcess:

@@ -1,0 +1,54 @@
+"""The testing kit (vividly_tasks/testing) as a user outside this repository meets it: their
+app module, five lines of test and one line of pytest configuration, nothing else of ours.
+(tests/example_project/test_billing.py is the same inside this suite, where the kit starts
+an emulator of its own.)"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.services import ServiceProcess
+from tests.workers import REPO_ROOT
+
+USER_TEST = '''\
+def test_add(pubsub_celery_app, pubsub_celery_worker):
+    assert pubsub_celery_app.send_task("billing.add", (2, 3)).get(timeout=10) == 5
+
+
+def test_total(pubsub_celery_app, pubsub_celery_worker):
+    assert pubsub_celery_app.send_task("billing.total", ([1, 2, 3],)).get(timeout=10) == 6
+'''
+
+
+def test_a_users_five_line_test_runs_their_tasks_over_pubsub_with_the_plugin_alone(
+    pubsub_emulator: ServiceProcess, tmp_path: Path
+) -> None:
+    project = tmp_path / "their-project"
+    project.mkdir()
+    source = (REPO_ROOT / "tests" / "example_project" / "billing.py").read_text()
+    (project / "billing.py").write_text(source)
+    (project / "test_billing.py").write_text(USER_TEST)
+    (project / "pyproject.toml").write_text(
+        '[tool.pytest.ini_options]\npubsub_celery_app = "billing:app"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        cwd=project, capture_output=True, text=True, timeout=180, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+             "PUBSUB_EMULATOR_HOST": f"127.0.0.1:{pubsub_emulator.port}"},
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "2 passed" in result.stdout
+
+
+def test_without_an_app_the_kit_says_how_to_name_one(tmp_path: Path) -> None:
+    (tmp_path / "test_x.py").write_text("def test_x(pubsub_celery_app):\n    pass\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PUBSUB_EMULATOR_HOST": "x:1"},
+    )
+    assert result.returncode != 0
+    assert "pubsub_celery_app = module:app" in result.stdout + result.stderr
