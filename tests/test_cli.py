@@ -1,4 +1,4 @@
-"""Issue 6, acceptance 2: every ``vividly`` command end to end against the Pub/Sub emulator,
+"""Every ``vividly`` command end to end against the Pub/Sub emulator,
 with real worker processes where a task must run, and the bad input each must refuse with its
 own exit code. Also ``celery -A vividly_tasks call vividly.generate_content`` from a producer
 that exits before any worker runs."""

@@ -1,6 +1,6 @@
 """``python -m worker_entry service``: readiness follows the broker; SIGTERM ends it in time.
 
-Issue 4's acceptance item 8, over a Redis server and a Pub/Sub emulator of the test's own
+Over a Redis server and a Pub/Sub emulator of the test's own
 (the test stops and restarts it), and the same processing code as a job.
 """
 

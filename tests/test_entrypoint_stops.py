@@ -1,6 +1,6 @@
 """Stopping a job mid-work: the runtime budget and SIGTERM lose nothing and run nothing twice.
 
-Issue 4's acceptance items 4 and 5, over Redis and Pub/Sub. After the stopped job, a second
+Over Redis and Pub/Sub. After the stopped job, a second
 job drains what the first gave back; the Redis ledger must then hold every task exactly once.
 """
 

@@ -1,4 +1,4 @@
-"""Hosted lesson generation end to end (issue 16's acceptance): a real ``vividly-worker job``
+"""Hosted lesson generation end to end: a real ``vividly-worker job``
 over Pub/Sub (emulator) and SQLite, its gemini generator (the real google-genai SDK) calling a
 ``generateContent`` server on loopback (tests/fake_gemini.py) that answers per topic, and its
 videos narrated by Cloud Text-to-Speech (the real client) on a loopback gRPC server

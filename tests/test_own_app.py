@@ -1,4 +1,4 @@
-"""A team's own Celery app on the adapter (issue 15, items 1-3): tests/example_project/billing.py.
+"""A team's own Celery app on the adapter: tests/example_project/billing.py.
 
 It runs under ``celery -A ... worker`` and under ``vividly-worker job -A ...`` over the Pub/Sub
 emulator, with a chord, a countdown and a retry; under the entrypoint it gets the summary and

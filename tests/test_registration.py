@@ -1,4 +1,4 @@
-"""Registering the transport changes nothing but Kombu's alias table (issue 15, item 1).
+"""Registering the transport changes nothing but Kombu's alias table.
 
 Each probe runs in a fresh interpreter: the test process imported everything long ago.
 """

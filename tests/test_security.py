@@ -1,4 +1,4 @@
-"""The security pass of issue 8; docs/security.md says what each test proves.
+"""Security checks; docs/security.md (the threat model) says what each test proves.
 
 Each test fails if the protection it names is removed (the doc says how that was checked).
 """
