@@ -140,6 +140,9 @@ class ReceiveLimits:
                 f"{MAX_ATTRIBUTES}"
             )
         for key, value in attributes.items():
+            # A character is at most 4 bytes of UTF-8: short text needs no encoding to tell.
+            if 4 * (len(key) + len(value)) <= MAX_ATTRIBUTE_KEY_BYTES:
+                continue
             if len(key.encode()) > MAX_ATTRIBUTE_KEY_BYTES:
                 raise PoisonMessage(
                     f"an attribute key is over Pub/Sub's limit of {MAX_ATTRIBUTE_KEY_BYTES} bytes"
@@ -180,6 +183,8 @@ class ReceiveLimits:
         self.check_json_depth(value, text, what)
 
     def check_json_items(self, text: str | bytes, what: str) -> None:
+        if len(text) <= self.max_json_items:  # cannot hold more than one per character
+            return
         items = sum(count(text, char) for char in STRUCTURAL)
         if items > self.max_json_items:
             raise PoisonMessage(
