@@ -51,11 +51,21 @@ class FakeCloudRun(LoopbackServer):
         self.executions.append(execution)
         return execution
 
-    def finish_all(self) -> None:
-        for execution in self.executions:
-            execution.completion_time = {"seconds": 1}
-            execution.succeeded_count = execution.task_count
-            execution.running_count = 0
+    def finish_all(self, at: float = 1.0, *, failed: bool = False) -> None:
+        """Every execution completes at ``at`` (``time.time()``), its tasks all succeeded
+        (or, with ``failed``, all failed)."""
+        seconds, fraction = divmod(at, 1.0)
+        with self.lock:
+            for execution in self.executions:
+                if execution.completion_time:
+                    continue
+                execution.completion_time = {"seconds": int(seconds),
+                                             "nanos": int(fraction * 1e9)}
+                if failed:
+                    execution.failed_count = execution.task_count
+                else:
+                    execution.succeeded_count = execution.task_count
+                execution.running_count = 0
 
     def start_server(self) -> str:
         return self.start([

@@ -120,7 +120,7 @@ def test_dry_run_prints_every_input_and_starts_nothing(
     assert inputs["running"] == [{"name": f"{JOB}/executions/running-1", "task_count": 2,
                                   "active_tasks": 1}]
     assert inputs["policy"]["messages_per_task"] == 10
-    assert set(inputs) == {"backlog", "arrivals", "running", "launches", "policy"}
+    assert set(inputs) == {"backlog", "arrivals", "running", "finished", "launches", "policy"}
     assert cloud_run.run_requests == []
 
 

@@ -71,8 +71,11 @@ def test_the_local_runner_starts_one_process_per_task_and_sees_them_finish(
     runner = LocalRunner(log_dir=tmp_path, command=[sys.executable, "-c",
                                                     "import time; time.sleep(1.5)"])
     name = runner.launch(3)
-    [execution] = runner.running()
+    [execution] = runner.executions().running
     assert (execution.name, execution.task_count, execution.active_tasks) == (name, 3, 3)
     runner.wait(timeout_seconds=10)
-    assert runner.running() == []
+    states = runner.executions()
+    assert states.running == []
+    [finished] = states.finished
+    assert (finished.name, finished.succeeded) == (name, True)
     assert len(list(tmp_path.glob(f"{name}-task-*.log"))) == 3

@@ -281,6 +281,12 @@ class Settings(BaseSettings):
         default=10.0, ge=0,
         description="A delayed task (eta/countdown) counts as work this long before it is due.",
     )
+    dispatch_job_idle_timeout_seconds: float | None = Field(
+        default=None, gt=0,
+        description="How long the job's tasks wait without work before they exit (the job's "
+        "WORKER_IDLE_TIMEOUT); unset means this environment's WORKER_IDLE_TIMEOUT. An idle "
+        "exit proves the queue drained; the start lead must not exceed it.",
+    )
     dispatch_gather_seconds: float = Field(
         default=2.0, ge=0,
         description="A wake-up waits this long for the rest of a burst before deciding.",
