@@ -5,6 +5,7 @@ and its file record. Each test is a defect of deciding on a launch's age instead
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -141,3 +142,41 @@ def test_a_start_lead_longer_than_the_idle_exit_is_a_configuration_error(
     fine = CliRunner().invoke(cli, ["dispatch", "--dry-run"],
                               env={**env, "DISPATCH_JOB_IDLE_TIMEOUT_SECONDS": "45"})
     assert fine.exit_code == 0, fine.output
+
+
+def test_no_record_lock_is_held_across_the_run_api_call(
+        cloud_run: FakeCloudRun, tmp_path: Path) -> None:
+    """The lock was held across the Monitoring and Run API calls (up to 3 x 20 s): every
+    wake-up waited behind a slow call. Now a wake-up is recorded and a racing decision is
+    made while the launch waits for the API, and the racing decision starts no second
+    execution: the reserved launch counts as running."""
+    def new_dispatcher() -> Dispatcher:
+        job = CloudRunJob(project="proj", region="europe-west1", job="vividly-job",
+                          endpoint=cloud_run.endpoint, attempts=1)
+        return dispatcher(job, tmp_path)
+
+    first, second = new_dispatcher(), new_dispatcher()
+    first.note_arrival(Arrival("a", time.time()))
+    cloud_run.runs_may_answer.clear()
+    results: dict[str, dict[str, object]] = {}
+    launching = threading.Thread(target=lambda: results.update(first=first.decide_once()))
+    launching.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not cloud_run.run_requests and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert cloud_run.run_requests, "the launch never reached the Run API"
+        racing = threading.Thread(target=lambda: (
+            second.note_arrival(Arrival("b", time.time())),
+            results.update(second=second.decide_once())))
+        racing.start()
+        racing.join(timeout=5)
+        assert not racing.is_alive(), "a wake-up waited for another dispatcher's API call"
+        assert results["second"]["reason"] == "covered_by_running_executions"
+    finally:
+        cloud_run.runs_may_answer.set()
+        launching.join(timeout=30)
+    assert results["first"]["action"] == "launch"
+    assert len(cloud_run.run_requests) == 1
+    with first.record.locked(time.time()) as state:  # type: ignore[attr-defined]
+        assert [launch.name for launch in state.launches] == [results["first"]["execution"]]
