@@ -139,7 +139,8 @@ class Run:
                 continue
             end = max(x for x in exits if x is not None)
             if end >= since:
-                done.append(FinishedExecution(e.name, end, succeeded=True))
+                started = min(t.up_at for t in e.tasks) - self.model.start_seconds
+                done.append(FinishedExecution(e.name, end, succeeded=True, started_at=started))
         return done
 
     def backlog(self) -> int:

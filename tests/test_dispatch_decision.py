@@ -206,3 +206,17 @@ def test_a_failed_execution_proves_nothing() -> None:
     decision = decide(NOW, POLICY, backlog=None, arrivals=[Arrival("a", NOW - 100)],
                       running=[], launches=[], finished=finished)
     assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 1)
+
+
+def test_an_execution_that_ran_for_the_runtime_budget_proves_nothing() -> None:
+    policy = Policy(**{**POLICY.__dict__, "job_max_runtime_seconds": 540})
+    budget = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=True,
+                                started_at=NOW - 560)]
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 600) for i in range(30)]
+    decision = decide(NOW, policy, backlog=None, arrivals=arrivals, running=[],
+                      launches=[], finished=budget)
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 3)
+    idle = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=True,
+                              started_at=NOW - 100)]
+    assert decide(NOW, policy, backlog=None, arrivals=arrivals, running=[], launches=[],
+                  finished=idle).reason == Reason.NOTHING_WAITING

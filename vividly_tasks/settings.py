@@ -266,7 +266,9 @@ class Settings(BaseSettings):
         description="Most tasks running at once across the job's executions.",
     )
     dispatch_decision_window_seconds: float = Field(
-        default=60.0, gt=0, description="At most one launch per this many seconds."
+        default=5.0, gt=0,
+        description="At most one launch per this many seconds while the last one has not "
+        "finished; a burst grows its task count at this pace.",
     )
     dispatch_metric_settle_seconds: float = Field(
         default=180.0, ge=0,
@@ -289,7 +291,8 @@ class Settings(BaseSettings):
     )
     dispatch_gather_seconds: float = Field(
         default=2.0, ge=0,
-        description="A wake-up waits this long for the rest of a burst before deciding.",
+        description="The deciding wake-up waits this long for the rest of a burst before "
+        "deciding; other wake-ups are answered at once.",
     )
     dispatch_record: Literal["file", "database"] = Field(
         default="file",

@@ -69,6 +69,8 @@ class CloudRunJob:
                     name=execution.name,
                     finished_at=execution.completion_time.timestamp(),
                     succeeded=execution.succeeded_count == execution.task_count,
+                    started_at=(execution.start_time.timestamp() if execution.start_time
+                                else None),
                 ))
                 continue
             running.append(RunningExecution(

@@ -9,7 +9,8 @@ made, and Cloud Monitoring's two metrics of the workers' subscription when there
 
    - *an idle exit*: a job task exits idle only after ``job_idle_timeout_seconds`` in which it
      received nothing, with nothing reserved, running or nearly due. So a finished execution
-     whose tasks all exited 0 at ``finished_at`` proves that every message deliverable at
+     whose tasks all exited 0 at ``finished_at``, and that ran for less than the job's
+     runtime budget, proves that every message deliverable at
      ``finished_at - job_idle_timeout_seconds`` was taken: published by then, and due by
      then if delayed (a delayed task the execution handed back, due later, is proven
      nothing, so it is still to do when it comes due);
@@ -37,9 +38,12 @@ made, and Cloud Monitoring's two metrics of the workers' subscription when there
    running total stays within ``max_tasks``. A burst thus grows its execution count as its
    arrivals exceed what runs covers, whatever the pace of the wake-ups.
 
-**Failure modes.** An exit 0 that was not idle (``WORKER_MAX_TASKS`` or
-``WORKER_MAX_RUNTIME`` reached with work left) proves too much: the work left is found by the
-next Monitoring sample (newer than that exit) or the safety-net schedule. A failed or
+**Failure modes.** An execution that ran for the job's runtime budget
+(``job_max_runtime_seconds``, from its start to its completion) proves nothing: it may have
+stopped at the budget with work left, which stays to do. An exit 0 that was not idle for
+another reason (``WORKER_MAX_TASKS`` reached with work left, a budget set longer here than
+the job's) proves too much: the work left is found by the next Monitoring sample (newer than
+that exit) or the safety-net schedule. A failed or
 cancelled task proves nothing, so its messages stay to do until a later idle exit or the
 metric proves them. A task that held a message when another execution exited idle does not
 make that exit's proof wrong for the message: it is counted by what runs, and if that task
@@ -114,7 +118,14 @@ def proven_done(arrival: Arrival, *, idle_exit_proof: float, metric_proof: float
 def idle_exit_proof(policy: Policy, finished: Sequence[FinishedExecution]) -> float:
     """Every message deliverable by this time was taken (``-inf``: nothing is proven)."""
     return max((f.finished_at - policy.job_idle_timeout_seconds
-                for f in finished if f.succeeded), default=-math.inf)
+                for f in finished if f.succeeded and not _ran_full_budget(policy, f)),
+               default=-math.inf)
+
+
+def _ran_full_budget(policy: Policy, execution: FinishedExecution) -> bool:
+    budget = policy.job_max_runtime_seconds
+    return (budget is not None and execution.started_at is not None
+            and execution.finished_at - execution.started_at >= budget)
 
 
 def metric_proof(backlog: BacklogSample | None) -> float:

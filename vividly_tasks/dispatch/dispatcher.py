@@ -86,6 +86,7 @@ def policy_from_settings(settings: Settings) -> Policy:
         launch_visibility_seconds=settings.dispatch_launch_visibility_seconds,
         start_lead_seconds=settings.dispatch_start_lead_seconds,
         job_idle_timeout_seconds=job_idle_timeout(settings),
+        job_max_runtime_seconds=settings.worker_max_runtime,
     )
 
 

@@ -27,6 +27,9 @@ class Policy:
     #: How long a job task waits without work before it exits (the job's WORKER_IDLE_TIMEOUT):
     #: a task that exited idle received nothing in that time before its exit.
     job_idle_timeout_seconds: float = 10.0
+    #: The job's runtime budget (WORKER_MAX_RUNTIME), None for none: an execution that ran
+    #: this long may have stopped at it with work left, so its exit proves nothing.
+    job_max_runtime_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,9 @@ class FinishedExecution:
     finished_at: float
     #: Every task exited 0 (a normal stop): only then does its exit prove anything.
     succeeded: bool
+    #: When it started (``time.time()``), if known: one that ran for the job's runtime
+    #: budget stopped at it, not idle.
+    started_at: float | None = None
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,8 @@ class LocalRunner:
                 continue
             succeeded = len(known) == len(tasks) and all(
                 task.get("exit_code") == 0 for task in tasks)
-            finished.append(FinishedExecution(state["name"], finished_at, succeeded))
+            finished.append(FinishedExecution(state["name"], finished_at, succeeded,
+                                              started_at=state["launched_at"]))
         return ExecutionStates(running, finished)
 
     def launch(self, task_count: int) -> str:
