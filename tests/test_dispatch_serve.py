@@ -9,7 +9,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.dispatch_support import DispatchServe, api_env, apis, post, push_body
+from tests.dispatch_support import (
+    WAKE_UP,
+    DispatchServe,
+    api_env,
+    apis,
+    post,
+    push_body,
+)
 from tests.fake_cloud_run import FakeCloudRun
 from tests.fake_monitoring import FakeMonitoring
 from vividly_tasks.dispatch.local_runner import LocalRunner
@@ -122,3 +129,20 @@ def test_the_local_runner_starts_one_process_per_task_and_sees_them_finish(
     [finished] = states.finished
     assert (finished.name, finished.succeeded) == (name, True)
     assert len(list(tmp_path.glob(f"{name}-task-*.log"))) == 3
+
+
+def test_a_plain_message_queue_wakes_the_dispatcher(
+        apis: tuple[FakeMonitoring, FakeCloudRun], tmp_path: Path) -> None:
+    """A plain message's wake-up (on its queue's own wake-up subscription) was refused."""
+    _, cloud_run = apis
+    server = DispatchServe({**api_env(apis), "PUBSUB_PLAIN_MESSAGE_TASKS":
+                            '{"legacy-requests": "vividly.generate_content"}'},
+                           tmp_path / "dispatch.log")
+    try:
+        plain = f"{WAKE_UP}-vividly-legacy-requests"
+        assert post(f"{server.url}/push", push_body("legacy-1", subscription=plain)) == 204
+        assert task_counts(cloud_run) == [1]
+        other = "projects/proj/subscriptions/vividly-wake-up-elsewhere"
+        assert post(f"{server.url}/push", push_body("x", subscription=other)) == 403
+    finally:
+        server.stop()

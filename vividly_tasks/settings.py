@@ -409,6 +409,23 @@ class Settings(BaseSettings):
         return self.dispatch_subscription or f"{self.pubsub_prefix}{self.default_queue}"
 
     @property
+    def dispatch_subscriptions(self) -> tuple[str, ...]:
+        """Every subscription the job's workers consume: the one the dispatcher watches and
+        each PUBSUB_PLAIN_MESSAGE_TASKS queue's (their backlogs add up)."""
+        from vividly_tasks.transport.naming import resource_id  # noqa: PLC0415
+
+        plain = (resource_id(self.pubsub_prefix, queue) for queue in self.plain_message_tasks)
+        return tuple(dict.fromkeys((self.effective_dispatch_subscription, *plain)))
+
+    @property
+    def effective_wake_up_subscriptions(self) -> tuple[str, ...]:
+        """The wake-up subscriptions: ``effective_wake_up_subscription`` on the queue's
+        topic, and ``<it>-<subscription id>`` on each plain-message queue's topic."""
+        first = self.effective_wake_up_subscription
+        plain = [f"{first}-{subscription}" for subscription in self.dispatch_subscriptions[1:]]
+        return (first, *plain)
+
+    @property
     def effective_wake_up_subscription(self) -> str:
         """The wake-up subscription's full name (``projects/P/subscriptions/S``) when the
         project is known, else as configured."""

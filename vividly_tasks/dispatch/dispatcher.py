@@ -239,7 +239,7 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
         from vividly_tasks.dispatch.monitoring import BacklogReader  # noqa: PLC0415
 
         backlog = BacklogReader(project=project,
-                                subscription=settings.effective_dispatch_subscription,
+                                subscription=settings.dispatch_subscriptions,
                                 endpoint=settings.dispatch_monitoring_endpoint,
                                 attempts=settings.dispatch_api_attempts)
     record: Record

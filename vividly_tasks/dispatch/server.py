@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from vividly_tasks.dispatch.arrivals import (
@@ -71,7 +71,7 @@ class DispatchServer:
 
     def __init__(self, dispatcher: Dispatcher, *, host: str, port: int,
                  gather_seconds: float, verifier: PushVerifier, limits: EdgeLimits,
-                 wake_up_subscription: str | None = None,
+                 wake_up_subscription: str | Sequence[str] | None = None,
                  check_every_seconds: float | None = None) -> None:
         self.dispatcher = dispatcher
         self.gather_seconds = gather_seconds
