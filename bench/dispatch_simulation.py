@@ -40,6 +40,7 @@ from vividly_tasks.dispatch.dispatcher import policy_from_settings  # noqa: E402
 from vividly_tasks.dispatch.inputs import (  # noqa: E402
     Arrival,
     BacklogSample,
+    FinishedExecution,
     Launch,
     RunningExecution,
 )
@@ -129,6 +130,19 @@ class Run:
         return [RunningExecution(e.name, len(e.tasks), e.active)
                 for e in self.executions if e.active]
 
+    def finished(self, since: float) -> list[FinishedExecution]:
+        """What the Run API lists as completed (the last hour's): when each last task exited."""
+        done = []
+        for e in self.executions:
+            exits = [t.exited_at for t in e.tasks]
+            if e.active or any(x is None for x in exits):
+                continue
+            end = max(x for x in exits if x is not None)
+            if end >= since:
+                started = min(t.up_at for t in e.tasks) - self.model.start_seconds
+                done.append(FinishedExecution(e.name, end, succeeded=True, started_at=started))
+        return done
+
     def backlog(self) -> int:
         """What ``num_undelivered_messages`` counts: queued plus leased, unacked."""
         return len(self.queue) + self.in_flight
@@ -173,7 +187,8 @@ def simulate(pattern: str, mode: str, model: Model, settings: Settings,
                        else None)
             recent = [a for a in arrivals if a.published_at >= now - 3600]
             decision = decide(now, policy, backlog=backlog, arrivals=recent,
-                              running=run.running(), launches=launches)
+                              running=run.running(), launches=launches,
+                              finished=run.finished(now - 3600))
             if decision.launch:
                 name = run.launch(now, decision.task_count)
                 launches.append(Launch(name, now, decision.task_count, decision.sized_for))

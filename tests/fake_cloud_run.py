@@ -10,6 +10,7 @@ Every call is recorded in ``calls``; failures are scripted with ``fail``.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -33,6 +34,9 @@ class FakeCloudRun(LoopbackServer):
         self.calls: list[tuple[str, Any]] = []
         self._numbers = itertools.count(1)
         self._run_failures: list[Failure] = []
+        #: While cleared, ``RunJob`` waits (a slow Run API); set by default.
+        self.runs_may_answer = threading.Event()
+        self.runs_may_answer.set()
 
     def fail_runs(self, *failures: Failure) -> None:
         """The next ``RunJob`` calls fail with these, in turn (other methods answer)."""
@@ -51,11 +55,21 @@ class FakeCloudRun(LoopbackServer):
         self.executions.append(execution)
         return execution
 
-    def finish_all(self) -> None:
-        for execution in self.executions:
-            execution.completion_time = {"seconds": 1}
-            execution.succeeded_count = execution.task_count
-            execution.running_count = 0
+    def finish_all(self, at: float = 1.0, *, failed: bool = False) -> None:
+        """Every execution completes at ``at`` (``time.time()``), its tasks all succeeded
+        (or, with ``failed``, all failed)."""
+        seconds, fraction = divmod(at, 1.0)
+        with self.lock:
+            for execution in self.executions:
+                if execution.completion_time:
+                    continue
+                execution.completion_time = {"seconds": int(seconds),
+                                             "nanos": int(fraction * 1e9)}
+                if failed:
+                    execution.failed_count = execution.task_count
+                else:
+                    execution.succeeded_count = execution.task_count
+                execution.running_count = 0
 
     def start_server(self) -> str:
         return self.start([
@@ -90,6 +104,7 @@ class FakeCloudRun(LoopbackServer):
         if failure is not None:
             context.abort(failure.code, failure.message)
         self.failure_for_call(context)
+        self.runs_may_answer.wait(timeout=30)
         task_count = request.overrides.task_count or 1
         execution = run_v2.Execution(
             name=f"{request.name}/executions/launched-{next(self._numbers)}",

@@ -29,6 +29,9 @@ class FakeMonitoring(LoopbackServer):
         #: End of the points' interval (``time.time()``); None means "a minute ago".
         self.sampled_at: float | None = None
         self.requests: list[Any] = []
+        #: Per subscription id, instead of ``undelivered`` (the subscriptions not named here
+        #: answer ``undelivered``).
+        self.undelivered_by_subscription: dict[str, int] = {}
 
     def start_server(self) -> str:
         return self.start([grpc.method_handlers_generic_handler(SERVICE, {
@@ -45,7 +48,10 @@ class FakeMonitoring(LoopbackServer):
         self.failure_for_call(context)
         if self.undelivered is None:
             return monitoring_v3.ListTimeSeriesResponse()
-        value = self.undelivered if "num_undelivered_messages" in request.filter \
+        undelivered = next((count for name, count in self.undelivered_by_subscription.items()
+                            if f'subscription_id = "{name}"' in request.filter),
+                           self.undelivered)
+        value = undelivered if "num_undelivered_messages" in request.filter \
             else self.oldest_age_seconds
         end = self.sampled_at if self.sampled_at is not None else time.time() - 60
         point = monitoring_v3.Point(

@@ -120,7 +120,7 @@ def test_dry_run_prints_every_input_and_starts_nothing(
     assert inputs["running"] == [{"name": f"{JOB}/executions/running-1", "task_count": 2,
                                   "active_tasks": 1}]
     assert inputs["policy"]["messages_per_task"] == 10
-    assert set(inputs) == {"backlog", "arrivals", "running", "launches", "policy"}
+    assert set(inputs) == {"backlog", "arrivals", "running", "finished", "launches", "policy"}
     assert cloud_run.run_requests == []
 
 
@@ -192,3 +192,16 @@ def test_missing_settings_of_the_cloud_run_runner_are_a_configuration_error(
     without_region = {**env, "DISPATCH_REGION": ""}
     message = str(dispatch(without_region, expect=RET_CONFIG)["error"])
     assert "DISPATCH_REGION" in message
+
+
+def test_a_plain_message_queue_s_backlog_counts(
+        env: dict[str, str], cloud_run: FakeCloudRun, monitoring: FakeMonitoring) -> None:
+    """Queues in PUBSUB_PLAIN_MESSAGE_TASKS were consumed by the workers but never counted:
+    their backlog started nothing."""
+    monitoring.undelivered = 0
+    monitoring.undelivered_by_subscription = {"vividly-legacy-requests": 25}
+    plain = {**env, "PUBSUB_PLAIN_MESSAGE_TASKS": '{"legacy-requests": "vividly.generate_content"}'}
+    decision = dispatch(plain)
+    assert (decision["action"], decision["task_count"]) == ("launch", 3)
+    asked = {r.filter.rpartition("subscription_id = ")[2] for r in monitoring.requests}
+    assert asked == {'"vividly-vividly"', '"vividly-legacy-requests"'}

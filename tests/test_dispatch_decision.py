@@ -6,6 +6,7 @@ from vividly_tasks.dispatch.decision import Reason, decide
 from vividly_tasks.dispatch.inputs import (
     Arrival,
     BacklogSample,
+    FinishedExecution,
     Launch,
     Policy,
     RunningExecution,
@@ -129,3 +130,93 @@ def test_a_delayed_message_due_after_a_launch_starts_another() -> None:
     decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
                       launches=[launch])
     assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 1)
+
+
+def test_a_launch_the_runner_reports_finished_is_not_running() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 10, task_count=1, sized_for=1)
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 8, succeeded=True)]
+    arrivals = [Arrival("new", published_at=NOW - 1)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
+                      launches=[launch], finished=finished)
+    assert (decision.reason, decision.task_count, decision.running_tasks) == (
+        Reason.BACKLOG, 1, 0)
+
+
+def test_a_launch_once_listed_never_counts_by_its_age() -> None:
+    launch = Launch("executions/a", launched_at=NOW - 10, task_count=1, sized_for=1, seen=True)
+    decision = decide(NOW, POLICY, backlog=None, arrivals=[Arrival("new", NOW - 1)],
+                      running=[], launches=[launch])
+    assert (decision.reason, decision.running_tasks) == (Reason.BACKLOG, 0)
+
+
+def test_a_delayed_task_handed_back_before_it_is_due_starts_an_execution_for_its_due_time(
+) -> None:
+    """The execution started for the task exited before it was due and handed it back: the
+    task is not done, and is work again from its due time less the lead."""
+    due = NOW + 3
+    launch = Launch("executions/a", launched_at=due - 4, task_count=1, sized_for=1, seen=True)
+    finished = [FinishedExecution("executions/a", finished_at=due - 2, succeeded=True)]
+    arrivals = [Arrival("later", published_at=NOW - 100, due_at=due)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
+                      launches=[launch], finished=finished)
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 1)
+    assert not decision.proven
+
+
+def test_a_delayed_task_handed_back_long_before_it_is_due_waits_for_its_lead() -> None:
+    due = NOW + 600
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=True)]
+    arrivals = [Arrival("later", published_at=NOW - 100, due_at=due)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[],
+                      launches=[], finished=finished)
+    assert (decision.reason, decision.next_check_at) == (Reason.NOTHING_WAITING, due - 5)
+
+
+def test_a_sample_taken_before_an_execution_finished_starts_nothing() -> None:
+    """Sampled after the settle time but before the queue drained: the execution that
+    drained it finished after the sample, so the sample no longer counts."""
+    launch = Launch("executions/a", launched_at=NOW - 400, task_count=1, sized_for=5, seen=True)
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 30, succeeded=True)]
+    decision = decide(NOW, POLICY, backlog=sample(5, at=NOW - 100), arrivals=[], running=[],
+                      launches=[launch], finished=finished)
+    assert (decision.reason, decision.basis) == (Reason.NOTHING_WAITING, "arrivals")
+
+
+def test_a_newer_sample_checks_an_idle_exit_that_proved_too_much() -> None:
+    """An exit at the runtime budget exits 0 too: a sample taken after it shows the work."""
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 200, succeeded=True)]
+    decision = decide(NOW, POLICY, backlog=sample(25, age=400, at=NOW - 60), arrivals=[],
+                      running=[], launches=[], finished=finished)
+    assert (decision.reason, decision.basis, decision.task_count) == (
+        Reason.BACKLOG, "metric", 3)
+
+
+def test_the_oldest_unacked_age_proves_older_arrivals_done() -> None:
+    # A failed execution proves nothing and makes the sample stale; its age still proves
+    # that what was published before the oldest unacked message was acknowledged.
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 30, succeeded=False)]
+    arrivals = [Arrival("old", published_at=NOW - 300), Arrival("new", published_at=NOW - 20)]
+    decision = decide(NOW, POLICY, backlog=sample(1, age=50, at=NOW - 60), arrivals=arrivals,
+                      running=[], launches=[], finished=finished)
+    assert (decision.waiting, decision.proven) == (1, frozenset({"old"}))
+
+
+def test_a_failed_execution_proves_nothing() -> None:
+    finished = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=False)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=[Arrival("a", NOW - 100)],
+                      running=[], launches=[], finished=finished)
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 1)
+
+
+def test_an_execution_that_ran_for_the_runtime_budget_proves_nothing() -> None:
+    policy = Policy(**{**POLICY.__dict__, "job_max_runtime_seconds": 540})
+    budget = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=True,
+                                started_at=NOW - 560)]
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 600) for i in range(30)]
+    decision = decide(NOW, policy, backlog=None, arrivals=arrivals, running=[],
+                      launches=[], finished=budget)
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 3)
+    idle = [FinishedExecution("executions/a", finished_at=NOW - 5, succeeded=True,
+                              started_at=NOW - 100)]
+    assert decide(NOW, policy, backlog=None, arrivals=arrivals, running=[], launches=[],
+                  finished=idle).reason == Reason.NOTHING_WAITING

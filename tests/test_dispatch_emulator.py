@@ -95,9 +95,9 @@ def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
         services.close()
 
     launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
-    # Submitted one after the other, the first gather sees a few; the launch drains the
-    # rest, and the decision window keeps the wake-ups that follow from starting more.
-    assert len(launches) == 1
+    # Submitted one after the other: the first decision sees a few, and the launches grow
+    # with the arrivals, never past what 30 messages need (ceil(30 / 10) tasks).
+    assert 1 <= sum(int(str(d["task_count"])) for d in launches) <= 3
     summaries = wait_for(
         lambda: (s := worker_summaries(settings)) and
         len(s) == sum(int(str(d["task_count"])) for d in launches) and s,

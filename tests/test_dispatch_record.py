@@ -13,7 +13,7 @@ import pytest
 from tests.content_support import DATABASES
 from vividly_tasks.dispatch.arrivals import NotAPushDelivery, arrival_from_push
 from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
-from vividly_tasks.dispatch.inputs import Arrival, Launch, RunningExecution
+from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates, Launch
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord
 from vividly_tasks.settings import Settings
 
@@ -131,8 +131,8 @@ def test_the_settings_choose_the_record(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 class _NoLauncher:
-    def running(self) -> list[RunningExecution]:
-        return []
+    def executions(self) -> ExecutionStates:
+        return ExecutionStates([], [])
 
     def launch(self, task_count: int) -> str:
         raise AssertionError("nothing is due")

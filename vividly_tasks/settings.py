@@ -266,7 +266,9 @@ class Settings(BaseSettings):
         description="Most tasks running at once across the job's executions.",
     )
     dispatch_decision_window_seconds: float = Field(
-        default=60.0, gt=0, description="At most one launch per this many seconds."
+        default=5.0, gt=0,
+        description="At most one launch per this many seconds while the last one has not "
+        "finished; a burst grows its task count at this pace.",
     )
     dispatch_metric_settle_seconds: float = Field(
         default=180.0, ge=0,
@@ -281,9 +283,16 @@ class Settings(BaseSettings):
         default=10.0, ge=0,
         description="A delayed task (eta/countdown) counts as work this long before it is due.",
     )
+    dispatch_job_idle_timeout_seconds: float | None = Field(
+        default=None, gt=0,
+        description="How long the job's tasks wait without work before they exit (the job's "
+        "WORKER_IDLE_TIMEOUT); unset means this environment's WORKER_IDLE_TIMEOUT. An idle "
+        "exit proves the queue drained; the start lead must not exceed it.",
+    )
     dispatch_gather_seconds: float = Field(
         default=2.0, ge=0,
-        description="A wake-up waits this long for the rest of a burst before deciding.",
+        description="The deciding wake-up waits this long for the rest of a burst before "
+        "deciding; other wake-ups are answered at once.",
     )
     dispatch_record: Literal["file", "database"] = Field(
         default="file",
@@ -398,6 +407,23 @@ class Settings(BaseSettings):
     def effective_dispatch_subscription(self) -> str:
         """The subscription the dispatcher watches (its name, without the project)."""
         return self.dispatch_subscription or f"{self.pubsub_prefix}{self.default_queue}"
+
+    @property
+    def dispatch_subscriptions(self) -> tuple[str, ...]:
+        """Every subscription the job's workers consume: the one the dispatcher watches and
+        each PUBSUB_PLAIN_MESSAGE_TASKS queue's (their backlogs add up)."""
+        from vividly_tasks.transport.naming import resource_id  # noqa: PLC0415
+
+        plain = (resource_id(self.pubsub_prefix, queue) for queue in self.plain_message_tasks)
+        return tuple(dict.fromkeys((self.effective_dispatch_subscription, *plain)))
+
+    @property
+    def effective_wake_up_subscriptions(self) -> tuple[str, ...]:
+        """The wake-up subscriptions: ``effective_wake_up_subscription`` on the queue's
+        topic, and ``<it>-<subscription id>`` on each plain-message queue's topic."""
+        first = self.effective_wake_up_subscription
+        plain = [f"{first}-{subscription}" for subscription in self.dispatch_subscriptions[1:]]
+        return (first, *plain)
 
     @property
     def effective_wake_up_subscription(self) -> str:

@@ -89,7 +89,7 @@ def serve(context: CliContext, host: str | None, port: int | None,
         dispatcher, host=host, port=port or settings.port,
         gather_seconds=settings.dispatch_gather_seconds, verifier=verifier,
         limits=dispatch_limits(settings),
-        wake_up_subscription=settings.effective_wake_up_subscription,
+        wake_up_subscription=settings.effective_wake_up_subscriptions,
         check_every_seconds=check_every,
     )
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,10 +29,10 @@ class ForeignSubscription(ValueError):
 
 
 def arrival_from_push(body: bytes, received_at: float, *,
-                      subscription: str | None = None) -> Arrival:
+                      subscription: str | Sequence[str] | None = None) -> Arrival:
     """The arrival a push delivery announces; ``received_at`` stands in for a missing
-    publish time. With ``subscription`` (``projects/P/subscriptions/S``, or only ``S``), the
-    delivery must name it."""
+    publish time. With ``subscription`` (``projects/P/subscriptions/S``, or only ``S``; or
+    several, one per queue the workers consume), the delivery must name one of them."""
     try:
         delivery = json.loads(body)
         message = delivery["message"]
@@ -53,13 +54,16 @@ def arrival_from_push(body: bytes, received_at: float, *,
                    due_at=_timestamp(headers.get("eta")))
 
 
-def _check_subscription(named: Any, expected: str) -> None:
+def _check_subscription(named: Any, expected: str | Sequence[str]) -> None:
     if not isinstance(named, str) or not named:
         raise ForeignSubscription("push delivery without its subscription")
-    actual = named if "/" in expected else named.rpartition("/")[2]
-    if actual != expected:
-        raise ForeignSubscription(f"push delivery from {named[:200]!r}, not from the wake-up "
-                                  f"subscription {expected!r}")
+    allowed = (expected,) if isinstance(expected, str) else tuple(expected)
+    for name in allowed:
+        if (named if "/" in name else named.rpartition("/")[2]) == name:
+            return
+    shown = allowed[0] if len(allowed) == 1 else list(allowed)
+    raise ForeignSubscription(f"push delivery from {named[:200]!r}, not from the wake-up "
+                              f"subscription {shown!r}")
 
 
 def _celery_headers(data: Any) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """The job's executions through the Cloud Run Admin API v2 (``google-cloud-run``).
 
-``running`` lists the executions that have not completed, with their task counts;
-``launch`` runs the job with ``task_count`` overridden for that execution only (the API's
+``executions`` lists the job's executions: those that have not completed, with their task
+counts, and those that have, with their completion time and whether every task succeeded
+(the Run API keeps completed executions listed, so a launch it has listed is never guessed
+at again); ``launch`` runs the job with ``task_count`` overridden for that execution only (the API's
 override; the job's ``--parallelism`` applies, so deploy the job with ``--parallelism=0``,
 "as many as the task count" — docs/cloud-run.md). ``run_job`` answers with a long-running
 operation whose metadata is the new execution; the dispatcher does not wait for it.
@@ -18,7 +20,7 @@ from vividly_tasks.dispatch.google_apis import (
     build_client,
     call_with_retries,
 )
-from vividly_tasks.dispatch.inputs import RunningExecution
+from vividly_tasks.dispatch.inputs import ExecutionStates, FinishedExecution, RunningExecution
 
 if TYPE_CHECKING:
     run_v2: Any
@@ -49,24 +51,34 @@ class CloudRunJob:
         self.name = f"projects/{project}/locations/{region}/jobs/{job}"
         self.attempts = attempts
         self.jobs = build_client(run_v2.JobsClient, JobsGrpcTransport, endpoint)
-        self.executions = build_client(run_v2.ExecutionsClient, ExecutionsGrpcTransport,
+        self.executions_client = build_client(run_v2.ExecutionsClient, ExecutionsGrpcTransport,
                                        endpoint)
 
-    def running(self) -> list[RunningExecution]:
+    def executions(self) -> ExecutionStates:
         def call() -> list[Any]:
-            return list(self.executions.list_executions(parent=self.name, retry=None,
-                                                        timeout=CALL_TIMEOUT_SECONDS))
+            return list(self.executions_client.list_executions(
+                parent=self.name, retry=None, timeout=CALL_TIMEOUT_SECONDS))
 
         listed = call_with_retries(call, attempts=self.attempts, api=API,
                                    resource=self.name, role=LIST_ROLE)
-        return [
-            RunningExecution(
+        running = []
+        finished = []
+        for execution in listed:
+            if execution.completion_time:
+                finished.append(FinishedExecution(
+                    name=execution.name,
+                    finished_at=execution.completion_time.timestamp(),
+                    succeeded=execution.succeeded_count == execution.task_count,
+                    started_at=(execution.start_time.timestamp() if execution.start_time
+                                else None),
+                ))
+                continue
+            running.append(RunningExecution(
                 name=execution.name, task_count=execution.task_count,
                 active_tasks=max(0, execution.task_count - execution.succeeded_count
                                  - execution.failed_count - execution.cancelled_count),
-            )
-            for execution in listed if not execution.completion_time
-        ]
+            ))
+        return ExecutionStates(running, finished)
 
     def launch(self, task_count: int) -> str:
         """Start an execution of ``task_count`` tasks; returns its name."""

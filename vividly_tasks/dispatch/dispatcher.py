@@ -1,5 +1,13 @@
-"""One dispatch decision end to end: under the record's lock, read the inputs, decide, launch,
-remember the launch, and log the decision as one JSON line with what it used."""
+"""One dispatch decision end to end: read the runner's execution states and the Monitoring
+sample, then, under the record's lock, decide and reserve the launch; launch with the lock
+released; name the reserved launch; log the decision as one JSON line with what it used.
+
+No lock is held across a network call: a Run API or Monitoring call can take up to
+``DISPATCH_API_ATTEMPTS`` x 20 s, and every wake-up of every dispatcher would wait behind it.
+The reservation (a launch named ``pending-...`` in the record until the Run API answers) is
+what keeps a racing decision from starting a second execution for the same backlog: it
+counts as running, unseen, like any launch the runner has not listed yet.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import logging
 import math
 import os
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -15,9 +24,9 @@ from vividly_tasks.dispatch.errors import DispatchConfigError
 from vividly_tasks.dispatch.inputs import (
     Arrival,
     BacklogSample,
+    ExecutionStates,
     Launch,
     Policy,
-    RunningExecution,
     as_json,
 )
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, Record
@@ -34,8 +43,8 @@ RECORD_RETENTION_SECONDS = 3600.0
 class Launcher(Protocol):
     """What starts executions: Cloud Run (``cloud_run.CloudRunJob``) or local processes."""
 
-    def running(self) -> list[RunningExecution]:
-        """The executions that have not finished, with their task counts."""
+    def executions(self) -> ExecutionStates:
+        """The job's executions: running (with active tasks) and finished (with when)."""
 
     def launch(self, task_count: int) -> str:
         """Start one execution of ``task_count`` tasks; its name."""
@@ -46,6 +55,28 @@ class BacklogSource(Protocol):
         """The newest backlog sample, or None when there is none."""
 
 
+def job_idle_timeout(settings: Settings) -> float:
+    """What a job task waits before its idle exit, as the dispatcher must assume it."""
+    if settings.dispatch_job_idle_timeout_seconds is not None:
+        return settings.dispatch_job_idle_timeout_seconds
+    return settings.worker_idle_timeout
+
+
+def check_start_lead(settings: Settings) -> None:
+    """An execution started ``DISPATCH_START_LEAD_SECONDS`` before a delayed task is due
+    receives it, holds it, and exits idle ``WORKER_IDLE_TIMEOUT`` after receiving it: with a
+    lead longer than that, it hands the task back before it is due, every time."""
+    lead = settings.dispatch_start_lead_seconds
+    idle = job_idle_timeout(settings)
+    if lead > idle:
+        raise DispatchConfigError(
+            f"DISPATCH_START_LEAD_SECONDS ({lead:g}) is longer than the job's idle exit "
+            f"({idle:g} s, DISPATCH_JOB_IDLE_TIMEOUT_SECONDS or WORKER_IDLE_TIMEOUT): an "
+            "execution started for a delayed task would exit before the task is due; lower "
+            "the lead or raise the job's WORKER_IDLE_TIMEOUT"
+        )
+
+
 def policy_from_settings(settings: Settings) -> Policy:
     return Policy(
         messages_per_task=settings.dispatch_messages_per_task,
@@ -54,6 +85,8 @@ def policy_from_settings(settings: Settings) -> Policy:
         metric_settle_seconds=settings.dispatch_metric_settle_seconds,
         launch_visibility_seconds=settings.dispatch_launch_visibility_seconds,
         start_lead_seconds=settings.dispatch_start_lead_seconds,
+        job_idle_timeout_seconds=job_idle_timeout(settings),
+        job_max_runtime_seconds=settings.worker_max_runtime,
     )
 
 
@@ -85,32 +118,71 @@ class Dispatcher:
 
     def decide_once(self, *, dry_run: bool = False, trigger: str = "check") -> dict[str, Any]:
         """Decide now and (unless ``dry_run``) act; returns the logged record."""
+        # The network calls first, without the lock. A launch made by another dispatcher
+        # meanwhile is in the record (reserved or named) and counts as running unseen.
+        backlog = self.backlog.read() if self.backlog is not None else None
+        states = self.launcher.executions()
+        reservation = None
         with self.record.locked(self.clock()) as state:
-            backlog = self.backlog.read() if self.backlog is not None else None
-            running = self.launcher.running()
             now = self.clock()
+            _mark_seen(state.launches, states)
             arrivals = list(state.arrivals.values())
             decision = decide(now, self.policy, backlog=backlog, arrivals=arrivals,
-                              running=running, launches=state.launches)
-            execution = None
+                              running=states.running, finished=states.finished,
+                              launches=state.launches)
+            for task_id in decision.proven:  # done: nothing to remember them for
+                state.arrivals.pop(task_id, None)
             if decision.launch and not dry_run:
-                execution = self.launcher.launch(decision.task_count)
-                state.launches.append(Launch(execution, now, decision.task_count,
-                                             decision.sized_for))
-            record = decision_record(
-                decision, now=now, dry_run=dry_run, trigger=trigger, execution=execution,
-                backlog=backlog, arrivals=arrivals, running=running,
-                launches=state.launches, policy=self.policy, full_inputs=dry_run,
-            )
+                reservation = Launch(f"pending-{uuid.uuid4().hex}", now, decision.task_count,
+                                     decision.sized_for)
+                state.launches.append(reservation)
+            launches = list(state.launches)
+        execution = None
+        if reservation is not None:
+            execution = self._launch(reservation)
+            launches = [Launch(execution, reservation.launched_at, reservation.task_count,
+                               reservation.sized_for) if x == reservation else x
+                        for x in launches]
+        record = decision_record(
+            decision, now=now, dry_run=dry_run, trigger=trigger, execution=execution,
+            backlog=backlog, arrivals=arrivals, states=states, launches=launches,
+            policy=self.policy, full_inputs=dry_run,
+        )
         action = ("would launch" if dry_run else "launched") if decision.launch else "no launch"
         logger.info("dispatch: %s (%s, %d task(s))", action, decision.reason,
                     decision.task_count, extra=record)
         return record
 
+    def _launch(self, reservation: Launch) -> str:
+        """Start the reserved execution, then name it in the record (or, when the launch
+        failed, drop the reservation so it holds back no other decision)."""
+        try:
+            name = self.launcher.launch(reservation.task_count)
+        except BaseException:
+            with self.record.locked(self.clock()) as state:
+                state.launches = [x for x in state.launches if x.name != reservation.name]
+            raise
+        with self.record.locked(self.clock()) as state:
+            state.launches = [
+                Launch(name, x.launched_at, x.task_count, x.sized_for, x.seen)
+                if x.name == reservation.name else x
+                for x in state.launches
+            ]
+        return name
+
+
+def _mark_seen(launches: list[Launch], states: ExecutionStates) -> None:
+    """Launches the runner lists are seen: their age no longer makes them count."""
+    names = states.names
+    for index, launch in enumerate(launches):
+        if not launch.seen and launch.name in names:
+            launches[index] = Launch(launch.name, launch.launched_at, launch.task_count,
+                                     launch.sized_for, seen=True)
+
 
 def decision_record(
     decision: Decision, *, now: float, dry_run: bool, trigger: str, execution: str | None,
-    backlog: BacklogSample | None, arrivals: list[Arrival], running: list[RunningExecution],
+    backlog: BacklogSample | None, arrivals: list[Arrival], states: ExecutionStates,
     launches: list[Launch], policy: Policy, full_inputs: bool,
 ) -> dict[str, Any]:
     """The decision's JSON line: the outcome, the figures and the inputs (the arrivals as
@@ -130,6 +202,7 @@ def decision_record(
         "covered": decision.covered,
         "running_tasks": decision.running_tasks,
         "delayed": decision.delayed,
+        "proven_done": len(decision.proven),
         "next_check_at": decision.next_check_at,
         "decided_at": now,
         "dispatcher_pid": os.getpid(),
@@ -139,7 +212,9 @@ def decision_record(
                 "known": len(arrivals), "delayed": len(delayed),
                 "next_due_at": min((a.due_at for a in delayed if a.due_at), default=None),
             },
-            "running": as_json(running),
+            "running": as_json(states.running),
+            # The newest few: Cloud Run lists every execution the job kept.
+            "finished": as_json(sorted(states.finished, key=lambda f: f.finished_at)[-5:]),
             "launches": as_json(launches),
             "policy": as_json(policy),
         },
@@ -150,6 +225,7 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
     """The dispatcher the settings describe (``DISPATCH_*``)."""
     from vividly_tasks.dispatch.local_runner import LocalRunner  # noqa: PLC0415
 
+    check_start_lead(settings)
     project = settings.effective_project
     if launcher is None:
         if settings.dispatch_runner == "local":
@@ -163,7 +239,7 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
         from vividly_tasks.dispatch.monitoring import BacklogReader  # noqa: PLC0415
 
         backlog = BacklogReader(project=project,
-                                subscription=settings.effective_dispatch_subscription,
+                                subscription=settings.dispatch_subscriptions,
                                 endpoint=settings.dispatch_monitoring_endpoint,
                                 attempts=settings.dispatch_api_attempts)
     record: Record

@@ -24,6 +24,12 @@ class Policy:
     launch_visibility_seconds: float
     #: A delayed message counts as ready this long before it is due (an execution's start-up).
     start_lead_seconds: float
+    #: How long a job task waits without work before it exits (the job's WORKER_IDLE_TIMEOUT):
+    #: a task that exited idle received nothing in that time before its exit.
+    job_idle_timeout_seconds: float = 10.0
+    #: The job's runtime budget (WORKER_MAX_RUNTIME), None for none: an execution that ran
+    #: this long may have stopped at it with work left, so its exit proves nothing.
+    job_max_runtime_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,33 @@ class RunningExecution:
 
 
 @dataclass(frozen=True)
+class FinishedExecution:
+    """An execution of the job that has finished, as its runner reports it."""
+
+    name: str
+    #: When its last task exited (``time.time()``).
+    finished_at: float
+    #: Every task exited 0 (a normal stop): only then does its exit prove anything.
+    succeeded: bool
+    #: When it started (``time.time()``), if known: one that ran for the job's runtime
+    #: budget stopped at it, not idle.
+    started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ExecutionStates:
+    """What the runner says about the job's executions: those that run and those that
+    finished (with when), so a launch it lists is never guessed at again."""
+
+    running: list[RunningExecution]
+    finished: list[FinishedExecution]
+
+    @property
+    def names(self) -> set[str]:
+        return {e.name for e in self.running} | {e.name for e in self.finished}
+
+
+@dataclass(frozen=True)
 class Launch:
     """An execution this dispatcher started, remembered in the record."""
 
@@ -74,6 +107,9 @@ class Launch:
     task_count: int
     #: The backlog (messages) the launch was sized for.
     sized_for: int
+    #: The runner has listed it: from then on only the runner's word counts (running or
+    #: finished), never the launch's age.
+    seen: bool = False
 
 
 def as_json(value: Any) -> Any:

@@ -4,12 +4,16 @@ zero in production.
 - ``POST /push``: the wake-up push subscription delivers here. The caller's OIDC token is
   checked first (``push_auth``: 401 without a valid one, 403 for another account, 503 when
   Google's certificates cannot be fetched), then the delivery must come from the wake-up
-  subscription (403 otherwise; nothing is remembered). The arrival is remembered at once; the
-  request then waits ``gather_seconds`` for the rest of a burst, and one decision is made for
-  everything that arrived meanwhile (a wake-up whose arrival an earlier decision of this
-  process already saw makes none). 204 when done; 400 for a body that is not a push delivery
-  (Pub/Sub never sends one); 500 when the decision failed, so Pub/Sub redelivers the wake-up
-  later (its retry policy backs off).
+  subscription (403 otherwise; nothing is remembered). The arrival is remembered at once.
+  The first push after a quiet ``gather_seconds`` decides at once (a single request starts in
+  seconds); a push within ``gather_seconds`` of this process's last push decision is
+  answered 204 as soon as it is recorded, and one decision at the interval's end covers
+  every arrival of the interval. No push waits for another: a burst is seen as fast as
+  Pub/Sub pushes it, whatever its push concurrency (Pub/Sub ramps it up slowly), and a
+  request behind a burst waits behind none of its wake-ups. The launches grow with the
+  burst (``decision``: more tasks while arrivals exceed what runs covers). 400 for a body
+  that is not a push delivery (Pub/Sub never sends one); 500 when a decision failed, so
+  Pub/Sub redelivers that wake-up later (its retry policy backs off).
 - ``POST /check``: a decision without an arrival (the safety-net schedule); the same token.
 - ``GET /healthz``: 200, no token (Cloud Run's probes).
 
@@ -19,9 +23,10 @@ advice is to pass references, not data), so ``DISPATCH_MAX_PUSH_BYTES`` (1 MiB) 
 above it, and the task is still counted by the backlog and the safety net. A request must
 arrive whole within ``DISPATCH_REQUEST_TIMEOUT_SECONDS`` (408).
 
-A decision that says when to look again (the window's end, a delayed task coming due) is
-also scheduled in the process (``next_check_at``); on Cloud Run, whose CPU is throttled
-between requests, the safety-net schedule is what makes sure of it.
+A decision that says when to look again (the window's end, a delayed task coming due, the
+end of a gather interval) is made by the process's timer thread; on Cloud Run, deploy the
+service with CPU always allocated (``--no-cpu-throttling``, docs/cloud-run.md) so that
+thread runs between requests; the safety-net schedule covers an instance that is gone.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from wsgiref.types import StartResponse, WSGIEnvironment
 
 from vividly_tasks.dispatch.arrivals import (
@@ -66,16 +71,18 @@ class DispatchServer:
 
     def __init__(self, dispatcher: Dispatcher, *, host: str, port: int,
                  gather_seconds: float, verifier: PushVerifier, limits: EdgeLimits,
-                 wake_up_subscription: str | None = None,
+                 wake_up_subscription: str | Sequence[str] | None = None,
                  check_every_seconds: float | None = None) -> None:
         self.dispatcher = dispatcher
         self.gather_seconds = gather_seconds
         self.verifier = verifier
         self.wake_up_subscription = wake_up_subscription
         self.check_every_seconds = check_every_seconds
-        #: ``time.monotonic()`` when this process's last decision read the record.
-        self._last_decision_started = -1.0
         self._decide_lock = threading.Lock()
+        #: A push is deciding for this process; when the last push decision started.
+        self._deciding = False
+        self._last_push_decision = -float("inf")
+        self._decider_lock = threading.Lock()
         self._wake = threading.Condition()
         self._next_check: float | None = None  # time.time()
         self._stopping = threading.Event()
@@ -147,18 +154,27 @@ class DispatchServer:
         return 204, ""
 
     def wake_up(self, body: bytes) -> None:
-        """A push delivery: remember, gather, decide once for the burst."""
-        received = time.monotonic()
+        """A push delivery: remember it; decide now, unless this process decided less than
+        ``gather_seconds`` ago (or is deciding): then a decision at the interval's end
+        covers it, and the push is answered at once."""
         self.dispatcher.note_arrival(arrival_from_push(
             body, time.time(), subscription=self.wake_up_subscription))
-        time.sleep(max(0.0, received + self.gather_seconds - time.monotonic()))
-        self.decide(trigger="push", unless_seen_since=received)
+        now = time.monotonic()
+        with self._decider_lock:
+            next_allowed = self._last_push_decision + self.gather_seconds
+            if self._deciding or now < next_allowed:
+                self._schedule(time.time() + max(0.0, next_allowed - now))
+                return
+            self._deciding = True
+            self._last_push_decision = now
+        try:
+            self.decide(trigger="push")
+        finally:
+            with self._decider_lock:
+                self._deciding = False
 
-    def decide(self, *, trigger: str, unless_seen_since: float | None = None) -> None:
+    def decide(self, *, trigger: str) -> None:
         with self._decide_lock:
-            if unless_seen_since is not None and self._last_decision_started >= unless_seen_since:
-                return  # a decision of this process started after this arrival was recorded
-            self._last_decision_started = time.monotonic()
             record = self.dispatcher.decide_once(trigger=trigger)
         self._schedule(record.get("next_check_at"))
 
