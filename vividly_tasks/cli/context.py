@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any, TypeVar
 
 import click
 from pydantic import ValidationError
 
 from vividly_tasks.cli.errors import cli_error, config_error
 from vividly_tasks.content.services import ContentServices
-from vividly_tasks.product import VividlyCelery, create_app
+from vividly_tasks.product import create_app
 from vividly_tasks.settings import Settings, environment_variable, secret_values
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.worker.logs import configure_process_logging
@@ -30,9 +31,19 @@ def describe_validation_error(exc: ValidationError) -> str:
     )
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
 @dataclass
 class CliContext:
-    """Lazily built resources of one ``vividly`` invocation (``click`` passes it down)."""
+    """Lazily built resources of one ``vividly`` invocation (``click`` passes it down).
+
+    ``app_path`` (``-A``): the operator commands work on that Celery app (its broker, queues,
+    exchanges and bindings) and never read the product's settings, so nothing of the product
+    is configured, opened or written for it.
+    """
+
+    app_path: str | None = None
 
     @cached_property
     def settings(self) -> Settings:
@@ -48,8 +59,25 @@ class CliContext:
         return settings
 
     @cached_property
-    def app(self) -> VividlyCelery:
-        return create_app(self.settings)
+    def app(self) -> Any:
+        """The ``-A`` app, or the product's."""
+        if self.app_path is None:
+            return create_app(self.settings)
+        from celery.app.utils import find_app  # noqa: PLC0415 - only for -A
+
+        import vividly_tasks.transport  # noqa: F401, PLC0415 - registers pubsub://
+
+        configure_process_logging("text", "WARNING", ())
+        try:
+            return find_app(self.app_path)
+        except Exception as exc:  # an import error of theirs, or no app there
+            raise config_error(f"cannot load the Celery app {self.app_path!r}: {exc!r}") from None
+
+    @property
+    def broker_url(self) -> str:
+        if self.app_path is None:
+            return self.settings.effective_broker_url
+        return str(self.app.conf.broker_url or "")
 
     @cached_property
     def services(self) -> ContentServices:
@@ -62,11 +90,13 @@ class CliContext:
     @contextlib.contextmanager
     def pubsub_channel(self) -> Iterator[PubSubChannel]:
         """A channel of the Pub/Sub transport on the configured broker (provision, dlq)."""
-        url = self.settings.effective_broker_url
+        url = self.broker_url
         if not url.startswith("pubsub://"):
+            setting = "BROKER_URL" if self.app_path is None else "broker_url"
+            where = "" if self.app_path is None else f" of {self.app_path}"
             raise config_error(
-                f"BROKER_URL is {url!r}: this command manages Google Cloud Pub/Sub resources; "
-                "set BROKER_URL=pubsub://PROJECT"
+                f"{setting}{where} is {url!r}: this command manages Google Cloud Pub/Sub "
+                f"resources; set {setting}=pubsub://PROJECT"
             )
         try:
             with self.app.connection_for_write() as connection:
@@ -87,4 +117,18 @@ class CliContext:
 
 
 pass_context = click.make_pass_decorator(CliContext, ensure=True)
+
+
+def app_option(command: F) -> F:
+    """``-A APP``, as ``celery -A`` takes it: the command works on that Celery app."""
+
+    def remember(ctx: click.Context, _: click.Parameter, value: str | None) -> str | None:
+        if value is not None:
+            ctx.ensure_object(CliContext).app_path = value
+        return value
+
+    return click.option(
+        "--app", "-A", default=None, expose_value=False, is_eager=True, callback=remember,
+        help="Celery app (module or module:attr, as celery -A) [default: the product app].",
+    )(command)
 

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
-from vividly_tasks.cli.context import CliContext, pass_context
+from vividly_tasks.cli.context import CliContext, app_option, pass_context
 from vividly_tasks.cli.errors import CliError, not_found
 from vividly_tasks.cli.exit_codes import RET_USAGE
 from vividly_tasks.transport.dead_letter_box import DeadLetter, DeadLetterBox
@@ -23,9 +23,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def queue_option(command: F) -> F:
-    return click.option(
-        "--queue", "-Q", default=None, help="Task queue [default: VIVIDLY_QUEUE]."
+    command = click.option(
+        "--queue", "-Q", default=None,
+        help="Task queue [default: the app's default queue; VIVIDLY_QUEUE for the product]."
     )(command)
+    return app_option(command)
 
 
 @click.group()
@@ -92,7 +94,7 @@ def purge(context: CliContext, ids: tuple[str, ...], everything: bool, yes: bool
 def open_box(context: CliContext, queue_name: str | None) -> Iterator[DeadLetterBox]:
     with context.pubsub_channel() as channel:
         app = context.app
-        queue = app.amqp.queues[queue_name or app.settings.default_queue]
+        queue = app.amqp.queues[queue_name or app.conf.task_default_queue]
         spec = channel.subscription_spec(queue.name, queue.exchange.name or queue.name)
         assert spec.dead_letter_subscription is not None
         replay_topic = channel.connection.provisioner.subscription_topic(spec.path)

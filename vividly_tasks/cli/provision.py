@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from vividly_tasks.cli.context import CliContext, pass_context
+from vividly_tasks.cli.context import CliContext, app_option, pass_context
 from vividly_tasks.cli.errors import CliError
 from vividly_tasks.cli.exit_codes import RET_NO_PERMISSION
-from vividly_tasks.product import VividlyCelery
 from vividly_tasks.transport.channel import Channel as PubSubChannel
+from vividly_tasks.transport.channel import listed
 from vividly_tasks.transport.provisioning_plan import (
     Plan,
     Resource,
@@ -22,25 +24,29 @@ from vividly_tasks.worker.safe_text import printable
 
 
 @click.command()
+@app_option
 @click.option("--dry-run", is_flag=True, help="Print the plan and change nothing.")
-@click.option("--verify-only", is_flag=True,
-              help="Only verify; the default when PUBSUB_AUTO_CREATE=false.")
+@click.option("--verify", "--verify-only", "verify_only", is_flag=True,
+              help="Only verify; the default when auto-creation is off (PUBSUB_AUTO_CREATE=false, "
+                   "or the app's auto_create transport option).")
 @click.option("--queue", "-Q", "queues", multiple=True,
-              help="Task queue to provision (repeatable) [default: the queues workers consume: "
+              help="Task queues to provision, comma-separated as Celery takes them (repeatable) "
+                   "[default: the queues the app's workers consume; for the product app "
                    "VIVIDLY_QUEUE and those of PUBSUB_PLAIN_MESSAGE_TASKS].")
 @pass_context
 def provision(context: CliContext, dry_run: bool, verify_only: bool,
               queues: tuple[str, ...]) -> None:
-    """Create (or verify) topics, subscriptions, dead-letter topics and their policies.
+    """Create (or verify) topics, subscriptions, dead-letter topics and their policies, and
+    the records of the queues' bindings: exactly what the app's workers declare.
 
     Idempotent: what exists as wanted is left alone, a subscription whose ack deadline,
     dead-letter or retry policy differs from the settings is updated. Verify-only (or
-    PUBSUB_AUTO_CREATE=false) exits 77 if anything is missing or differs.
+    auto-creation off) exits 77 if anything is missing or differs.
     """
-    settings = context.settings
-    verify_only = verify_only or not settings.pubsub_auto_create
+    names = tuple(name for value in queues for name in listed(value))
     with context.pubsub_channel() as channel:
-        plan = make_plan(channel.pubsub, planned_resources(context.app, channel, queues))
+        verify_only = verify_only or not channel.auto_create
+        plan = make_plan(channel.pubsub, planned_resources(context.app, channel, names))
         mode = "verify only" if verify_only else "dry run" if dry_run else "apply"
         click.echo(f"Pub/Sub project {channel.project}, prefix {channel.prefix!r} ({mode}):")
         for step in plan.steps:
@@ -54,7 +60,7 @@ def provision(context: CliContext, dry_run: bool, verify_only: bool,
             click.echo(summary(plan))
 
 
-def planned_resources(app: VividlyCelery, channel: PubSubChannel,
+def planned_resources(app: Any, channel: PubSubChannel,
                       queues: tuple[str, ...]) -> list[Resource]:
     """The task queues' resources and the topics of Celery's broadcast exchanges."""
     resources: list[Resource] = []
@@ -100,7 +106,7 @@ def verify(plan: Plan) -> None:
     if differing:
         problems.append(f"policies differ: {', '.join(differing)}")
     raise CliError(
-        f"verify-only provisioning (PUBSUB_AUTO_CREATE=false or --verify-only) found "
+        f"verify-only provisioning (auto-creation off, or --verify) found "
         f"{'; '.join(problems)}. Run `vividly provision` as an identity allowed to create "
         "them (roles/pubsub.editor), or create them by hand.",
         RET_NO_PERMISSION,
