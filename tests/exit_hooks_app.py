@@ -31,7 +31,8 @@ if os.environ.get("EXIT_HOOKS_FOLDER"):
     folder = os.environ["EXIT_HOOKS_FOLDER"]
     app.conf.update(
         broker_url="filesystem://",
-        broker_transport_options={"data_folder_in": folder, "data_folder_out": folder},
+        broker_transport_options={"data_folder_in": folder, "data_folder_out": folder,
+                                  "control_folder": folder},
     )
 attach(app)
 

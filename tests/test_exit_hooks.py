@@ -60,7 +60,8 @@ def client(app_env: dict[str, str]) -> Iterator[Celery]:
     app.conf.update(task_default_queue="exit-hooks")
     if folder:
         app.conf.broker_transport_options = {"data_folder_in": folder,
-                                             "data_folder_out": folder}
+                                             "data_folder_out": folder,
+                                             "control_folder": folder}
     yield app
     app.close()
 
