@@ -129,29 +129,38 @@ def test_sigterm_of_a_celery_worker_with_attach_runs_every_childs_shutdown_hook(
     assert_every_child_flushed(markers, worker)
 
 
+@pytest.mark.parametrize("mode", ["job", "service"])
 @pytest.mark.parametrize("app_env", broker_params("pubsub"), indirect=True)
 def test_a_hook_that_hangs_is_killed_at_the_end_of_the_grace_and_named(
-    app_env: dict[str, str], client: Celery, markers: Path, tmp_path: Path
+    mode: str, app_env: dict[str, str], client: Celery, markers: Path, tmp_path: Path
 ) -> None:
+    """An idle job's stop (a cold one) and a service's SIGTERM (a warm one) alike."""
     grace_seconds, margin_seconds = 2.0, 2.0
     client.send_task("exit_hooks.pid")
-    job = entrypoint("job", {**app_env, "EXIT_HOOKS_HANG_SECONDS": "60"},
-                     tmp_path / "job.log", "--idle-timeout", "1",
-                     "--shutdown-grace", str(grace_seconds))
+    env = {**app_env, "EXIT_HOOKS_HANG_SECONDS": "60", "PORT": str(free_port())}
+    args = ["--idle-timeout", "1"] if mode == "job" else []
+    worker = entrypoint(mode, env, tmp_path / f"{mode}.log", *args,
+                        "--shutdown-grace", str(grace_seconds))
     try:
-        job.wait_for_log(lambda text: "worker stopping" in text, timeout=60)
+        if mode == "job":
+            worker.wait_for_log(lambda text: "worker stopping" in text, timeout=60)
+        else:
+            worker.wait_for_log(lambda text: "succeeded" in text, timeout=60)
+            worker.send_signal(signal.SIGTERM)
         stopping_at = time.monotonic()
-        assert job.wait(grace_seconds + margin_seconds + 5) == 0, job.logs()[-4000:]
+        assert worker.wait(grace_seconds + margin_seconds + 10) == 0, worker.logs()[-4000:]
         stopped_in = time.monotonic() - stopping_at
     finally:
-        job.stop()
-    assert stopped_in <= grace_seconds + margin_seconds, (stopped_in, job.logs()[-4000:])
-    assert job.summary()["exit_reason"] == "idle"
+        worker.stop()
+    logs = worker.logs()
+    # Not the hard exit (grace + 10 s after an idle stop, 9.5 s after SIGTERM): the step's.
+    assert stopped_in <= grace_seconds + margin_seconds, (stopped_in, logs[-4000:])
+    assert "forced exit" not in logs
+    assert worker.summary()["exit_reason"] == ("idle" if mode == "job" else "sigterm")
     children = pids(markers, "init")
     assert len(children) == CONCURRENCY
     # Every child was in its hook, none finished it, each is named, none is left behind.
     assert pids(markers, "hanging") == children and not pids(markers, "shutdown")
-    logs = job.logs()
     for pid in children:
         assert f"(pid {pid}) was still in its worker_process_shutdown hooks" in logs, logs
         assert not Path(f"/proc/{pid}").exists(), f"child {pid} outlived its worker"

@@ -4,18 +4,15 @@ A billiard child leaves by ``os._exit``, so the atexit handlers of a child never
 design: the ones it inherited at the fork belong to the worker, and running them in each
 child would flush or close the worker's copies). The hook a child does run on its way out is
 Celery's ``worker_process_shutdown``: billiard calls it from the child's exit path, then
-writes a DEATH notice to the child's result pipe and sleeps a second before ``os._exit``, so
-that the parent can read the notice. That second, per stop, is what an idle pool's stop
-should not pay.
+writes a DEATH notice and sleeps a second before ``os._exit``, so that the parent can read
+the notice. That second, per stop, is what an idle pool's stop should not pay.
 
 So each idle child gets SIGTERM, which billiard's handler in the child turns into
 ``SystemExit`` in its wait for a job, taking it down that exit path (unless billiard has
 already sent it the sentinel that starts that exit: the threaded pool, once closed). A child
-has run its shutdown once its DEATH notice is in its own result pipe (Celery's asynchronous
-pool gives each child one) or once it is gone (the threaded pool's result thread reads the
-shared pipe and ends the child itself); it is then SIGKILLed and reaped. A child still in its
-hooks at the deadline is SIGKILLed too, and a warning names it and the receivers it
-inherited.
+has run its shutdown once its DEATH notice arrived (``death_notices.py``) or once it is
+gone; it is then SIGKILLed and reaped. A child still in its hooks at the deadline is
+SIGKILLed too, and a warning names it and the receivers it inherited.
 """
 
 from __future__ import annotations
@@ -23,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import select
 import signal
 import time
 import weakref
@@ -34,6 +30,8 @@ from typing import Any
 from billiard.pool import RUN
 from celery.concurrency.asynpool import AsynPool
 from celery.signals import worker_process_shutdown
+
+from vividly_tasks.worker.death_notices import DeathNotices
 
 logger = logging.getLogger(__name__)
 
@@ -55,18 +53,6 @@ class ChildrenEnded:
 def pool_processes(pool: Any) -> list[Any]:
     """The billiard processes of a Celery prefork ``TaskPool`` (none before it started)."""
     return list(getattr(getattr(pool, "_pool", None), "_pool", None) or [])
-
-
-def own_notice_pipes(pool: Any, processes: Sequence[Any]) -> dict[int, int]:
-    """pid -> read end of the child's own result pipe, where its DEATH notice lands.
-
-    Only Celery's asynchronous pool gives each child a pipe of its own, and no one reads it
-    once the worker's event loop has stopped. The threaded pool shares one pipe, read by its
-    result thread: a notice there could be any child's.
-    """
-    if not isinstance(getattr(pool, "_pool", None), AsynPool):
-        return {}
-    return {p.pid: p.outqR_fd for p in processes if getattr(p, "outqR_fd", None) is not None}
 
 
 def told_to_leave(pool: Any) -> bool:
@@ -91,23 +77,18 @@ def end_children(pool: Any, deadline: float) -> ChildrenEnded:
             else:
                 os.kill(process.pid, 0)
             pending[process.pid] = process
-    notices = own_notice_pipes(pool, list(pending.values()))
-    poller = select.poll()
-    for fd in notices.values():
-        poller.register(fd, select.POLLIN)
+    notices = DeathNotices(pool, list(pending.values()))
     ended = ChildrenEnded()
     while pending:
-        ready = {fd for fd, _ in poller.poll(0)}
+        arrived = notices.arrived()
         for pid, process in list(pending.items()):
-            if notices.get(pid) in ready or not process.is_alive():
+            if pid in arrived or not process.is_alive():
                 ended.finished.append(pid)
                 del pending[pid]
-                if pid in notices:  # a notice stays unread: the pipe would stay ready
-                    poller.unregister(notices[pid])
         remaining = deadline - time.monotonic()
         if not pending or remaining <= 0:
             break
-        poller.poll(int(min(POLL_SECONDS, remaining) * 1000) or 1)
+        time.sleep(min(POLL_SECONDS, remaining))
     for pid, process in pending.items():
         ended.cut_off.append(pid)
         logger.warning(
