@@ -91,7 +91,8 @@ class IdlePoolStop(bootsteps.StartStopStep):  # type: ignore[misc]
         started = time.monotonic()
         ended = end_children(w.pool, self._deadline(w))
         logger.debug(
-            "idle pool: %d process(es) ran their shutdown, %d cut off, in %.3f s",
+            "idle pool ended without a join: %d process(es) ran their shutdown, %d cut off, "
+            "in %.3f s",
             len(ended.finished), len(ended.cut_off), time.monotonic() - started,
         )
 
