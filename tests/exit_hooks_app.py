@@ -4,7 +4,8 @@ test_exit_hooks.py: the way users flush an exporter, close a pool or write metri
 Each child writes ``init-PID`` when it starts and, from Celery's ``worker_process_shutdown``,
 ``shutdown-PID`` after a short "flush" (so a child killed in the middle of its hook leaves no
 marker), both in ``EXIT_HOOKS_DIR``. With ``EXIT_HOOKS_HANG_SECONDS`` the hook writes
-``hanging-PID`` and then sleeps that long: a hook that hangs. The broker comes from Celery's
+``hanging-PID`` and then sleeps that long: a hook that hangs (``EXIT_HOOKS_CHILD_SECONDS`` is
+how long ``attach`` lets it run under a plain ``celery worker``). The broker comes from Celery's
 own ``CELERY_BROKER_URL``; ``EXIT_HOOKS_FOLDER`` puts the app on Kombu's filesystem broker,
 which has no event loop (Celery then runs the threaded prefork pool).
 """
@@ -34,7 +35,8 @@ if os.environ.get("EXIT_HOOKS_FOLDER"):
         broker_transport_options={"data_folder_in": folder, "data_folder_out": folder,
                                   "control_folder": folder},
     )
-attach(app)
+# How long attach's idle pool stop lets the hooks run under a plain ``celery worker``.
+attach(app, child_shutdown_seconds=float(os.environ.get("EXIT_HOOKS_CHILD_SECONDS") or 7))
 
 
 def marker(kind: str) -> Path:

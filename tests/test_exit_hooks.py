@@ -76,11 +76,20 @@ def entrypoint(mode: str, env: dict[str, str], log: Path, *args: str) -> WorkerP
     return WorkerProcess(command, env, log).start()
 
 
-def sigterm_when_ready(worker: WorkerProcess, *, exit_within_seconds: float) -> None:
+def celery_worker(env: dict[str, str], log: Path) -> WorkerProcess:
+    command = [sys.executable, "-m", "celery", "-A", APP, "worker",
+               "--concurrency", str(CONCURRENCY), "--loglevel", "INFO"]
+    return WorkerProcess(command, env, log).start()
+
+
+def sigterm_when_ready(worker: WorkerProcess, *, exit_within_seconds: float) -> float:
+    """SIGTERM once the worker is ready; the seconds it took to exit 0."""
     try:
         worker.wait_ready()
         worker.send_signal(signal.SIGTERM)
+        sent_at = time.monotonic()
         assert worker.wait(exit_within_seconds) == 0, worker.logs()[-4000:]
+        return time.monotonic() - sent_at
     finally:
         worker.stop()
 
@@ -122,9 +131,7 @@ def test_sigterm_of_a_service_runs_every_childs_shutdown_hook(
 def test_sigterm_of_a_celery_worker_with_attach_runs_every_childs_shutdown_hook(
     app_env: dict[str, str], markers: Path, tmp_path: Path
 ) -> None:
-    command = [sys.executable, "-m", "celery", "-A", APP, "worker",
-               "--concurrency", str(CONCURRENCY), "--loglevel", "INFO"]
-    worker = WorkerProcess(command, app_env, tmp_path / "worker.log").start()
+    worker = celery_worker(app_env, tmp_path / "worker.log")
     sigterm_when_ready(worker, exit_within_seconds=15)
     assert_every_child_flushed(markers, worker)
 
@@ -141,25 +148,41 @@ def test_a_hook_that_hangs_is_killed_at_the_end_of_the_grace_and_named(
     args = ["--idle-timeout", "1"] if mode == "job" else []
     worker = entrypoint(mode, env, tmp_path / f"{mode}.log", *args,
                         "--shutdown-grace", str(grace_seconds))
-    try:
-        if mode == "job":
+    if mode == "job":
+        try:
             worker.wait_for_log(lambda text: "worker stopping" in text, timeout=60)
-        else:
-            worker.wait_for_log(lambda text: "succeeded" in text, timeout=60)
-            worker.send_signal(signal.SIGTERM)
-        stopping_at = time.monotonic()
-        assert worker.wait(grace_seconds + margin_seconds + 10) == 0, worker.logs()[-4000:]
-        stopped_in = time.monotonic() - stopping_at
-    finally:
-        worker.stop()
+            stopping_at = time.monotonic()
+            assert worker.wait(grace_seconds + margin_seconds + 10) == 0, worker.logs()[-4000:]
+            stopped_in = time.monotonic() - stopping_at
+        finally:
+            worker.stop()
+    else:  # SIGTERM once the task is done: a busy pool is Celery's own warm stop
+        worker.wait_for_log(lambda text: "succeeded" in text, timeout=60)
+        stopped_in = sigterm_when_ready(worker, exit_within_seconds=grace_seconds + 10)
     logs = worker.logs()
     # Not the hard exit (grace + 10 s after an idle stop, 9.5 s after SIGTERM): the step's.
     assert stopped_in <= grace_seconds + margin_seconds, (stopped_in, logs[-4000:])
     assert "forced exit" not in logs
     assert worker.summary()["exit_reason"] == ("idle" if mode == "job" else "sigterm")
+    assert_every_child_cut_off_and_named(markers, logs)
+
+
+@pytest.mark.parametrize("app_env", broker_params("redis"), indirect=True)
+def test_a_hook_that_hangs_in_a_celery_worker_is_killed_after_child_shutdown_seconds(
+    app_env: dict[str, str], markers: Path, tmp_path: Path
+) -> None:
+    """attach(app, child_shutdown_seconds=1) bounds the hooks where no grace is given."""
+    env = {**app_env, "EXIT_HOOKS_HANG_SECONDS": "60", "EXIT_HOOKS_CHILD_SECONDS": "1"}
+    worker = celery_worker(env, tmp_path / "worker.log")
+    stopped_in = sigterm_when_ready(worker, exit_within_seconds=15)
+    assert stopped_in <= 1 + 2.0, (stopped_in, worker.logs()[-4000:])
+    assert_every_child_cut_off_and_named(markers, worker.logs())
+
+
+def assert_every_child_cut_off_and_named(markers: Path, logs: str) -> None:
+    """Every child was in its hook, none finished it, each is named, none is left behind."""
     children = pids(markers, "init")
     assert len(children) == CONCURRENCY
-    # Every child was in its hook, none finished it, each is named, none is left behind.
     assert pids(markers, "hanging") == children and not pids(markers, "shutdown")
     for pid in children:
         assert f"(pid {pid}) was still in its worker_process_shutdown hooks" in logs, logs

@@ -68,6 +68,7 @@ def end_children(pool: Any, deadline: float) -> ChildrenEnded:
     """Let each child of ``pool`` run its shutdown hooks until ``deadline`` (monotonic),
     then SIGKILL and reap it; returns which finished and which were cut off."""
     processes = pool_processes(pool)
+    started = time.monotonic()
     ask = not told_to_leave(pool)
     pending = {}
     for process in processes:
@@ -92,9 +93,10 @@ def end_children(pool: Any, deadline: float) -> ChildrenEnded:
     for pid, process in pending.items():
         ended.cut_off.append(pid)
         logger.warning(
-            "pool process %s (pid %d) was still in its worker_process_shutdown hooks at the "
-            "end of the stop's grace: killed (its receivers: %s)",
-            getattr(process, "name", "?"), pid, ", ".join(shutdown_receivers()) or "none known",
+            "pool process %s (pid %d) was still in its worker_process_shutdown hooks after "
+            "%.1f s: killed (its receivers: %s)",
+            getattr(process, "name", "?"), pid, time.monotonic() - started,
+            ", ".join(shutdown_receivers()) or "none known",
         )
     kill_and_reap(processes)
     return ended

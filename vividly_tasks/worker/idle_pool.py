@@ -40,8 +40,9 @@ from vividly_tasks.worker.child_shutdown import end_children
 logger = logging.getLogger(__name__)
 
 #: How long the children's shutdown hooks may take when no stop deadline was given (a plain
-#: ``celery worker``): Cloud Run's and many orchestrators' SIGTERM-to-SIGKILL time.
-CHILD_SHUTDOWN_SECONDS = 10.0
+#: ``celery worker``): as long as the entrypoint's grace after SIGTERM, so that where SIGKILL
+#: follows 10 s after SIGTERM (Cloud Run) a hook that hangs is cut off and named first.
+CHILD_SHUTDOWN_SECONDS = 7.0
 #: Where ``attach`` keeps its ``child_shutdown_seconds``, on the app it was given.
 CHILD_SHUTDOWN_ATTRIBUTE = "_vividly_child_shutdown_seconds"
 
