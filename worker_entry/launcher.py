@@ -279,6 +279,9 @@ def worker_kwargs(
         "without_mingle": options.mode == "job",
         "without_gossip": options.mode == "job",
         "vividly_run": run,
+        # The idle pool stop (vividly_tasks.worker) lets the children's shutdown hooks run
+        # until the grace of the stop is over.
+        "vividly_stop_deadline": run.stop_deadline,
     }
     if settings.worker_concurrency is not None:
         kwargs["concurrency"] = settings.worker_concurrency

@@ -45,6 +45,10 @@ COLD_SHUTDOWN_RESERVE_SECONDS = 3.0
 SIGTERM_HARD_EXIT_SECONDS = 9.5
 #: After another stop's grace, how long the cold shutdown may take before the same hard exit.
 COLD_SHUTDOWN_LIMIT_SECONDS = 10.0
+#: An idle pool's children must be done with their shutdown hooks this long before the grace
+#: ends: then the grace watch sends SIGQUIT, and Celery's handler joins the pool from the main
+#: thread, which would wait on a hook that hangs until the hard exit.
+CHILD_HOOKS_MARGIN_SECONDS = 0.5
 
 
 def process_age_seconds() -> float:
@@ -242,6 +246,15 @@ class WorkerRun:
             self._stop_requested_at = time.monotonic()
         self._stop_requested.set()
         return True
+
+    def stop_deadline(self) -> float | None:
+        """``time.monotonic()`` by which an idle pool's children must have run their shutdown
+        hooks: just before the grace of the stop under way ends. None before a stop."""
+        with self._lock:
+            if self.stop_reason is None:
+                return None
+            grace = max(0.0, self._grace_seconds - CHILD_HOOKS_MARGIN_SECONDS)
+            return self._stop_requested_at + grace
 
     def start_grace_watch(self) -> None:
         """Start the thread that enforces the grace; before the worker starts, not in a handler."""

@@ -9,8 +9,11 @@ Importing this package changes nothing. ``attach`` adds to one app, and only to 
 * **task requests** (``requests.py``): ``Reject(reason, requeue=False)`` puts the reason on
   the dead-letter copy, and Pub/Sub's metadata (``delivery_attempt``, ``pubsub_message_id``,
   ...) reaches ``self.request``.
-* **idle pool stop** (``idle_pool.py``): a stop with no task at hand ends the prefork pool at
-  once instead of joining it (~1.5 s saved per stop).
+* **idle pool stop** (``idle_pool.py``, ``child_shutdown.py``): a stop with no task at hand
+  ends the prefork pool at once instead of joining it (~1.5 s saved per stop); each child
+  still runs its ``worker_process_shutdown`` hooks first, for up to ``child_shutdown_seconds``
+  (or the ``vividly-worker`` entrypoint's shutdown grace), and is killed, named in a warning,
+  if they take longer.
 * **structured logs** (``logs.py``): the app's worker logs as one JSON object a line with
   Cloud Logging's ``severity`` (``log_format="json"``), or text; ``None`` leaves them alone.
 * **secrets masked** (``redaction.py``): the passwords of the app's broker and result backend
@@ -26,7 +29,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vividly_tasks.worker.idle_pool import IdlePoolStop
+from vividly_tasks.worker.idle_pool import (
+    CHILD_SHUTDOWN_ATTRIBUTE,
+    CHILD_SHUTDOWN_SECONDS,
+    IdlePoolStop,
+)
 from vividly_tasks.worker.logs import LogFormat, StructuredLogs
 from vividly_tasks.worker.redaction import REDACTOR, SecretSource, app_redactor
 from vividly_tasks.worker.requests import TaskRequests
@@ -45,6 +52,7 @@ def attach(
     guard_messages: bool = True,
     task_requests: bool = True,
     idle_pool_stop: bool = True,
+    child_shutdown_seconds: float = CHILD_SHUTDOWN_SECONDS,
     log_format: LogFormat | Callable[[], LogFormat] | None = "json",
     secrets: SecretSource = (),
 ) -> None:
@@ -62,6 +70,7 @@ def attach(
         app.steps["worker"].add(TaskRequests)
     if idle_pool_stop:
         app.steps["worker"].add(IdlePoolStop)
+        setattr(app, CHILD_SHUTDOWN_ATTRIBUTE, child_shutdown_seconds)
     redactor = app_redactor(app, secrets)
     setattr(app, REDACTOR, redactor)
     logs = None
@@ -81,6 +90,8 @@ def detach(app: Any) -> None:
     getattr(app, ADDED_DEFAULTS, {}).clear()
     app.steps["worker"].discard(TaskRequests)
     app.steps["worker"].discard(IdlePoolStop)
+    if hasattr(app, CHILD_SHUTDOWN_ATTRIBUTE):
+        delattr(app, CHILD_SHUTDOWN_ATTRIBUTE)
     logs: StructuredLogs | None = getattr(app, ATTACHED, None)
     if logs is not None:
         logs.disconnect()
