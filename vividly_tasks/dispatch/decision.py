@@ -38,6 +38,11 @@ made, and Cloud Monitoring's two metrics of the workers' subscription when there
    running total stays within ``max_tasks``. A burst thus grows its execution count as its
    arrivals exceed what runs covers, whatever the pace of the wake-ups.
 
+The rule reads the arrivals still to do only as a few counts (``ArrivalCounts``): the
+dispatcher's record counts them by index ranges, each stopped at ``count_limit`` (a higher
+count would start no more tasks), so a decision costs the same at 100 arrivals or 100,000;
+``decide`` is the same rule on a list (the simulation, the tests).
+
 **Failure modes.** An execution that ran for the job's runtime budget
 (``job_max_runtime_seconds``, from its start to its completion) proves nothing: it may have
 stopped at the budget with work left, which stays to do. An exit 0 that was not idle for
