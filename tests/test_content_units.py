@@ -306,7 +306,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conte
 def test_migrations_match_the_model_and_rerun_as_no_ops(repository: ContentRepository) -> None:
     engine = repository.database.engine
     repository.database.migrate()
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from vividly_tasks.dispatch.decision import Reason, decide
+from vividly_tasks.dispatch.decision import (
+    ArrivalCounts,
+    Reason,
+    count_limit,
+    decide,
+    decide_on_counts,
+)
 from vividly_tasks.dispatch.inputs import (
     Arrival,
     BacklogSample,
@@ -220,3 +226,29 @@ def test_an_execution_that_ran_for_the_runtime_budget_proves_nothing() -> None:
                               started_at=NOW - 100)]
     assert decide(NOW, policy, backlog=None, arrivals=arrivals, running=[], launches=[],
                   finished=idle).reason == Reason.NOTHING_WAITING
+
+
+def test_counts_stopped_at_the_limit_decide_the_same() -> None:
+    """A record stops counting at ``count_limit``: every decision is the one on exact
+    counts, whatever runs and however many arrivals wait or are delayed."""
+    running = [RunningExecution("r", 3, 2)]
+    checked = 0
+    # With a launch not listed yet (arrivals only), and without one (the sample is fresh).
+    for launches in ([Launch("l", NOW - 1, 1, 10)], []):
+        limit = count_limit(POLICY, running, launches)
+        for ready in (0, 1, limit - 1, limit, limit + 1, 10 * limit):
+            for backlog in (None, sample(ready + 5, at=NOW - 1)):
+                exact = ArrivalCounts(ready=ready, delayed=3 * limit, next_ready_at=NOW + 60,
+                                      ready_after_sample=ready, delayed_in_sample=2 * limit)
+                capped = ArrivalCounts(
+                    ready=min(ready, limit), delayed=limit, next_ready_at=NOW + 60,
+                    ready_after_sample=min(ready, limit),
+                    delayed_in_sample=min(2 * limit, backlog.undelivered if backlog else 0),
+                    limit=limit)
+                first, second = (decide_on_counts(NOW, POLICY, backlog=backlog, counts=c,
+                                                  running=running, launches=launches)
+                                 for c in (exact, capped))
+                assert (first.reason, first.task_count) == (
+                    second.reason, second.task_count), (ready, backlog, launches)
+                checked += first.launch
+    assert checked  # some of them launch, at the limit and beyond

@@ -33,7 +33,7 @@ QUICK_TASK = [sys.executable, "-c", "pass"]
 
 def dispatcher(launcher: Launcher, tmp_path: Path, policy: Policy = POLICY) -> Dispatcher:
     return Dispatcher(policy=policy, launcher=launcher, backlog=None,
-                      record=FileRecord(tmp_path / "record.json", retention_seconds=3600))
+                      record=FileRecord(tmp_path / "record.sqlite", retention_seconds=3600))
 
 
 def wait_finished(runner: LocalRunner, name: str) -> float:
@@ -73,8 +73,7 @@ def test_an_idle_exit_proves_what_was_published_before_it_done(tmp_path: Path) -
     after = dispatch.decide_once()
     assert (after["action"], after["reason"], after["proven_done"]) == (
         "none", "nothing_waiting", 2)
-    with dispatch.record.locked(time.time()) as state:  # type: ignore[attr-defined]
-        assert state.arrivals == {}  # proven done: forgotten
+    assert dispatch.record.arrivals() == []  # proven done: forgotten
 
 
 def test_local_execution_names_and_logs_are_unique_across_processes(tmp_path: Path) -> None:
@@ -178,5 +177,4 @@ def test_no_record_lock_is_held_across_the_run_api_call(
         launching.join(timeout=30)
     assert results["first"]["action"] == "launch"
     assert len(cloud_run.run_requests) == 1
-    with first.record.locked(time.time()) as state:  # type: ignore[attr-defined]
-        assert [launch.name for launch in state.launches] == [results["first"]["execution"]]
+    assert [x.name for x in first.record.launches()] == [results["first"]["execution"]]

@@ -1,20 +1,26 @@
-"""Wake-up deliveries read as arrivals, and the dispatchers' shared record."""
+"""Wake-up deliveries read as arrivals, and the dispatchers' shared record: its rows, its
+counts (the same as the decision's rule on a list), its pruning, and two dispatcher
+processes writing it at once."""
 
 from __future__ import annotations
 
 import base64
 import json
-import threading
+import math
+import multiprocessing
+import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from tests.content_support import DATABASES
 from vividly_tasks.dispatch.arrivals import NotAPushDelivery, arrival_from_push
+from vividly_tasks.dispatch.decision import count_arrivals, proven_done
 from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
+from vividly_tasks.dispatch.errors import DispatchConfigError
 from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates, Launch
-from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord
+from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, SqlRecord
 from vividly_tasks.settings import Settings
 
 
@@ -49,85 +55,161 @@ def test_what_is_not_a_push_delivery_is_refused(body: bytes) -> None:
         arrival_from_push(body, received_at=0.0)
 
 
-def test_the_record_keeps_arrivals_and_launches_across_processes(tmp_path: Path) -> None:
-    record = FileRecord(tmp_path / "record.json", retention_seconds=3600)
-    with record.locked(now=100.0) as state:
-        state.add_arrival(Arrival("a", 90.0))
-        state.add_arrival(Arrival("a", 95.0, due_at=500.0))  # a released copy, seen again
-        state.launches.append(Launch("executions/x", 99.0, 2, 30))
-    again = FileRecord(tmp_path / "record.json", retention_seconds=3600)
-    with again.locked(now=200.0) as state:
-        assert state.arrivals == {"a": Arrival("a", 90.0, 500.0)}
-        assert state.launches == [Launch("executions/x", 99.0, 2, 30)]
-    with again.locked(now=99.0 + 3600 + 1) as state:  # the launch is forgotten, not the eta
-        assert list(state.arrivals) == ["a"]
-        assert state.launches == []
+RECORDS = [pytest.param("file", id="file"), pytest.param("sqlite", id="database-sqlite"),
+           pytest.param("postgresql", id="database-postgresql")]
 
 
-def test_a_failed_decision_saves_nothing(tmp_path: Path) -> None:
-    record = FileRecord(tmp_path / "record.json", retention_seconds=3600)
-    with pytest.raises(RuntimeError), record.locked(now=1.0) as state:
-        state.add_arrival(Arrival("a", 1.0))
-        raise RuntimeError("the launch failed")
-    with record.locked(now=1.0) as state:
-        assert state.arrivals == {}
-
-
-@pytest.fixture(params=DATABASES)
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+@pytest.fixture(params=RECORDS)
+def record_spec(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """A record's kind and where it lives: the file record, or the product's database."""
+    if request.param == "file":
+        return "file", str(tmp_path / "record.sqlite")
     if request.param == "postgresql":
-        return str(request.getfixturevalue("postgres_url"))
-    return f"sqlite:///{tmp_path / 'record.sqlite'}"
+        return "database", str(request.getfixturevalue("postgres_url"))
+    return "database", f"sqlite:///{tmp_path / 'product.sqlite'}"
 
 
-def test_a_database_record_serialises_dispatchers_on_separate_connections(
-    database_url: str,
-) -> None:
-    """Two dispatchers (own engines, as on two machines) each record 25 launches, each read-
-    decide-write under the record's lock: none is lost, so each decision saw the last one."""
-    records = [DatabaseRecord(database_url, "vividly-job", retention_seconds=3600)
-               for _ in range(2)]
+def open_record(spec: tuple[str, str], key: str = "vividly-job") -> SqlRecord:
+    kind, where = spec
+    if kind == "file":
+        return FileRecord(Path(where), key=key, retention_seconds=3600)
+    return DatabaseRecord(where, key, retention_seconds=3600)
+
+
+def test_the_record_keeps_arrivals_and_launches_across_processes(
+        record_spec: tuple[str, str]) -> None:
+    record = open_record(record_spec)
+    record.add_arrival(Arrival("a", 90.0))
+    record.add_arrival(Arrival("a", 95.0, due_at=500.0))  # a released copy, seen again
+    with record.locked(now=100.0) as locked:
+        locked.add_launch(Launch("executions/x", 99.0, 2, 30))
+    record.dispose()
+    again = open_record(record_spec)  # as another process would
+    assert again.arrivals() == [Arrival("a", 90.0, 500.0)]
+    assert again.launches() == [Launch("executions/x", 99.0, 2, 30)]
+    with again.locked(now=99.0 + 3600 + 1):  # the launch is forgotten, not the eta
+        pass
+    assert [a.task_id for a in again.arrivals()] == ["a"] and again.launches() == []
+    with again.locked(now=500.0 + 3600 + 1):  # an hour after it was due
+        pass
+    assert again.arrivals() == []
+    other = open_record(record_spec, key="another-job")
+    other.add_arrival(Arrival("b", 1.0))
+    assert [a.task_id for a in other.arrivals()] == ["b"] and again.arrivals() == []
+    again.dispose()
+    other.dispose()
+
+
+def test_a_failed_decision_saves_nothing(record_spec: tuple[str, str]) -> None:
+    record = open_record(record_spec)
+    record.add_arrival(Arrival("a", 1.0))
+    with pytest.raises(RuntimeError), record.locked(now=2.0) as locked:
+        locked.forget_proven(idle_exit_proof=5.0, metric_proof=-math.inf)
+        locked.add_launch(Launch("pending-1", 2.0, 1, 1))
+        raise RuntimeError("the decision failed")
+    assert record.arrivals() == [Arrival("a", 1.0)] and record.launches() == []
+    record.dispose()
+
+
+def test_the_records_counts_and_proofs_are_the_decisions_rule(
+        record_spec: tuple[str, str]) -> None:
+    """The record counts by index ranges what ``decision`` counts on a list: the same
+    figures for arrivals due now, delayed, published before and after a sample, and the
+    same arrivals forgotten as proven done, on every database."""
+    rng = random.Random(29)
+    now, lead = 10_000.0, 10.0
+    arrivals = []
+    for number in range(400):
+        published = now - rng.uniform(0, 600)
+        due = rng.choice([None, published + rng.uniform(-30, 900)])
+        arrivals.append(Arrival(f"t{number}", published, due))
+    record = open_record(record_spec)
+    for arrival in arrivals:
+        record.add_arrival(arrival)
+    for sampled_at in (None, now - 300, now - 5):
+        with record.locked(now) as locked:
+            counts = locked.counts(now, lead, sampled_at)
+        expected = count_arrivals(arrivals, now, lead, sampled_at)
+        assert counts.ready + counts.delayed == len(arrivals)
+        assert counts.next_ready_at == pytest.approx(expected.next_ready_at)
+        assert replace(counts, next_ready_at=None) == replace(expected, next_ready_at=None)
+        assert 0 < counts.ready < len(arrivals)
+        with record.locked(now) as locked:  # stopped where the decision would not change
+            capped = locked.counts(now, lead, sampled_at, undelivered=3, limit=7)
+        assert (capped.ready, capped.delayed, capped.ready_after_sample) == (
+            min(expected.ready, 7), min(expected.delayed, 7),
+            min(expected.ready_after_sample, 7))
+        assert capped.delayed_in_sample == min(expected.delayed_in_sample, 3)
+    by_exit, by_metric = now - 200, now - 450
+    with record.locked(now) as locked:
+        forgotten = locked.forget_proven(idle_exit_proof=by_exit, metric_proof=by_metric)
+    left = {a.task_id for a in record.arrivals()}
+    assert left == {a.task_id for a in arrivals
+                    if not proven_done(a, idle_exit_proof=by_exit, metric_proof=by_metric)}
+    assert forgotten == len(arrivals) - len(left) > 0 and left
+    record.dispose()
+
+
+def _dispatch_process(spec: tuple[str, str], name: str, ready: multiprocessing.Event,
+                      ) -> None:
+    """One dispatcher process: 400 arrivals and 20 decisions, interleaved; each decision
+    reads how many launches it sees, takes a moment, and reserves one sized for that."""
+    record = open_record(spec)
     now = time.time()
-    errors: list[BaseException] = []
+    ready.wait(timeout=60)
+    for number in range(400):
+        record.add_arrival(Arrival(f"{name}-{number}", now))
+        if number % 20 == 0:
+            with record.locked(now) as locked:
+                seen = len(locked.recent_launches(since=0.0))
+                time.sleep(0.002)  # a racing writer would win here without the lock
+                locked.add_launch(Launch(f"{name}-launch-{number}", now, 1, seen))
+    record.dispose()
 
-    def dispatch(record: DatabaseRecord, name: str) -> None:
-        try:
-            for number in range(25):
-                with record.locked(now) as state:
-                    seen = len(state.launches)
-                    time.sleep(0.002)  # a decision takes a moment: a racing writer would win
-                    state.launches.append(Launch(f"{name}-{number}", now, 1, seen))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
 
-    threads = [threading.Thread(target=dispatch, args=(record, f"d{n}"))
-               for n, record in enumerate(records)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
-    assert not errors, errors
-    with records[0].locked(now) as state:
-        launches = state.launches
-    assert len(launches) == 50
-    assert [launch.sized_for for launch in launches] == list(range(50))  # one after another
-    other = DatabaseRecord(database_url, "another-job", retention_seconds=3600)
-    with other.locked(now) as state:
-        assert state.launches == []  # one record per job
-    for record in (*records, other):
-        record.dispose()
+def test_two_dispatcher_processes_lose_nothing_and_decide_one_after_the_other(
+        record_spec: tuple[str, str]) -> None:
+    """Two processes on their own connections write arrivals (no lock) and decisions (the
+    lock) at once: every arrival is there, and each decision saw every earlier launch."""
+    open_record(record_spec).dispose()  # set up once, so the race is about the rows
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    processes = [context.Process(target=_dispatch_process, args=(record_spec, name, ready))
+                 for name in ("d0", "d1")]
+    for process in processes:
+        process.start()
+    ready.set()
+    for process in processes:
+        process.join(timeout=120)
+    assert [p.exitcode for p in processes] == [0, 0]
+    record = open_record(record_spec)
+    assert len(record.arrivals()) == 800
+    launches = record.launches()
+    assert len(launches) == 40
+    assert sorted(launch.sized_for for launch in launches) == list(range(40))
+    record.dispose()
 
 
 def test_the_settings_choose_the_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from vividly_tasks.dispatch.dispatcher import build_dispatcher
-    from vividly_tasks.settings import Settings
 
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     common = {"DISPATCH_RUNNER": "local", "VIVIDLY_DATA_DIR": str(tmp_path)}
-    assert isinstance(build_dispatcher(Settings(**common)).record, FileRecord)
+    chosen = build_dispatcher(Settings(**common)).record
+    assert isinstance(chosen, FileRecord)
+    assert chosen.path == tmp_path / "dispatch" / "record.sqlite"
     chosen = build_dispatcher(Settings(**common, DISPATCH_RECORD="database",
-                                       DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}"))
-    assert isinstance(chosen.record, DatabaseRecord) and chosen.record.key == "vividly-job"
+                                       DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
+                              ).record
+    assert isinstance(chosen, DatabaseRecord) and chosen.key == "vividly-job"
+
+
+def test_a_file_that_is_not_a_record_is_a_clear_error(tmp_path: Path) -> None:
+    """The record of earlier versions was a JSON document at the same kind of path."""
+    path = tmp_path / "record.json"
+    path.write_text('{"arrivals": [], "launches": []}')
+    with pytest.raises(DispatchConfigError, match="not the dispatcher's record"):
+        FileRecord(path, retention_seconds=3600).add_arrival(Arrival("a", 1.0))
 
 
 class _NoLauncher:
@@ -143,26 +225,17 @@ def test_a_forged_eta_or_publish_time_cannot_keep_an_arrival_in_the_record(
     """An eta in 2999 counts as due ``max_delay`` after its publish time, and a publish time
     in the future as now: the arrival is gone ``max_delay`` plus the retention later."""
     clock = [1_000_000.0]
-    record = FileRecord(tmp_path / "record.json", retention_seconds=3600,
-                        max_delay_seconds=86400)
+    record = FileRecord(tmp_path / "record.sqlite", retention_seconds=3600)
     dispatcher = Dispatcher(policy=policy_from_settings(Settings()), launcher=_NoLauncher(),
                             backlog=None, record=record, clock=lambda: clock[0],
                             max_delay_seconds=86400)
     year_2999 = 32503680000.0
     dispatcher.note_arrival(Arrival("far", clock[0], due_at=year_2999))
     dispatcher.note_arrival(Arrival("future", year_2999))
-    with record.locked(clock[0]) as state:
-        assert state.arrivals["far"].due_at == clock[0] + 86400
-        assert state.arrivals["future"].published_at == clock[0]
+    assert {a.task_id: a for a in record.arrivals()} == {
+        "far": Arrival("far", clock[0], clock[0] + 86400),
+        "future": Arrival("future", clock[0]),
+    }
     clock[0] += 86400 + 3600 + 1
-    with record.locked(clock[0]) as state:
-        assert state.arrivals == {}
-
-
-def test_an_old_record_with_a_far_eta_is_pruned_by_the_bound(tmp_path: Path) -> None:
-    with FileRecord(tmp_path / "record.json", retention_seconds=3600).locked(0.0) as state:
-        state.add_arrival(Arrival("far", 0.0, due_at=32503680000.0))  # written before the bound
-    bounded = FileRecord(tmp_path / "record.json", retention_seconds=3600,
-                         max_delay_seconds=86400)
-    with bounded.locked(86400 + 3600 + 1) as state:
-        assert state.arrivals == {}
+    assert dispatcher.decide_once()["action"] == "none"
+    assert record.arrivals() == []

@@ -297,13 +297,13 @@ class Settings(BaseSettings):
     dispatch_record: Literal["file", "database"] = Field(
         default="file",
         description="Where the dispatchers' shared record lives: file (DISPATCH_RECORD_PATH, "
-        "the dispatchers of one machine) or database (a row in DATABASE_URL, shared by "
+        "the dispatchers of one machine) or database (tables in DATABASE_URL, shared by "
         "dispatchers on any number of machines or Cloud Run instances).",
     )
     dispatch_record_path: Path | None = Field(
         default=None,
-        description="The dispatchers' shared record (arrivals, launches; a locked file); "
-        "unset means VIVIDLY_DATA_DIR/dispatch/record.json.",
+        description="The dispatchers' shared record (arrivals, launches; a SQLite file of its "
+        "own); unset means VIVIDLY_DATA_DIR/dispatch/record.sqlite.",
     )
     dispatch_api_attempts: int = Field(
         default=3, ge=1, le=10,
@@ -436,7 +436,7 @@ class Settings(BaseSettings):
 
     @property
     def effective_dispatch_record_path(self) -> Path:
-        return self.dispatch_record_path or self.resolved_data_dir / "dispatch" / "record.json"
+        return self.dispatch_record_path or self.resolved_data_dir / "dispatch" / "record.sqlite"
 
     @property
     def effective_broker_url(self) -> str:

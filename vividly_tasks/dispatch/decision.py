@@ -38,6 +38,11 @@ made, and Cloud Monitoring's two metrics of the workers' subscription when there
    running total stays within ``max_tasks``. A burst thus grows its execution count as its
    arrivals exceed what runs covers, whatever the pace of the wake-ups.
 
+The rule reads the arrivals still to do only as a few counts (``ArrivalCounts``): the
+dispatcher's record counts them by index ranges, each stopped at ``count_limit`` (a higher
+count would start no more tasks), so a decision costs the same at 100 arrivals or 100,000;
+``decide`` is the same rule on a list (the simulation, the tests).
+
 **Failure modes.** An execution that ran for the job's runtime budget
 (``job_max_runtime_seconds``, from its start to its completion) proves nothing: it may have
 stopped at the budget with work left, which stays to do. An exit 0 that was not idle for
@@ -58,7 +63,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from vividly_tasks.dispatch.inputs import (
@@ -139,6 +144,52 @@ def metric_proof(backlog: BacklogSample | None) -> float:
     return backlog.sampled_at - backlog.oldest_unacked_age_seconds
 
 
+@dataclass(frozen=True)
+class ArrivalCounts:
+    """The still-to-do arrivals at a decision, as the few counts the rule uses (a record
+    counts them with its indexes, without reading every arrival)."""
+
+    #: Ready now (a delayed one ``start_lead_seconds`` before it is due).
+    ready: int
+    #: Not ready yet.
+    delayed: int
+    #: When the first delayed one becomes ready.
+    next_ready_at: float | None
+    #: Ready ones published after the Monitoring sample (0 without a sample).
+    ready_after_sample: int = 0
+    #: Delayed ones published at or before the sample (0 without a sample).
+    delayed_in_sample: int = 0
+    #: The counts stop here, if anywhere (``count_limit``): the decision is the same beyond.
+    limit: int | None = None
+
+
+def count_limit(policy: Policy, running: Sequence[RunningExecution],
+                launches: Sequence[Launch]) -> int:
+    """A count of ready arrivals this high starts as many tasks as any higher count: it
+    exceeds what every running execution and launch could cover plus ``max_tasks`` tasks'
+    worth (a record may stop counting there, so a decision costs the same at 100 arrivals
+    or 100,000)."""
+    tasks = (policy.max_tasks + sum(e.active_tasks for e in running)
+             + sum(launch.task_count for launch in launches))
+    return tasks * policy.messages_per_task + 1
+
+
+def count_arrivals(to_do: Sequence[Arrival], now: float, lead_seconds: float,
+                   sampled_at: float | None) -> ArrivalCounts:
+    """The counts of a list of still-to-do arrivals (the simulation, the tests)."""
+    ready = [a for a in to_do if a.ready_at(lead_seconds) <= now]
+    delayed = [a for a in to_do if a.ready_at(lead_seconds) > now]
+    after = -math.inf if sampled_at is None else sampled_at
+    return ArrivalCounts(
+        ready=len(ready), delayed=len(delayed),
+        next_ready_at=min((a.ready_at(lead_seconds) for a in delayed), default=None),
+        ready_after_sample=0 if sampled_at is None else sum(
+            1 for a in ready if a.published_at > after),
+        delayed_in_sample=0 if sampled_at is None else sum(
+            1 for a in delayed if a.published_at <= after),
+    )
+
+
 def decide(
     now: float,
     policy: Policy,
@@ -150,29 +201,41 @@ def decide(
     finished: Sequence[FinishedExecution] = (),
 ) -> Decision:
     """The decision at ``now`` (``time.time()``); see the module docstring for the rule."""
-    lead = policy.start_lead_seconds
-    last = max(launches, key=lambda launch: launch.launched_at, default=None)
     by_exit = idle_exit_proof(policy, finished)
     by_metric = metric_proof(backlog)
     proven = frozenset(a.task_id for a in arrivals
                        if proven_done(a, idle_exit_proof=by_exit, metric_proof=by_metric))
     to_do = [a for a in arrivals if a.task_id not in proven]
-    ready = [a for a in to_do if a.ready_at(lead) <= now]
-    delayed = [a for a in to_do if a.ready_at(lead) > now]
-    next_due = min((a.ready_at(lead) for a in delayed), default=None)
+    counts = count_arrivals(to_do, now, policy.start_lead_seconds,
+                            None if backlog is None else backlog.sampled_at)
+    decision = decide_on_counts(now, policy, backlog=backlog, counts=counts,
+                                running=running, launches=launches, finished=finished)
+    return replace(decision, proven=proven)
 
+
+def decide_on_counts(
+    now: float,
+    policy: Policy,
+    *,
+    backlog: BacklogSample | None,
+    counts: ArrivalCounts,
+    running: Sequence[RunningExecution],
+    launches: Sequence[Launch],
+    finished: Sequence[FinishedExecution] = (),
+) -> Decision:
+    """``decide`` on the counts of the arrivals still to do (the proven ones left out)."""
+    last = max(launches, key=lambda launch: launch.launched_at, default=None)
     newest_finish = max((f.finished_at for f in finished), default=-math.inf)
     fresh_metric = backlog is not None and backlog.sampled_at >= newest_finish and (
         last is None or backlog.sampled_at >= last.launched_at + policy.metric_settle_seconds
     )
     if fresh_metric:
         assert backlog is not None
-        delayed_in_sample = sum(1 for a in delayed if a.published_at <= backlog.sampled_at)
-        later = sum(1 for a in ready if a.published_at > backlog.sampled_at)
-        waiting = max(0, backlog.undelivered - delayed_in_sample) + later
+        waiting = (max(0, backlog.undelivered - counts.delayed_in_sample)
+                   + counts.ready_after_sample)
         basis = "metric"
     else:
-        waiting = len(ready)
+        waiting = counts.ready
         basis = "arrivals"
 
     executions = active_executions(now, policy, running, finished, launches)
@@ -180,11 +243,10 @@ def decide(
     covered = sum(e.active_tasks * policy.messages_per_task for e in executions)
 
     def result(reason: Reason, task_count: int = 0, check_at: float | None = None) -> Decision:
-        checks = [t for t in (check_at, next_due) if t is not None]
+        checks = [t for t in (check_at, counts.next_ready_at) if t is not None]
         return Decision(reason=reason, task_count=task_count, waiting=waiting, basis=basis,
                         covered=min(covered, waiting), running_tasks=running_tasks,
-                        delayed=len(delayed), next_check_at=min(checks, default=None),
-                        proven=proven)
+                        delayed=counts.delayed, next_check_at=min(checks, default=None))
 
     uncovered = waiting - covered
     if waiting == 0:

@@ -17,9 +17,17 @@ import os
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Protocol
 
-from vividly_tasks.dispatch.decision import Decision, decide
+from vividly_tasks.dispatch.decision import (
+    ArrivalCounts,
+    Decision,
+    count_limit,
+    decide_on_counts,
+    idle_exit_proof,
+    metric_proof,
+)
 from vividly_tasks.dispatch.errors import DispatchConfigError
 from vividly_tasks.dispatch.inputs import (
     Arrival,
@@ -107,14 +115,14 @@ class Dispatcher:
     def note_arrival(self, arrival: Arrival) -> None:
         """Remember a wake-up's arrival (decided on later, after the gather), bounded: a
         publish time in the future is now, and an eta beyond ``max_delay_seconds`` after
-        it is due then, so no body keeps an arrival in the record for longer."""
+        it is due then, so no body keeps an arrival in the record for longer. One row
+        written, without the decision's lock."""
         now = self.clock()
         published = min(arrival.published_at, now)
         due = arrival.due_at
         if due is not None:
             due = min(due, published + self.max_delay_seconds)
-        with self.record.locked(now) as state:
-            state.add_arrival(Arrival(arrival.task_id, published, due))
+        self.record.add_arrival(Arrival(arrival.task_id, published, due))
 
     def decide_once(self, *, dry_run: bool = False, trigger: str = "check") -> dict[str, Any]:
         """Decide now and (unless ``dry_run``) act; returns the logged record."""
@@ -122,31 +130,43 @@ class Dispatcher:
         # meanwhile is in the record (reserved or named) and counts as running unseen.
         backlog = self.backlog.read() if self.backlog is not None else None
         states = self.launcher.executions()
+        policy = self.policy
+        by_exit = idle_exit_proof(policy, states.finished)
+        by_metric = metric_proof(backlog)
         reservation = None
-        with self.record.locked(self.clock()) as state:
+        with self.record.locked(self.clock()) as locked:
             now = self.clock()
-            _mark_seen(state.launches, states)
-            arrivals = list(state.arrivals.values())
-            decision = decide(now, self.policy, backlog=backlog, arrivals=arrivals,
-                              running=states.running, finished=states.finished,
-                              launches=state.launches)
-            for task_id in decision.proven:  # done: nothing to remember them for
-                state.arrivals.pop(task_id, None)
+            # Older launches count for nothing but being the last one (decision step 3).
+            since = now - max(policy.launch_visibility_seconds, policy.decision_window_seconds)
+            launches = locked.recent_launches(since)
+            newly_seen = {x.name for x in launches if not x.seen} & states.names
+            locked.mark_seen(newly_seen)
+            launches = [replace(x, seen=True) if x.name in newly_seen else x
+                        for x in launches]
+            # Dry run or not, what the facts prove done is done: nothing to remember it for.
+            proven = locked.forget_proven(idle_exit_proof=by_exit, metric_proof=by_metric)
+            counts = locked.counts(
+                now, policy.start_lead_seconds, None if backlog is None else backlog.sampled_at,
+                undelivered=None if backlog is None else backlog.undelivered,
+                limit=count_limit(policy, states.running, launches))
+            decision = decide_on_counts(now, policy, backlog=backlog, counts=counts,
+                                        running=states.running, finished=states.finished,
+                                        launches=launches)
             if decision.launch and not dry_run:
                 reservation = Launch(f"pending-{uuid.uuid4().hex}", now, decision.task_count,
                                      decision.sized_for)
-                state.launches.append(reservation)
-            launches = list(state.launches)
+                locked.add_launch(reservation)
+                launches.append(reservation)
         execution = None
         if reservation is not None:
             execution = self._launch(reservation)
-            launches = [Launch(execution, reservation.launched_at, reservation.task_count,
-                               reservation.sized_for) if x == reservation else x
+            launches = [replace(x, name=execution) if x == reservation else x
                         for x in launches]
         record = decision_record(
             decision, now=now, dry_run=dry_run, trigger=trigger, execution=execution,
-            backlog=backlog, arrivals=arrivals, states=states, launches=launches,
-            policy=self.policy, full_inputs=dry_run,
+            backlog=backlog, counts=counts, proven=proven, states=states, launches=launches,
+            policy=policy,
+            arrivals=self.record.arrivals() if dry_run else None,
         )
         action = ("would launch" if dry_run else "launched") if decision.launch else "no launch"
         logger.info("dispatch: %s (%s, %d task(s))", action, decision.reason,
@@ -159,36 +179,21 @@ class Dispatcher:
         try:
             name = self.launcher.launch(reservation.task_count)
         except BaseException:
-            with self.record.locked(self.clock()) as state:
-                state.launches = [x for x in state.launches if x.name != reservation.name]
+            self.record.drop_launch(reservation.name)
             raise
-        with self.record.locked(self.clock()) as state:
-            state.launches = [
-                Launch(name, x.launched_at, x.task_count, x.sized_for, x.seen)
-                if x.name == reservation.name else x
-                for x in state.launches
-            ]
+        self.record.name_launch(reservation.name, name)
         return name
-
-
-def _mark_seen(launches: list[Launch], states: ExecutionStates) -> None:
-    """Launches the runner lists are seen: their age no longer makes them count."""
-    names = states.names
-    for index, launch in enumerate(launches):
-        if not launch.seen and launch.name in names:
-            launches[index] = Launch(launch.name, launch.launched_at, launch.task_count,
-                                     launch.sized_for, seen=True)
 
 
 def decision_record(
     decision: Decision, *, now: float, dry_run: bool, trigger: str, execution: str | None,
-    backlog: BacklogSample | None, arrivals: list[Arrival], states: ExecutionStates,
-    launches: list[Launch], policy: Policy, full_inputs: bool,
+    backlog: BacklogSample | None, counts: ArrivalCounts, proven: int,
+    states: ExecutionStates, launches: list[Launch], policy: Policy,
+    arrivals: list[Arrival] | None = None,
 ) -> dict[str, Any]:
     """The decision's JSON line: the outcome, the figures and the inputs (the arrivals as
-    counts, unless ``full_inputs``: a burst would make the line thousands of entries long)."""
-    lead = policy.start_lead_seconds
-    delayed = [a for a in arrivals if a.ready_at(lead) > now]
+    counts, unless ``arrivals`` are given: a burst would make the line thousands of entries
+    long)."""
     return {
         "event": "dispatch_decision",
         "trigger": trigger,
@@ -202,15 +207,17 @@ def decision_record(
         "covered": decision.covered,
         "running_tasks": decision.running_tasks,
         "delayed": decision.delayed,
-        "proven_done": len(decision.proven),
+        "proven_done": proven,
         "next_check_at": decision.next_check_at,
         "decided_at": now,
         "dispatcher_pid": os.getpid(),
         "inputs": {
             "backlog": as_json(backlog),
-            "arrivals": as_json(arrivals) if full_inputs else {
-                "known": len(arrivals), "delayed": len(delayed),
-                "next_due_at": min((a.due_at for a in delayed if a.due_at), default=None),
+            "arrivals": as_json(arrivals) if arrivals is not None else {
+                # Each count stops at the limit: the decision is the same beyond it.
+                "known": counts.ready + counts.delayed, "delayed": counts.delayed,
+                "count_limit": counts.limit,
+                "next_ready_at": counts.next_ready_at,
             },
             "running": as_json(states.running),
             # The newest few: Cloud Run lists every execution the job kept.
@@ -246,12 +253,10 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
     max_delay = settings.dispatch_max_delay_seconds
     if settings.dispatch_record == "database":
         record = DatabaseRecord(settings.effective_database_url, settings.dispatch_job,
-                                retention_seconds=RECORD_RETENTION_SECONDS,
-                                max_delay_seconds=max_delay)
+                                retention_seconds=RECORD_RETENTION_SECONDS)
     else:
-        record = FileRecord(settings.effective_dispatch_record_path,
-                            retention_seconds=RECORD_RETENTION_SECONDS,
-                            max_delay_seconds=max_delay)
+        record = FileRecord(settings.effective_dispatch_record_path, key=settings.dispatch_job,
+                            retention_seconds=RECORD_RETENTION_SECONDS)
     return Dispatcher(policy=policy_from_settings(settings), launcher=launcher,
                       backlog=backlog, record=record, max_delay_seconds=max_delay)
 
