@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -30,7 +32,7 @@ from vividly_tasks.content.errors import (
 )
 from vividly_tasks.content.generator import OfflineGenerator
 from vividly_tasks.content.lesson import render_html, render_markdown
-from vividly_tasks.content.models import Base, utcnow
+from vividly_tasks.content.models import Base, ContentRequest, utcnow
 from vividly_tasks.content.narration import ENGINE_SILENCE, Voice, narrate
 from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
@@ -80,7 +82,9 @@ def test_nothing_moves_backwards_or_skips_generation(current: Status, target: St
 
 
 def test_sources_are_the_guard_of_each_target() -> None:
-    assert machine.sources(Status.GENERATING) == {Status.PENDING, Status.QUEUED, Status.GENERATING}
+    assert machine.sources(Status.GENERATING) == {
+        Status.PENDING, Status.QUEUED, Status.GENERATING, Status.RETRYING}
+    assert machine.sources(Status.RETRYING) == {Status.GENERATING}
     assert machine.sources(Status.COMPLETED) == {Status.GENERATING}
     assert machine.sources(Status.QUEUED) == {Status.PENDING}
     assert Status.COMPLETED not in machine.sources(Status.FAILED)
@@ -306,10 +310,38 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conte
 def test_migrations_match_the_model_and_rerun_as_no_ops(repository: ContentRepository) -> None:
     engine = repository.database.engine
     repository.database.migrate()
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_a_released_claim_is_retrying_with_its_due_time_until_the_retry_claims_it(
+    repository: ContentRepository,
+) -> None:
+    row = repository.insert(topic="Fractions", modality="text")
+    claim = repository.claim(row.id, holder="a", lease_seconds=60)
+    assert claim is not None
+    due = utcnow() + timedelta(seconds=30)
+    assert repository.release(claim, "attempt 1 failed: ServiceUnavailable: down", due)
+    waiting = repository.get(row.id)
+    assert waiting is not None and waiting.status == Status.RETRYING
+    assert waiting.retry_at == due and waiting.claim_token is None
+    assert waiting.error == "attempt 1 failed: ServiceUnavailable: down"
+    retry = repository.claim(row.id, holder="b", lease_seconds=60)
+    assert retry is not None and retry.attempt == 2
+    working = repository.get(row.id)
+    assert working is not None and (working.status, working.retry_at) == ("generating", None)
+
+
+def test_the_database_still_refuses_a_status_the_machine_does_not_know(
+    repository: ContentRepository,
+) -> None:
+    """The migration that added ``retrying`` rebuilt the CHECK constraint, not dropped it."""
+    row = repository.insert(topic="Fractions", modality="text")
+    with pytest.raises(sqlalchemy.exc.IntegrityError), repository.database.session() as session:
+        session.execute(sqlalchemy.update(ContentRequest).where(ContentRequest.id == row.id)
+                        .values(status="paused"))
 
 
 def test_one_claim_at_a_time_and_a_stale_claim_is_taken_over(

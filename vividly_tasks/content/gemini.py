@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from vividly_tasks.content.errors import PermanentFailure, ServiceUnavailable
 from vividly_tasks.content.generator import ModelUsage, report_usage
-from vividly_tasks.content.lesson import Lesson, QuizItem, Section
+from vividly_tasks.content.lesson import Lesson, QuizItem, Section, as_sentence
 from vividly_tasks.content.validation import GradeBand, LessonSpec
 
 SERVICE = "the lesson model (Gemini)"
@@ -128,7 +128,8 @@ def lesson_from_draft(draft: LessonDraft, spec: LessonSpec) -> Lesson:
     sections = (
         Section(
             heading="What you will learn", paragraphs=(draft.introduction,),
-            items=tuple(draft.objectives), narration=f"{draft.title}. {draft.introduction}",
+            items=tuple(draft.objectives),
+            narration=f"{as_sentence(draft.title)} {draft.introduction}",
         ),
         *(
             Section(heading=s.heading, paragraphs=tuple(s.paragraphs),

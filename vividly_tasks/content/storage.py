@@ -79,6 +79,10 @@ class Storage(Protocol):
 
     def list_keys(self, prefix: str = "") -> list[str]: ...
 
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``; one that is not there is not an error."""
+        ...
+
     def uri(self, key: str) -> str: ...
 
 
@@ -164,6 +168,22 @@ class LocalStorage:
         )
 
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            # Folders are implied by keys, as on GCS: drop the ones this leaves empty.
+            for parent in path.parents:
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                with contextlib.suppress(OSError):  # not empty: stop there
+                    parent.rmdir()
+                if parent.exists():
+                    break
+        except OSError as exc:
+            raise StorageUnavailable(f"removing {path} failed: {exc}") from exc
+
+
 class GCSStorage:
     """Google Cloud Storage; ``gs://bucket/prefix`` URLs. The client follows Google's own
     configuration (Application Default Credentials, ``STORAGE_EMULATOR_HOST``)."""
@@ -210,6 +230,10 @@ class GCSStorage:
         with _gcs_errors(f"listing {self.url}"):
             names = [blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=base)]
         return sorted(name[strip:] for name in names)
+
+    def delete(self, key: str) -> None:
+        with _gcs_errors(f"removing {self.uri(key)}"), contextlib.suppress(api.NotFound):
+            self._bucket.blob(self._name(key)).delete()
 
 
 @contextlib.contextmanager
