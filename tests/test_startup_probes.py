@@ -94,3 +94,20 @@ def test_a_worker_without_credentials_off_google_cloud_exits_78_within_the_bound
     assert f"the metadata server at {address} did not answer within" in summary["detail"]
     assert elapsed - baseline < CREDENTIALS_CHECK_TIMEOUT_SECONDS + SLACK_SECONDS + 1.0, (
         f"{elapsed:.1f} s against {baseline:.1f} s without the probe")
+
+
+def test_a_worker_storing_on_gcs_without_credentials_exits_78_within_the_bound(
+    content_env: ContentEnv, start_entrypoint: Callable[..., WorkerProcess],
+    monkeypatch: pytest.MonkeyPatch, no_credentials: str,
+) -> None:
+    """Opening the GCS storage at start looks for the same credentials, under the same bound
+    (no emulator here, so the client needs real ones)."""
+    monkeypatch.delenv("STORAGE_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("STORAGE_URL", "gs://vividly-artifacts/lessons")
+    worker = start_entrypoint()
+    assert worker.wait(timeout=60) == RET_CONFIG, worker.logs()[-3000:]
+    summary = worker.summary()
+    assert summary["exit_reason"] == "bad_configuration"
+    assert "content database or storage unusable: CredentialsNotFound" in summary["detail"]
+    assert f"the metadata server at {no_credentials} did not answer within" in summary["detail"]
+    assert f"gave up after {CREDENTIALS_CHECK_TIMEOUT_SECONDS:g} s" in worker.logs()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from typing import Any
 
 import google.auth
 import google.auth.exceptions
@@ -34,31 +35,49 @@ def metadata_address() -> str:
     return os.environ.get("GCE_METADATA_IP") or DEFAULT_METADATA_ADDRESS
 
 
-def default_credentials_problem(
-    timeout_seconds: float = CREDENTIALS_CHECK_TIMEOUT_SECONDS,
-) -> str | None:
-    """Why Application Default Credentials cannot be had, or None if they can; within
-    ``timeout_seconds`` (network: at most the metadata server probe, see above)."""
-    outcome: list[str | None] = []
+class CredentialsNotFound(Exception):
+    """No Application Default Credentials (the reason says where it looked, or that the
+    metadata server did not answer in time)."""
 
-    def check() -> None:
+
+def find_default_credentials(
+    timeout_seconds: float = CREDENTIALS_CHECK_TIMEOUT_SECONDS,
+) -> tuple[Any, str | None]:
+    """``google.auth.default()``'s credentials and project, within ``timeout_seconds``
+    (network: at most the metadata server probe, see above); else ``CredentialsNotFound``."""
+    outcome: list[tuple[Any, str | None] | str] = []
+
+    def look() -> None:
         try:
-            google.auth.default()
+            outcome.append(google.auth.default())
         except google.auth.exceptions.DefaultCredentialsError as exc:
             outcome.append(str(exc).splitlines()[0])
         except Exception as exc:  # a thread cannot raise to its caller: the reason is the answer
             outcome.append(f"{type(exc).__name__}: {exc}")
-        else:
-            outcome.append(None)
 
-    thread = threading.Thread(target=check, name="credentials-check", daemon=True)
+    thread = threading.Thread(target=look, name="credentials-check", daemon=True)
     thread.start()
     thread.join(timeout_seconds)
     if not outcome:
         logger.warning("the credentials check gave up after %g s", timeout_seconds)
-        return (
+        raise CredentialsNotFound(
             f"none found, and the metadata server at {metadata_address()} did not answer "
             f"within {timeout_seconds:g} s (off Google Cloud: set "
             "GOOGLE_APPLICATION_CREDENTIALS)"
         )
-    return outcome[0]
+    found = outcome[0]
+    if isinstance(found, str):
+        raise CredentialsNotFound(found)
+    return found
+
+
+def default_credentials_problem(
+    timeout_seconds: float = CREDENTIALS_CHECK_TIMEOUT_SECONDS,
+) -> str | None:
+    """Why Application Default Credentials cannot be had, or None if they can (bounded as
+    ``find_default_credentials``)."""
+    try:
+        find_default_credentials(timeout_seconds)
+    except CredentialsNotFound as exc:
+        return str(exc)
+    return None

@@ -30,9 +30,12 @@ from google.api_core import exceptions as api
 from google.auth.exceptions import TransportError
 from google.cloud import storage as gcs
 
+from vividly_tasks.content.credentials import find_default_credentials
 from vividly_tasks.content.errors import StorageUnavailable
 
 INCOMING_DIR = ".incoming"
+#: google-cloud-storage's own setting: a local emulator, reached without credentials.
+EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 #: A partial copy under ``.incoming/`` this old was left by a killed writer (a copy takes
 #: seconds): a worker's start removes it.
 STALE_TEMPORARY_SECONDS = 3600.0
@@ -186,7 +189,9 @@ class LocalStorage:
 
 class GCSStorage:
     """Google Cloud Storage; ``gs://bucket/prefix`` URLs. The client follows Google's own
-    configuration (Application Default Credentials, ``STORAGE_EMULATOR_HOST``)."""
+    configuration (Application Default Credentials, ``STORAGE_EMULATOR_HOST``). Opening it
+    (a worker's start) may probe the metadata server for credentials: bounded to
+    ``CREDENTIALS_CHECK_TIMEOUT_SECONDS`` (``credentials``); an emulator needs none."""
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
         if prefix:
@@ -194,7 +199,11 @@ class GCSStorage:
         self.bucket_name = bucket
         self.prefix = prefix
         self.url = f"gs://{bucket}/{prefix}".rstrip("/")
-        self._client = gcs.Client()
+        if os.environ.get(EMULATOR_VARIABLE):  # the client then uses anonymous credentials
+            self._client = gcs.Client()
+        else:
+            credentials, project = find_default_credentials()
+            self._client = gcs.Client(credentials=credentials, project=project)
         self._bucket = self._client.bucket(bucket)
 
     def _name(self, key: str) -> str:
