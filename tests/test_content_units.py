@@ -605,3 +605,30 @@ def test_a_section_already_spoken_is_not_spoken_again(tmp_path: Path) -> None:
     assert again.section_seconds == first.section_seconds
     # Another engine's audio is not taken for this one's.
     assert kept.load_clip(0, texts[0], "espeak-ng") is None
+
+
+def test_the_retrying_migration_downgrades_and_upgrades_again(
+    repository: ContentRepository,
+) -> None:
+    """Downgraded, a request waiting for its retry shows as it did before: generating."""
+    from alembic import command
+
+    from vividly_tasks.content.database import alembic_config
+
+    row = repository.insert(topic="Fractions", modality="text")
+    claim = repository.claim(row.id, holder="a", lease_seconds=60)
+    assert claim is not None and repository.release(claim, "attempt 1 failed", utcnow())
+    engine = repository.database.engine
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert current_revision(engine) == "0003"
+    with engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text(
+            "SELECT status FROM content_requests")).scalar_one() == "generating"
+    repository.database.migrate()
+    assert current_revision(engine) == "0004"
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

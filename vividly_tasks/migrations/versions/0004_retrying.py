@@ -27,8 +27,9 @@ def _status_check(statuses: tuple[str, ...]) -> str:
 
 
 def upgrade() -> None:
-    # Batch mode: SQLite cannot alter a CHECK constraint in place, so the table is copied.
-    with op.batch_alter_table("content_requests", recreate="always") as batch:
+    # Batch mode: SQLite cannot alter a CHECK constraint in place, so there the table is
+    # copied; PostgreSQL alters it (no copy of a large table).
+    with op.batch_alter_table("content_requests", recreate="auto") as batch:
         batch.add_column(sa.Column("model_calls", sa.Integer(), nullable=False,
                                    server_default="0"))
         batch.add_column(sa.Column("retry_at", UTCDateTime(), nullable=True))
@@ -39,7 +40,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # A request waiting for its retry was, before this revision, shown as generating.
     op.execute("UPDATE content_requests SET status = 'generating' WHERE status = 'retrying'")
-    with op.batch_alter_table("content_requests", recreate="always") as batch:
+    with op.batch_alter_table("content_requests", recreate="auto") as batch:
         batch.drop_constraint(CONSTRAINT, type_="check")
         batch.create_check_constraint(CONSTRAINT, _status_check(BEFORE))
         batch.drop_column("retry_at")
