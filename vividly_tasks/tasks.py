@@ -9,7 +9,9 @@
   ``Reject(requeue=False)``: no retry, the broker dead-letters the message.
 - transient error (storage, database or a hosted service unavailable, a tool gone): retry with
   exponential backoff and full jitter, never sooner than the server's ``Retry-After``, up to
-  ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
+  ``CONTENT_MAX_RETRIES``; meanwhile the request is ``retrying``, its row and a last
+  ``task-progress`` event saying why and until when; the retry resumes at the first unfinished
+  stage. The last failure is recorded and rejected like above.
 
 An error leaves the content domain with the settings' secrets masked (``secrets_masked``), so
 the reason, the retry's stored exception, the events and their tracebacks show none, even when

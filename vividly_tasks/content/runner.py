@@ -8,6 +8,11 @@ lease that ran out (its worker died) is taken over. While it works, the holder r
 from a background thread; completion is conditional on still holding the claim, so two
 deliveries racing produce exactly one completion, and both write the same keys (one artifact
 set).
+
+An attempt that fails with a transient error gives its claim up and leaves the request
+``retrying``, with the reason and the retry's due time (``retry_delay``, the task's backoff).
+The retry resumes where that attempt stopped: the pipeline reads back what finished stages kept
+(``stages``), which are removed once the request is completed or failed.
 """
 
 from __future__ import annotations
