@@ -1,8 +1,10 @@
 """A storage that holds a content task at its store stage; workers load it with ``--include``.
 
 Registers the storage scheme ``gated+file``: ``gated+file:///root?gate=/path`` is the local
-storage at ``/root`` whose writes wait until the file ``/path`` exists, so a test can look at a
-task while it runs (its progress in Flower) for as long as it needs, and then let it finish.
+storage at ``/root`` whose writes of artifacts wait until the file ``/path`` exists, so a test
+can look at a task while it runs (its progress in Flower) for as long as it needs, and then let
+it finish. What the earlier stages keep for a retry (``stages/...``) is written at once: those
+writes belong to their own stages, not to the store stage.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from vividly_tasks.content.errors import StorageUnavailable
+from vividly_tasks.content.stages import STAGES_PREFIX
 from vividly_tasks.content.storage import LocalStorage, Storage, register_backend
 
 SCHEME = "gated+file"
@@ -26,6 +29,8 @@ class GatedStorage(LocalStorage):
         self.url = f"{SCHEME}://{self.root}?gate={gate}"
 
     def put_file(self, key: str, source: Path, content_type: str) -> str:
+        if key.startswith(f"{STAGES_PREFIX}/"):
+            return super().put_file(key, source, content_type)
         deadline = time.monotonic() + GATE_TIMEOUT_SECONDS
         while not self.gate.exists():
             if time.monotonic() > deadline:

@@ -30,6 +30,8 @@ class LoopbackServer:
 
     def __init__(self) -> None:
         self._failures: list[Failure] = []
+        self._failures_at: dict[int, Failure] = {}
+        self._calls = 0
         self.lock = threading.Lock()
         self._server: grpc.Server | None = None
         self.endpoint = ""
@@ -38,10 +40,18 @@ class LoopbackServer:
         with self.lock:
             self._failures.extend(failures)
 
+    def fail_at(self, call: int, failure: Failure) -> None:
+        """Answer the ``call``-th call (counting from 1, every method) with ``failure``."""
+        with self.lock:
+            self._failures_at[call] = failure
+
     def failure_for_call(self, context: grpc.ServicerContext) -> None:
         """Abort the call if a failure is scripted."""
         with self.lock:
-            failure = self._failures.pop(0) if self._failures else None
+            self._calls += 1
+            failure = self._failures_at.pop(self._calls, None)
+            if failure is None and self._failures:
+                failure = self._failures.pop(0)
         if failure is not None:
             abort(context, failure)
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import os
 import time
 import uuid
 import wave
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+import sqlalchemy
+import sqlalchemy.exc
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -28,14 +32,15 @@ from vividly_tasks.content.errors import (
     ToolMissing,
     TransientError,
 )
-from vividly_tasks.content.generator import OfflineGenerator
-from vividly_tasks.content.lesson import render_html, render_markdown
-from vividly_tasks.content.models import Base, utcnow
+from vividly_tasks.content.generator import ModelUsage, OfflineGenerator, report_usage
+from vividly_tasks.content.lesson import Lesson, render_html, render_markdown
+from vividly_tasks.content.models import Base, ContentRequest, utcnow
 from vividly_tasks.content.narration import ENGINE_SILENCE, Voice, narrate
 from vividly_tasks.content.pipeline import PipelineConfig
 from vividly_tasks.content.repository import ContentRepository
 from vividly_tasks.content.requests import resubmit, submit
 from vividly_tasks.content.runner import ContentRunner, LeaseKeeper
+from vividly_tasks.content.stages import StageStore, stage_prefix
 from vividly_tasks.content.status import Stage, Status
 from vividly_tasks.content.storage import (
     INCOMING_DIR,
@@ -46,7 +51,13 @@ from vividly_tasks.content.storage import (
     open_storage,
 )
 from vividly_tasks.content.tools import run_tool
-from vividly_tasks.content.validation import GradeBand, Modality, parse_grade, validate
+from vividly_tasks.content.validation import (
+    GradeBand,
+    LessonSpec,
+    Modality,
+    parse_grade,
+    validate,
+)
 
 LIMITS = {"max_topic_chars": 200, "max_field_chars": 100}
 
@@ -80,7 +91,9 @@ def test_nothing_moves_backwards_or_skips_generation(current: Status, target: St
 
 
 def test_sources_are_the_guard_of_each_target() -> None:
-    assert machine.sources(Status.GENERATING) == {Status.PENDING, Status.QUEUED, Status.GENERATING}
+    assert machine.sources(Status.GENERATING) == {
+        Status.PENDING, Status.QUEUED, Status.GENERATING, Status.RETRYING}
+    assert machine.sources(Status.RETRYING) == {Status.GENERATING}
     assert machine.sources(Status.COMPLETED) == {Status.GENERATING}
     assert machine.sources(Status.QUEUED) == {Status.PENDING}
     assert Status.COMPLETED not in machine.sources(Status.FAILED)
@@ -312,6 +325,34 @@ def test_migrations_match_the_model_and_rerun_as_no_ops(repository: ContentRepos
     assert differences == []
 
 
+def test_a_released_claim_is_retrying_with_its_due_time_until_the_retry_claims_it(
+    repository: ContentRepository,
+) -> None:
+    row = repository.insert(topic="Fractions", modality="text")
+    claim = repository.claim(row.id, holder="a", lease_seconds=60)
+    assert claim is not None
+    due = utcnow() + timedelta(seconds=30)
+    assert repository.release(claim, "attempt 1 failed: ServiceUnavailable: down", due)
+    waiting = repository.get(row.id)
+    assert waiting is not None and waiting.status == Status.RETRYING
+    assert waiting.retry_at == due and waiting.claim_token is None
+    assert waiting.error == "attempt 1 failed: ServiceUnavailable: down"
+    retry = repository.claim(row.id, holder="b", lease_seconds=60)
+    assert retry is not None and retry.attempt == 2
+    working = repository.get(row.id)
+    assert working is not None and (working.status, working.retry_at) == ("generating", None)
+
+
+def test_the_database_still_refuses_a_status_the_machine_does_not_know(
+    repository: ContentRepository,
+) -> None:
+    """The migration that added ``retrying`` rebuilt the CHECK constraint, not dropped it."""
+    row = repository.insert(topic="Fractions", modality="text")
+    with pytest.raises(sqlalchemy.exc.IntegrityError), repository.database.session() as session:
+        session.execute(sqlalchemy.update(ContentRequest).where(ContentRequest.id == row.id)
+                        .values(status="paused"))
+
+
 def test_one_claim_at_a_time_and_a_stale_claim_is_taken_over(
     repository: ContentRepository,
 ) -> None:
@@ -479,3 +520,115 @@ def test_a_workers_start_sweeps_partial_copies_a_killed_writer_left(tmp_path: Pa
     assert storage.sweep_temporaries() == 1  # the fresh one may be a live worker's copy
     assert not stale.exists() and fresh.exists()
     assert storage.list_keys() == []  # neither was ever an artifact
+
+
+class PaidOfflineGenerator:
+    """The offline generator, reporting each lesson as a paid call would (and counting them)."""
+
+    name = "paid-offline"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, spec: LessonSpec) -> Lesson:
+        self.calls += 1
+        report_usage(ModelUsage("paid-model-1", prompt_tokens=800, output_tokens=700))
+        return OfflineGenerator().generate(spec)
+
+
+def test_an_encode_failure_resumes_at_the_encode_with_what_the_earlier_stages_kept(
+    repository: ContentRepository, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    row = repository.insert(topic="Volcanoes", modality="video")
+    runner = _runner(repository, tmp_path, voice=Voice(narrator="silent"))  # type: ignore[arg-type]
+    paid = PaidOfflineGenerator()
+    runner.generator = paid
+    storage = runner.storage
+    path = os.environ["PATH"]
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # ffmpeg gone: the encode fails
+    with pytest.raises(ToolMissing, match="ffmpeg"):
+        runner.run(str(row.id), retry_delay=lambda exc: 30.0)
+
+    waiting = repository.get(row.id)
+    assert waiting is not None and waiting.status == Status.RETRYING
+    assert waiting.retry_at is not None and waiting.error is not None
+    assert 29 < (waiting.retry_at - utcnow()).total_seconds() <= 30
+    assert "ffmpeg" in waiting.error and waiting.stage == "encode"
+    kept = [key.rpartition("/")[2] for key in storage.list_keys(stage_prefix(row.id))]
+    sections = 5
+    assert "lesson.json" in kept
+    assert sum(name.startswith("narration-") for name in kept) == sections
+    assert sorted(name for name in kept if name.startswith("slide-")) == [
+        f"slide-{n:02d}.png" for n in range(1, sections + 1)]
+    assert storage.list_keys(str(row.id)) == []  # no artifact before the store stage
+
+    monkeypatch.setenv("PATH", path)
+    stages: list[str] = []
+    spent: list[ModelUsage] = []
+    outcome = runner.run(str(row.id), progress=lambda _, stage, __: stages.append(stage),
+                         usage=lambda _, usage: spent.append(usage))
+    assert outcome.kind == "completed"
+    assert paid.calls == 1, "the retry wrote the lesson again"
+    final = repository.get(row.id)
+    assert final is not None and final.attempts == 2 and final.retry_at is None
+    assert (final.model_calls, final.prompt_tokens, final.output_tokens) == (1, 800, 700)
+    assert spent == [ModelUsage("paid-model-1", 800, 700, calls=1)]  # told at the start
+    manifest = json.loads(storage.get_bytes(artifact_key(row.id, "manifest.json")))
+    assert manifest["generator"] == "paid-offline"
+    assert manifest["model"] == {"name": "paid-model-1", "calls": 1, "prompt_tokens": 800,
+                                 "output_tokens": 700}
+    assert storage.list_keys(stage_prefix(row.id)) == [], "the kept stages outlived the request"
+
+
+def test_a_section_already_spoken_is_not_spoken_again(tmp_path: Path) -> None:
+    storage = LocalStorage(tmp_path / "artifacts")
+    kept = StageStore(storage, uuid.uuid4(), tmp_path)
+    texts = ["First section.", "Second section.", "Third section."]
+    first = narrate(texts, tmp_path, Voice(narrator="silent"), timeout_seconds=30, kept=kept)
+    storage.delete(storage.list_keys()[1])  # as if the second section's call had failed
+
+    spoken: list[str] = []
+
+    class Recording:
+        def load_clip(self, index: int, text: str, engine: str) -> bytes | None:
+            frames = kept.load_clip(index, text, engine)
+            if frames is None:
+                spoken.append(text)
+            return frames
+
+        def keep_clip(self, index: int, text: str, engine: str, frames: bytes) -> None:
+            kept.keep_clip(index, text, engine, frames)
+
+    again = narrate(texts, tmp_path, Voice(narrator="silent"), timeout_seconds=30,
+                    kept=Recording())
+    assert spoken == ["Second section."]
+    assert again.section_seconds == first.section_seconds
+    # Another engine's audio is not taken for this one's.
+    assert kept.load_clip(0, texts[0], "espeak-ng") is None
+
+
+def test_the_retrying_migration_downgrades_and_upgrades_again(
+    repository: ContentRepository,
+) -> None:
+    """Downgraded, a request waiting for its retry shows as it did before: generating."""
+    from alembic import command
+
+    from vividly_tasks.content.database import alembic_config
+
+    row = repository.insert(topic="Fractions", modality="text")
+    claim = repository.claim(row.id, holder="a", lease_seconds=60)
+    assert claim is not None and repository.release(claim, "attempt 1 failed", utcnow())
+    engine = repository.database.engine
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, "0003")
+    assert current_revision(engine) == "0003"
+    with engine.connect() as connection:
+        assert connection.execute(sqlalchemy.text(
+            "SELECT status FROM content_requests")).scalar_one() == "generating"
+    repository.database.migrate()
+    assert current_revision(engine) == "0004"
+    with engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert differences == []

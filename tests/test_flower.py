@@ -172,7 +172,8 @@ def test_flower_shows_the_worker_its_queues_and_a_task_in_progress(
         info = wait_for(in_progress, 60, "Flower to show the task at its store stage",
                         interval=0.2)
         assert info["name"] == GENERATE_CONTENT and info["worker"] == WORKER_NAME
-        assert task_progress(info) == {"request_id": task_id, "stage": "store", "progress": 70}
+        assert task_progress(info) == {"request_id": task_id, "status": "generating",
+                                       "stage": "store", "progress": 70}
         listed = flower.get("/api/tasks?state=PROGRESS")
         assert listed[task_id]["name"] == GENERATE_CONTENT
 

@@ -3,6 +3,7 @@ loopback that speaks ``generateContent`` (tests/fake_gemini.py), answering from 
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Iterator
@@ -11,10 +12,16 @@ from types import SimpleNamespace
 
 import pytest
 
-from tests.fake_gemini import MODEL_VERSION, FakeGemini
+from tests.fake_gemini import MODEL_VERSION, FakeGemini, lesson_answer
 from vividly_tasks.content.errors import PermanentFailure, ServiceUnavailable, TransientError
-from vividly_tasks.content.gemini import GeminiConfig, GeminiGenerator, retry_after_seconds
-from vividly_tasks.content.generator import ModelUsage, usage_reported_to
+from vividly_tasks.content.gemini import (
+    GeminiConfig,
+    GeminiGenerator,
+    LessonDraft,
+    lesson_from_draft,
+    retry_after_seconds,
+)
+from vividly_tasks.content.generator import ModelUsage, OfflineGenerator, usage_reported_to
 from vividly_tasks.content.services import make_generator, missing_configuration
 from vividly_tasks.content.validation import LessonSpec, Modality
 from vividly_tasks.settings import Settings
@@ -74,6 +81,48 @@ def test_the_prompt_is_worded_for_the_grade_band(server: FakeGemini) -> None:
     assert "kindergarten to grade 2" in early and "grades 9 to 12" not in early
     assert "grades 9 to 12" in high and "(grade band: high)" in high
     assert "narrated video" in high
+
+
+def test_the_prompt_asks_for_as_many_items_as_the_schema_it_sends_accepts(
+    server: FakeGemini,
+) -> None:
+    generator(server).generate(spec())
+    (call,) = server.calls
+    schema = call.body["generationConfig"]["responseJsonSchema"]["properties"]
+    words = dict(enumerate(("zero", "one", "two", "three", "four", "five", "six", "seven",
+                            "eight")))
+    for field, asked in (("objectives", "learning objectives"), ("sections", "sections"),
+                         ("quiz", "questions")):
+        low, high = schema[field]["minItems"], schema[field]["maxItems"]
+        assert f"{words[low]} to {words[high]} {asked}" in call.prompt, (field, low, high)
+
+
+def test_the_sdk_logs_nothing_at_info_on_each_call(
+    server: FakeGemini, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Automatic function calling is off (no tools are sent): the SDK's "AFC is enabled"
+    line, once at INFO on every call, is gone."""
+    with caplog.at_level(logging.DEBUG, logger="google_genai"):
+        generator(server).generate(spec())
+        generator(server).generate(spec())
+    assert len(server.calls) == 2
+    sdk_lines = [r for r in caplog.records if r.name.startswith("google_genai")]
+    assert not [r.getMessage() for r in sdk_lines if "AFC" in r.getMessage()]
+    assert not [r.getMessage() for r in sdk_lines if r.levelno >= logging.INFO]
+
+
+def test_a_title_that_ends_a_sentence_gets_no_second_full_stop() -> None:
+    draft = LessonDraft.model_validate(
+        {**lesson_answer("Energy"), "title": "Kinetic and potential energy."})
+    lesson = lesson_from_draft(draft, spec("Energy"))
+    assert lesson.sections[0].narration.startswith(
+        "Kinetic and potential energy. Welcome.")
+    untidy = LessonDraft.model_validate({**lesson_answer("Energy"), "title": "Energy"})
+    assert lesson_from_draft(untidy, spec("Energy")).sections[0].narration.startswith(
+        "Energy. Welcome.")
+    offline = OfflineGenerator().generate(spec("What is energy?"))
+    assert offline.sections[0].narration.startswith("What is energy? ")
+    assert ".." not in OfflineGenerator().generate(spec("Energy.")).sections[0].narration
 
 
 def test_a_rate_limit_is_transient_and_carries_retry_after(server: FakeGemini) -> None:

@@ -12,11 +12,14 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import redis
+from click.testing import CliRunner
 
 from tests.content_support import (
     ARTIFACTS_TEXT,
@@ -27,11 +30,12 @@ from tests.content_support import (
     wait_for,
 )
 from tests.fake_gemini import MODEL_VERSION, FakeGemini
-from tests.fake_tts import FakeTextToSpeech
+from tests.fake_tts import Failure, FakeTextToSpeech
 from tests.fake_tts import running as running_tts
 from tests.pubsub_helpers import list_subscriptions
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
+from vividly_tasks.cli import cli
 from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS
 from vividly_tasks.content.storage import LocalStorage, artifact_key
 from vividly_tasks.product import VividlyCelery
@@ -93,9 +97,9 @@ def stored(env: ContentEnv, request_id: str) -> Path:
     return storage.root / artifact_key(request_id, "x").rpartition("/")[0]
 
 
-def vividly_status(request_id: str) -> str:
+def vividly_status(request_id: str, *options: str) -> str:
     result = subprocess.run(
-        [sys.executable, "-m", "vividly_tasks.cli", "status", request_id],
+        [sys.executable, "-m", "vividly_tasks.cli", "status", request_id, *options],
         capture_output=True, text=True, timeout=60, check=False,
     )
     return result.stdout + result.stderr
@@ -274,3 +278,81 @@ def test_an_api_key_echoed_back_by_the_model_api_reaches_no_log_row_status_or_de
     for name, text in where.items():
         assert API_KEY not in text, f"the key reached the {name}"
         assert "x-goog-api-key" in text and MASK in text, f"no masked echo in the {name}"
+
+
+def test_a_narration_failure_resumes_at_the_narration_and_never_calls_the_model_again(
+    content_env: ContentEnv, app: VividlyCelery, gemini: FakeGemini, tts: FakeTextToSpeech,
+    start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """Text-to-Speech fails the first attempt's third section: the request says it is
+    retrying, when and why (row, ``vividly status``, the progress events Flower shows); the
+    retry uses the lesson and the two sections that attempt kept, so the model is called (and
+    paid) once, each section is spoken once, and the manifest's tokens are the row's."""
+    spoken_before_failure = 2
+    # A rate limit asking for RETRY_AFTER_SECONDS: the wait is long enough to look at.
+    tts.fail_at(spoken_before_failure + 1, Failure(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, "the speech service is down",
+        retry_after=RETRY_AFTER_SECONDS))
+    request_id = submit(app, "Glaciers", "video")
+    waiting: list[tuple[Any, str, dict[str, Any]]] = []
+    assert content_env.broker.project is not None
+    with task_events(app, content_env.broker.project) as events:
+        worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
+        process = worker.process
+        assert process is not None
+
+        def job_finished() -> bool:
+            row = content_env.row(request_id)
+            if row.status == "retrying" and not waiting:
+                # In this process: a CLI start-up takes seconds on a loaded machine.
+                shown = CliRunner().invoke(cli, ["status", request_id, "--no-wait"]).stdout
+                as_json = CliRunner().invoke(cli, ["status", request_id, "--json"]).stdout
+                waiting.append((row, shown, json.loads(as_json)))
+            return process.poll() is not None
+
+        wait_for(job_finished, 240, "the job to finish", interval=0.05)
+        assert worker.wait(timeout=10) == RET_OK, worker.logs()[-4000:]
+        # The worker sends its events in order: the retry's progress came before this one.
+        wait_for(lambda: any(e["type"] == "task-succeeded" for e in events), 10,
+                 "the task's success event")
+
+    row = content_env.row(request_id)
+    assert (row.status, row.error, row.attempts) == ("completed", None, 2), row.error
+    assert len(gemini.calls_about("Glaciers")) == 1, "the retry called the model again"
+    manifest = json.loads((stored(content_env, request_id) / "manifest.json").read_text())
+    assert manifest["model"] == {
+        "name": MODEL_VERSION, "calls": 1, "prompt_tokens": row.prompt_tokens,
+        "output_tokens": row.output_tokens,
+    }
+    assert row.model_calls == 1 and row.prompt_tokens > 100
+    sections = len(manifest["sections"])
+    # Every section spoken once, plus the one call that failed.
+    texts = [request.text for request in tts.requests]
+    assert len(texts) == sections + 1
+    assert texts[spoken_before_failure] == texts[spoken_before_failure + 1]  # asked again
+    assert len(set(texts)) == sections
+    assert "output tokens (1 call)" in vividly_status(request_id)
+    # What the stages kept for the retry is gone once the request completed.
+    assert content_env.services.storage.list_keys(f"stages/{request_id}") == []
+
+    # While it waited: retrying, with its due time and the reason.
+    assert waiting, "the request was never seen retrying"
+    retrying, shown, as_json = waiting[0]
+    assert retrying.retry_at is not None
+    # (due time computed a moment before the row was written)
+    assert retrying.retry_at - retrying.updated_at >= timedelta(seconds=RETRY_AFTER_SECONDS - 0.1)
+    assert retrying.error is not None and "the speech service is down" in retrying.error
+    assert "status:        retrying (retry due " in shown, shown
+    assert "reason:        attempt 1 failed: ServiceUnavailable" in shown, shown
+    assert as_json["status"] == "retrying" and "speech service is down" in as_json["error"]
+    assert datetime.fromisoformat(as_json["retry_at"]) == retrying.retry_at
+    progress = [e for e in events if e["type"] == "task-progress"]
+    (announced,) = [e for e in progress if e.get("status") == "retrying"]
+    assert "the speech service is down" in announced["error"]
+    assert abs(datetime.fromisoformat(announced["retry_at"]) - retrying.retry_at) \
+        < timedelta(seconds=1)
+    # The retry's progress carried the first attempt's model call and tokens from its start.
+    resumed = [e for e in progress if e.get("model_calls")]
+    assert resumed[-1]["model_calls"] == 1
+    assert (resumed[-1]["prompt_tokens"], resumed[-1]["output_tokens"]) == (
+        row.prompt_tokens, row.output_tokens)

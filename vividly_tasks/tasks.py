@@ -9,7 +9,9 @@
   ``Reject(requeue=False)``: no retry, the broker dead-letters the message.
 - transient error (storage, database or a hosted service unavailable, a tool gone): retry with
   exponential backoff and full jitter, never sooner than the server's ``Retry-After``, up to
-  ``CONTENT_MAX_RETRIES``; the last failure is recorded and rejected like above.
+  ``CONTENT_MAX_RETRIES``; meanwhile the request is ``retrying``, its row and a last
+  ``task-progress`` event saying why and until when; the retry resumes at the first unfinished
+  stage. The last failure is recorded and rejected like above.
 
 An error leaves the content domain with the settings' secrets masked (``secrets_masked``), so
 the reason, the retry's stored exception, the events and their tracebacks show none, even when
@@ -28,6 +30,7 @@ import random
 import socket
 import time
 import uuid
+from datetime import timedelta
 from typing import Any, NoReturn
 
 import sqlalchemy.exc
@@ -46,7 +49,7 @@ from vividly_tasks.content.errors import (
     TransientError,
 )
 from vividly_tasks.content.generator import ModelUsage
-from vividly_tasks.content.models import ContentRequest
+from vividly_tasks.content.models import ContentRequest, utcnow
 from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import submit
 from vividly_tasks.content.runner import shortened
@@ -56,7 +59,7 @@ from vividly_tasks.content.services import (
     missing_configuration,
     missing_tools,
 )
-from vividly_tasks.content.status import Stage
+from vividly_tasks.content.status import Stage, Status
 from vividly_tasks.content.storage import LocalStorage, open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
 from vividly_tasks.worker.redaction import redact_exception, redactor_of, secrets_masked
@@ -180,20 +183,29 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             self.send_event(PROGRESS_EVENT, result=saferepr(meta), **meta)
 
     def progress(rid: str, stage: Stage, percent: int) -> None:
-        meta.update(request_id=rid, stage=stage.value, progress=percent)
+        meta.update(request_id=rid, status=Status.GENERATING.value, stage=stage.value,
+                    progress=percent)
         publish_progress()
 
     def usage(rid: str, spent: ModelUsage) -> None:
-        meta.update(request_id=rid, model=spent.model, prompt_tokens=spent.prompt_tokens,
-                    output_tokens=spent.output_tokens)
+        meta.update(request_id=rid, model=spent.model, model_calls=spent.calls,
+                    prompt_tokens=spent.prompt_tokens, output_tokens=spent.output_tokens)
         publish_progress()
+
+    countdowns: list[float] = []
+
+    def retry_delay(exc: TransientError) -> float:
+        """Decided once, when the runner records the retry's due time; used below."""
+        countdowns.append(transient_countdown(settings, transient_retries, exc))
+        return countdowns[-1]
 
     shown = shortened(request_id)  # a hostile id may be megabytes long: never log it whole
     log_extra = {"request_id": shown}
     try:
         with secrets_masked(redactor_of(self.app)):
             outcome = content_services(settings).runner.run(
-                request_id, progress=progress, usage=usage, final_attempt=final_attempt
+                request_id, progress=progress, usage=usage, final_attempt=final_attempt,
+                retry_delay=retry_delay,
             )
     except (InvalidRequest, PermanentFailure) as exc:
         reason = f"{type(exc).__name__}: {exc}"
@@ -204,11 +216,17 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             reason = f"gave up after {transient_retries + 1} attempts: {exc}"
             logger.error("request %s failed: %s", shown, reason, extra=log_extra)
             raise Reject(reason, requeue=False) from exc
-        countdown = transient_countdown(settings, transient_retries, exc)
+        countdown = (countdowns[-1] if countdowns
+                     else transient_countdown(settings, transient_retries, exc))
         logger.warning(
             "request %s: transient error, retry %d/%d in %.1f s: %s", shown,
             transient_retries + 1, settings.content_max_retries, countdown, exc, extra=log_extra,
         )
+        if meta:  # the request was claimed: say that it now waits, until when and why
+            # (exc left the block above masked already)
+            meta.update(status=Status.RETRYING.value, error=f"{type(exc).__name__}: {exc}",
+                        retry_at=(utcnow() + timedelta(seconds=countdown)).isoformat())
+            publish_progress()
         raise self.retry(
             exc=exc, countdown=countdown, max_retries=self.request.retries + 1,
             kwargs={"request_id": request_id, "transient_retries": transient_retries + 1},

@@ -18,7 +18,7 @@ import click
 from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError, cli_error, not_found
 from vividly_tasks.cli.exit_codes import RET_FAILED, RET_INVALID
-from vividly_tasks.content.models import ContentRequest
+from vividly_tasks.content.models import ContentRequest, utcnow
 from vividly_tasks.content.repository import parse_request_id
 from vividly_tasks.content.requests import resubmit as resubmit_request
 from vividly_tasks.content.status import Status, is_terminal
@@ -156,15 +156,16 @@ def describe(row: ContentRequest) -> str:
     lines = [
         f"request:       {row.id}",
         f"lesson:        {row.modality} on {row.topic!r}" + (f" ({details})" if details else ""),
-        f"status:        {row.status}" + (f" (stage {row.stage}, {row.progress}%)"
-                                      if row.status == Status.GENERATING else ""),
+        f"status:        {row.status}{status_detail(row)}",
         f"attempts:      {row.attempts}",
     ]
     if row.error:
-        lines.append(f"error:         {row.error}")
+        lines.append(f"{'reason:' if row.status == Status.RETRYING else 'error:':<15}{row.error}")
     if row.model_name:
+        calls = row.model_calls or 0
         lines.append(f"model:         {row.model_name}, {row.prompt_tokens or 0} prompt + "
-                     f"{row.output_tokens or 0} output tokens")
+                     f"{row.output_tokens or 0} output tokens"
+                     + (f" ({calls} call{'s' if calls != 1 else ''})" if calls else ""))
     if row.finished_at and row.started_at:
         seconds = (row.finished_at - row.started_at).total_seconds()
         lines.append(f"took:          {seconds:.1f} s (last attempt)")
@@ -172,6 +173,19 @@ def describe(row: ContentRequest) -> str:
         lines.append(f"{name + ':':<15}{artifact_location(str(uri))}")
     # Each line escaped on its own: a value's line break shows as \n, never as a line.
     return "\n".join(map(printable, lines))
+
+
+def status_detail(row: ContentRequest) -> str:
+    """What a non-terminal status adds: the stage at work, or when a retry is due."""
+    if row.status == Status.GENERATING:
+        return f" (stage {row.stage}, {row.progress}%)"
+    if row.status == Status.RETRYING:
+        if row.retry_at is None:
+            return " (retry due: not known)"
+        seconds = (row.retry_at - utcnow()).total_seconds()
+        when = f"in {seconds:.0f} s" if seconds >= 0 else f"overdue by {-seconds:.0f} s"
+        return f" (retry due {row.retry_at.isoformat(timespec='seconds')}, {when})"
+    return ""
 
 
 def artifact_location(uri: str) -> str:

@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from vividly_tasks.content.errors import PermanentFailure, ServiceUnavailable
 from vividly_tasks.content.generator import ModelUsage, report_usage
-from vividly_tasks.content.lesson import Lesson, QuizItem, Section
+from vividly_tasks.content.lesson import Lesson, QuizItem, Section, as_sentence
 from vividly_tasks.content.validation import GradeBand, LessonSpec
 
 SERVICE = "the lesson model (Gemini)"
@@ -102,6 +102,25 @@ SYSTEM_INSTRUCTION = (
 )
 
 
+NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+                "ten")
+
+
+def schema_bounds(field: str) -> tuple[int, int]:
+    """The least and most items ``LessonDraft`` accepts in list ``field``."""
+    metadata = LessonDraft.model_fields[field].metadata
+    low = next(m.min_length for m in metadata if hasattr(m, "min_length"))
+    high = next(m.max_length for m in metadata if hasattr(m, "max_length"))
+    return int(low), int(high)
+
+
+def count_of(field: str) -> str:
+    """How many items of ``field`` the prompt asks for: the schema's bounds, in words, so the
+    prompt never asks for what the schema would refuse (or less than it allows)."""
+    low, high = schema_bounds(field)
+    return f"{NUMBER_WORDS[low]} to {NUMBER_WORDS[high]}"
+
+
 def lesson_prompt(spec: LessonSpec, rejected: str | None = None) -> str:
     """The user prompt for ``spec``; ``rejected`` says why the previous answer was refused."""
     lines = [
@@ -109,9 +128,10 @@ def lesson_prompt(spec: LessonSpec, rejected: str | None = None) -> str:
         f"Subject: {spec.subject}",
         f"Grade: {spec.grade_label} (grade band: {spec.band.value})",
         f"Audience: {AUDIENCES[spec.band]}.",
-        "Include an introduction, two to six learning objectives, one to four sections that "
-        "explain the topic, one worked example with numbered steps and its answer, and a quiz "
-        "of three to five questions with their answers.",
+        f"Include an introduction, {count_of('objectives')} learning objectives, "
+        f"{count_of('sections')} sections that explain the topic, one worked example with "
+        f"numbered steps and its answer, and a quiz of {count_of('quiz')} questions with "
+        "their answers.",
     ]
     if spec.modality.value == "video":
         lines.append("The lesson becomes a narrated video: keep each narration under 120 words.")
@@ -128,7 +148,8 @@ def lesson_from_draft(draft: LessonDraft, spec: LessonSpec) -> Lesson:
     sections = (
         Section(
             heading="What you will learn", paragraphs=(draft.introduction,),
-            items=tuple(draft.objectives), narration=f"{draft.title}. {draft.introduction}",
+            items=tuple(draft.objectives),
+            narration=f"{as_sentence(draft.title)} {draft.introduction}",
         ),
         *(
             Section(heading=s.heading, paragraphs=tuple(s.paragraphs),
@@ -214,6 +235,10 @@ class GeminiGenerator:
             response_json_schema=LessonDraft.model_json_schema(),
             temperature=self.config.temperature,
             max_output_tokens=self.config.max_output_tokens,
+            # No tools are sent, so automatic function calling has nothing to call; left on,
+            # the SDK announces it at INFO on every call ("AFC is enabled with max remote
+            # calls: 10."). Off, the call takes the SDK's plain path and says nothing.
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
         )
         try:
             return self.client().models.generate_content(

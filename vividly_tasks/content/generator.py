@@ -16,17 +16,31 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
-from vividly_tasks.content.lesson import Lesson, QuizItem, Section
+from vividly_tasks.content.lesson import Lesson, QuizItem, Section, as_sentence
 from vividly_tasks.content.validation import GradeBand, LessonSpec
 
 
 @dataclass(frozen=True)
 class ModelUsage:
-    """Tokens one call to a hosted model used, and the model that answered."""
+    """Tokens spent on a hosted model, and the model that answered last: one call's
+    (``calls`` 1), or a request's over several calls and attempts (added up with ``+``)."""
 
     model: str
     prompt_tokens: int
     output_tokens: int
+    calls: int = 1
+
+    def __add__(self, other: ModelUsage) -> ModelUsage:
+        return ModelUsage(
+            model=other.model or self.model,
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            calls=self.calls + other.calls,
+        )
+
+
+#: What a request that never called a model has spent.
+NO_USAGE = ModelUsage(model="", prompt_tokens=0, output_tokens=0, calls=0)
 
 
 UsageSink = Callable[[ModelUsage], None]
@@ -168,7 +182,7 @@ class OfflineGenerator:
                 heading="What you will learn",
                 paragraphs=(say(voice.intro),),
                 items=objectives,
-                narration=f"{topic}. {say(voice.intro)}",
+                narration=f"{as_sentence(topic)} {say(voice.intro)}",
             ),
             Section(
                 heading="Key ideas",

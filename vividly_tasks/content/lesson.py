@@ -41,6 +41,33 @@ class Lesson:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Lesson:
+        """The lesson ``as_dict`` gave (lists back to tuples)."""
+        return cls(
+            title=data["title"], topic=data["topic"], subject=data["subject"],
+            grade_label=data["grade_label"], objectives=tuple(data["objectives"]),
+            sections=tuple(
+                Section(heading=s["heading"], narration=s["narration"],
+                        paragraphs=tuple(s["paragraphs"]), items=tuple(s["items"]),
+                        ordered=bool(s["ordered"]))
+                for s in data["sections"]
+            ),
+            quiz=tuple(QuizItem(question=q["question"], answer=q["answer"])
+                       for q in data["quiz"]),
+        )
+
+
+#: Marks that already end a sentence: a title ending in one is not given a second full stop.
+SENTENCE_ENDS = (".", "!", "?", "…")
+
+
+def as_sentence(text: str) -> str:
+    """``text`` ending with a full stop, unless it already ends a sentence (``"Energy."`` is
+    not read as "Energy.." by the narrator)."""
+    text = text.rstrip()
+    return text if text.endswith(SENTENCE_ENDS) else f"{text}."
+
 
 def render_markdown(lesson: Lesson) -> str:
     lines = [f"# {lesson.title}", "", f"*{lesson.subject} · {lesson.grade_label}*", ""]

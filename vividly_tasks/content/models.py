@@ -78,6 +78,10 @@ class ContentRequest(Base):
     model_name: Mapped[str | None] = mapped_column(Text)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     output_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: Calls to the hosted model over every attempt (an answer asked again is a second call).
+    model_calls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: While ``retrying``: when the retry is due (the reason is in ``error``).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The claim: a token per attempt, who holds it, and until when unless renewed.
     claim_token: Mapped[str | None] = mapped_column(Text)
     claimed_by: Mapped[str | None] = mapped_column(Text)

@@ -9,6 +9,9 @@ only ever chosen, never a fallback: a worker without its speech program refuses 
 (tasks.py), and one whose program vanished mid-run fails the attempt as transient
 (``ToolMissing``), to be retried; so does an unavailable speech service
 (``ServiceUnavailable``).
+
+Each section's audio can be kept as it is made (``ClipStore``, the pipeline's
+``stages.StageStore``): a retry after a failure in section 5 speaks sections 5 on, not 1 on.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from vividly_tasks.content.errors import PermanentFailure, ToolMissing
 from vividly_tasks.content.tools import run_tool
@@ -38,6 +42,14 @@ ENGINE_GOOGLE_PREFIX = "google:"
 
 #: Speaks one section (its index, its text): the clip's PCM frames.
 Speaker = Callable[[int, str], bytes]
+
+
+class ClipStore(Protocol):
+    """Keeps each section's audio (PCM frames) by section, text and engine."""
+
+    def load_clip(self, index: int, text: str, engine: str) -> bytes | None: ...
+
+    def keep_clip(self, index: int, text: str, engine: str, frames: bytes) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -71,12 +83,21 @@ def estimated_seconds(text: str, words_per_minute: int) -> float:
 
 
 def narrate(
-    texts: Sequence[str], workdir: Path, voice: Voice, *, timeout_seconds: float
+    texts: Sequence[str], workdir: Path, voice: Voice, *, timeout_seconds: float,
+    kept: ClipStore | None = None,
 ) -> Narration:
-    """Speak each text (or, with the silent narrator, time it); write ``narration.wav``."""
+    """Speak each text (or, with the silent narrator, time it); write ``narration.wav``.
+    With ``kept``, a section already spoken by this engine is read back rather than spoken,
+    and each newly spoken one is kept before the next is asked for."""
     speak, engine = _speaker(voice, workdir, timeout_seconds)
-    clips = [speak(index, text) + _silence(PAUSE_AFTER_SECTION_SECONDS)
-             for index, text in enumerate(texts)]
+    clips = []
+    for index, text in enumerate(texts):
+        frames = kept.load_clip(index, text, engine) if kept is not None else None
+        if frames is None:
+            frames = speak(index, text)
+            if kept is not None:
+                kept.keep_clip(index, text, engine, frames)
+        clips.append(frames + _silence(PAUSE_AFTER_SECTION_SECONDS))
     path = workdir / "narration.wav"
     with wave.open(str(path), "wb") as out:
         out.setnchannels(CHANNELS)

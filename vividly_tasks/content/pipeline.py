@@ -1,27 +1,42 @@
 """The pipeline stages: validate -> lesson script -> (video) narrate -> slides -> encode ->
 store. Text requests skip the video stages. No Celery here: progress goes to a reporter.
 
-Everything is built in a private work directory; only the store stage touches the artifact
-store, and it writes ``manifest.json`` last, so a complete manifest means a complete set.
+Everything is built in a private work directory; only the store stage writes the request's
+artifacts, and it writes ``manifest.json`` last, so a complete manifest means a complete set.
+
+Resumable by stage: what a stage made is kept (``stages.StageStore``: the lesson, each
+section's narration, the slides) before the next stage starts, and an attempt that finds it
+kept uses it, so a retry starts at the first unfinished stage and never pays the model twice.
+The manifest's ``model`` is the request's spending over every attempt, as the row's.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from vividly_tasks.content.errors import TimeLimitExceeded
-from vividly_tasks.content.generator import LessonGenerator, ModelUsage, usage_reported_to
-from vividly_tasks.content.lesson import render_html, render_markdown
+from vividly_tasks.content.generator import (
+    NO_USAGE,
+    LessonGenerator,
+    ModelUsage,
+    usage_reported_to,
+)
+from vividly_tasks.content.lesson import Lesson, render_html, render_markdown
 from vividly_tasks.content.narration import Voice, narrate
+from vividly_tasks.content.stages import StageStore
 from vividly_tasks.content.status import Stage
 from vividly_tasks.content.storage import Storage, artifact_key
 from vividly_tasks.content.validation import LessonSpec, Modality, validate
 from vividly_tasks.content.video import FRAME_RATE_FPS, HEIGHT_PX, WIDTH_PX, encode, render_slides
+
+logger = logging.getLogger(__name__)
 
 #: Progress (percent) reached when each stage starts, per modality.
 STAGE_PERCENT: dict[Modality, dict[Stage, int]] = {
@@ -100,8 +115,10 @@ class _Clock:
 def run_pipeline(
     request: RequestFields, *, config: PipelineConfig, generator: LessonGenerator,
     storage: Storage, reporter: ProgressReporter, workdir: Path,
+    spent_before: ModelUsage = NO_USAGE,
 ) -> PipelineResult:
-    """Run every stage for ``request``; raises ``InvalidRequest``, ``PermanentFailure``,
+    """Run every stage for ``request`` not finished by an earlier attempt (``spent_before``:
+    what those spent on the model); raises ``InvalidRequest``, ``PermanentFailure``,
     ``TransientError`` or ``ClaimLost`` (from the reporter)."""
     reporter.stage(Stage.VALIDATE, 0)
     spec = validate(
@@ -116,36 +133,34 @@ def run_pipeline(
         clock.remaining()
         reporter.stage(stage, percent[stage])
 
+    kept = StageStore(storage, request.id, workdir)
     enter(Stage.SCRIPT)
-    calls: list[ModelUsage] = []
+    spent = spent_before
 
-    def spent(usage: ModelUsage) -> None:
-        calls.append(usage)
+    def count(usage: ModelUsage) -> None:
+        nonlocal spent
+        spent += usage
         reporter.usage(usage)
 
-    with usage_reported_to(spent):
-        lesson = generator.generate(spec)
+    lesson, writer = _lesson(request, spec, generator, kept, count)
     files = {
         "lesson.md": _write(workdir / "lesson.md", render_markdown(lesson)),
         "lesson.html": _write(workdir / "lesson.html", render_html(lesson)),
     }
-    manifest: dict[str, Any] = _manifest(request.id, spec, generator.name, lesson.title)
+    manifest: dict[str, Any] = _manifest(request.id, spec, writer, lesson.title)
     manifest["sections"] = [{"heading": s.heading} for s in lesson.sections]
-    if calls:
-        manifest["model"] = {
-            "name": calls[-1].model, "calls": len(calls),
-            "prompt_tokens": sum(call.prompt_tokens for call in calls),
-            "output_tokens": sum(call.output_tokens for call in calls),
-        }
 
     if spec.modality is Modality.VIDEO:
         enter(Stage.NARRATE)
         narration = narrate(
             [section.narration for section in lesson.sections], workdir, config.voice,
-            timeout_seconds=clock.remaining(),
+            timeout_seconds=clock.remaining(), kept=kept,
         )
         enter(Stage.SLIDES)
-        slides = render_slides(lesson, workdir)
+        slides = kept.slides(len(lesson.sections))
+        if slides is None:
+            slides = render_slides(lesson, workdir)
+            kept.keep_slides(slides)
         enter(Stage.ENCODE)
         files["lesson.mp4"] = encode(
             lesson, slides, narration, workdir / "lesson.mp4", timeout_seconds=clock.remaining()
@@ -161,6 +176,11 @@ def run_pipeline(
             "width": WIDTH_PX, "height": HEIGHT_PX, "fps": FRAME_RATE_FPS, "slides": len(slides),
         }
 
+    if spent.calls or spent.prompt_tokens or spent.output_tokens:
+        manifest["model"] = {
+            "name": spent.model, "calls": spent.calls,
+            "prompt_tokens": spent.prompt_tokens, "output_tokens": spent.output_tokens,
+        }
     enter(Stage.STORE)
     artifacts = {
         name: storage.put_file(artifact_key(request.id, name), path, CONTENT_TYPES[name])
@@ -172,6 +192,25 @@ def run_pipeline(
         artifact_key(request.id, "manifest.json"), manifest_path, CONTENT_TYPES["manifest.json"]
     )
     return PipelineResult(artifacts=artifacts, manifest=manifest)
+
+
+def _lesson(
+    request: RequestFields, spec: LessonSpec, generator: LessonGenerator, kept: StageStore,
+    count: Callable[[ModelUsage], None],
+) -> tuple[Lesson, str]:
+    """The lesson and the name of its generator: an earlier attempt's if it was kept, else
+    written now (each call's tokens told to ``count``) and kept before the next stage."""
+    resumed = kept.lesson()
+    if resumed is not None:
+        logger.info(
+            "request %s: the lesson an earlier attempt wrote is used (no model call)",
+            request.id, extra={"request_id": str(request.id), "resumed_stage": "script"},
+        )
+        return resumed
+    with usage_reported_to(count):
+        lesson = generator.generate(spec)
+    kept.keep_lesson(lesson, generator.name)
+    return lesson, generator.name
 
 
 def _manifest(

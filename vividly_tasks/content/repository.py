@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, or_, select, update
 
 from vividly_tasks.content.database import ContentDatabase
-from vividly_tasks.content.generator import ModelUsage
+from vividly_tasks.content.generator import NO_USAGE, ModelUsage
 from vividly_tasks.content.models import ContentRequest, utcnow
 from vividly_tasks.content.status import Stage, Status, sources
 
@@ -31,6 +31,12 @@ def parse_request_id(value: str | uuid.UUID) -> uuid.UUID | None:
         return None
 
 
+def spent_on_model(row: ContentRequest) -> ModelUsage:
+    """What a request's attempts have spent on the model so far."""
+    return ModelUsage(row.model_name or "", row.prompt_tokens or 0, row.output_tokens or 0,
+                      row.model_calls or 0)
+
+
 @dataclass(frozen=True)
 class Claim:
     """A worker's hold on a request for one attempt, valid while its lease is renewed."""
@@ -39,6 +45,8 @@ class Claim:
     token: str
     holder: str
     attempt: int
+    #: What earlier attempts spent on the model, read when the claim was taken.
+    spent: ModelUsage = NO_USAGE
 
 
 class ContentRepository:
@@ -148,14 +156,17 @@ class ContentRepository:
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=ContentRequest.attempts + 1,
             started_at=now,
+            retry_at=None,
             stage=Stage.VALIDATE.value,
             progress=0,
         )
         if not claimed:
             return None
         row = self.get(request_id)
-        attempt = row.attempts if row is not None else 0
-        return Claim(request_id=request_id, token=token, holder=holder, attempt=attempt)
+        if row is None:
+            return Claim(request_id=request_id, token=token, holder=holder, attempt=0)
+        return Claim(request_id=request_id, token=token, holder=holder, attempt=row.attempts,
+                     spent=spent_on_model(row))
 
     def renew(self, claim: Claim, lease_seconds: float) -> bool:
         """Extend the lease; False when the claim was lost (taken over or finished)."""
@@ -177,12 +188,15 @@ class ContentRepository:
             claim, model_name=usage.model,
             prompt_tokens=ContentRequest.prompt_tokens + usage.prompt_tokens,
             output_tokens=ContentRequest.output_tokens + usage.output_tokens,
+            model_calls=ContentRequest.model_calls + usage.calls,
         )
 
-    def release(self, claim: Claim, error: str) -> bool:
-        """Give the claim up after a transient error, so the retry can claim at once."""
-        return self._update_claimed(
-            claim, claim_token=None, claimed_by=None, lease_expires_at=None,
+    def release(self, claim: Claim, error: str, retry_at: datetime | None = None) -> bool:
+        """Give the claim up after a transient error: ``retrying``, with the reason and when
+        the retry is due (None: not known), so the retry can claim at once."""
+        return self._transition(
+            claim.request_id, Status.RETRYING, ContentRequest.claim_token == claim.token,
+            claim_token=None, claimed_by=None, lease_expires_at=None, retry_at=retry_at,
             error=self.redact(error),
         )
 
@@ -193,7 +207,8 @@ class ContentRepository:
             Status.COMPLETED,
             ContentRequest.claim_token == claim.token,
             stage=Stage.COMPLETE.value, progress=100, artifacts=artifacts, error=None,
-            claim_token=None, claimed_by=None, lease_expires_at=None, finished_at=now,
+            retry_at=None, claim_token=None, claimed_by=None, lease_expires_at=None,
+            finished_at=now,
         )
 
     def fail(self, request_id: uuid.UUID, error: str, claim: Claim | None = None) -> bool:
@@ -202,5 +217,5 @@ class ContentRepository:
         return self._transition(
             request_id, Status.FAILED, *conditions,
             error=self.redact(error), claim_token=None, claimed_by=None, lease_expires_at=None,
-            finished_at=utcnow(),
+            retry_at=None, finished_at=utcnow(),
         )

@@ -8,6 +8,11 @@ lease that ran out (its worker died) is taken over. While it works, the holder r
 from a background thread; completion is conditional on still holding the claim, so two
 deliveries racing produce exactly one completion, and both write the same keys (one artifact
 set).
+
+An attempt that fails with a transient error gives its claim up and leaves the request
+``retrying``, with the reason and the retry's due time (``retry_delay``, the task's backoff).
+The retry resumes where that attempt stopped: the pipeline reads back what finished stages kept
+(``stages``), which are removed once the request is completed or failed.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
@@ -42,14 +48,18 @@ from vividly_tasks.content.pipeline import (
     run_pipeline,
 )
 from vividly_tasks.content.repository import Claim, ContentRepository, parse_request_id
+from vividly_tasks.content.stages import StageStore
 from vividly_tasks.content.status import Stage, is_terminal
 from vividly_tasks.content.storage import Storage
 
 logger = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str, Stage, int], None]
-#: Told the request's model and tokens so far (every attempt's) after each call to the model.
+#: Told the request's model, calls and tokens so far (every attempt's): when an attempt starts
+#: (if earlier ones spent any) and after each call to the model.
 UsageCallback = Callable[[str, ModelUsage], None]
+#: Seconds until the retry of an attempt that failed with this transient error.
+RetryDelay = Callable[[TransientError], float]
 OutcomeKind = Literal["completed", "noop", "busy", "lost"]
 
 
@@ -132,10 +142,7 @@ class _ClaimReporter:
         self.usage_callback, self.spent = usage_callback, spent_before
 
     def usage(self, usage: ModelUsage) -> None:
-        self.spent = ModelUsage(
-            model=usage.model, prompt_tokens=self.spent.prompt_tokens + usage.prompt_tokens,
-            output_tokens=self.spent.output_tokens + usage.output_tokens,
-        )
+        self.spent += usage
         if not self.repository.add_usage(self.claim, usage):
             logger.warning("request %s: tokens not recorded (claim lost)", self.claim.request_id)
         logger.info(
@@ -178,9 +185,11 @@ class ContentRunner:
     def run(
         self, request_id: str, *, progress: ProgressCallback | None = None,
         usage: UsageCallback | None = None, final_attempt: bool = False,
+        retry_delay: RetryDelay | None = None,
     ) -> Outcome:
         """Process one delivery. Raises ``InvalidRequest``/``PermanentFailure`` (recorded as
-        ``failed``) and ``TransientError`` (claim released for the retry, or ``failed`` when
+        ``failed``) and ``TransientError`` (the request ``retrying``, due ``retry_delay(error)``
+        seconds from now, its claim released for the retry; or ``failed`` when
         ``final_attempt``)."""
         parsed = parse_request_id(request_id)
         if parsed is None:
@@ -206,19 +215,18 @@ class ContentRunner:
             id=parsed, topic=row.topic, modality=row.modality, subject=row.subject,
             grade_level=row.grade_level,
         )
+        if usage is not None and claim.spent.calls:
+            usage(str(parsed), claim.spent)  # what earlier attempts spent, shown from the start
         with _WorkDir(self.work_root / str(parsed), claim.token) as workdir, LeaseKeeper(
             self.repository, claim, self.lease_seconds
         ) as keeper:
-            spent_before = ModelUsage(
-                row.model_name or "", row.prompt_tokens or 0, row.output_tokens or 0
-            )
             reporter = _ClaimReporter(
-                self.repository, claim, keeper, self.lease_seconds, progress, usage, spent_before
+                self.repository, claim, keeper, self.lease_seconds, progress, usage, claim.spent
             )
             try:
                 result = run_pipeline(
                     fields, config=self.config, generator=self.generator, storage=self.storage,
-                    reporter=reporter, workdir=workdir,
+                    reporter=reporter, workdir=workdir, spent_before=claim.spent,
                 )
             except ClaimLost as exc:
                 logger.warning("%s; stopping this delivery", exc)
@@ -227,10 +235,10 @@ class ContentRunner:
                 self.repository.fail(parsed, f"invalid request: {exc.reason}", claim)
                 raise
             except PermanentFailure as exc:
-                self.repository.fail(parsed, f"{type(exc).__name__}: {exc}", claim)
+                self._fail(claim, f"{type(exc).__name__}: {exc}")
                 raise
             except TransientError as exc:
-                self._after_transient(claim, exc, final_attempt)
+                self._after_transient(claim, exc, final_attempt, retry_delay)
                 raise
             except Exception as exc:
                 # A bug, not the request's fault: record it and dead-letter the message, so it
@@ -238,10 +246,11 @@ class ContentRunner:
                 logger.exception("request %s: unexpected error", parsed,
                                  extra={"request_id": str(parsed)})
                 error = f"internal error: {type(exc).__name__}: {exc}"
-                self.repository.fail(parsed, error, claim)
+                self._fail(claim, error)
                 raise PermanentFailure(error) from exc
         if not self.repository.complete(claim, result.artifacts):
             return Outcome("lost", str(parsed), "generating", "claim lost before completion")
+        self._forget_stages(parsed)
         if progress is not None:
             progress(str(parsed), Stage.COMPLETE, 100)
         seconds = time.monotonic() - started
@@ -273,13 +282,26 @@ class ContentRunner:
             retry_after_seconds=wait, attempt=row.attempts,
         )
 
-    def _after_transient(self, claim: Claim, exc: TransientError, final_attempt: bool) -> None:
+    def _fail(self, claim: Claim, error: str) -> None:
+        if self.repository.fail(claim.request_id, error, claim):
+            self._forget_stages(claim.request_id)
+
+    def _forget_stages(self, request_id: uuid.UUID) -> None:
+        """The request is finished: what its stages kept for a retry is not needed any more."""
+        StageStore(self.storage, request_id, self.work_root).clear()
+
+    def _after_transient(
+        self, claim: Claim, exc: TransientError, final_attempt: bool,
+        retry_delay: RetryDelay | None,
+    ) -> None:
         error = f"{type(exc).__name__}: {exc}"
         try:
             if final_attempt:
-                self.repository.fail(claim.request_id, f"gave up after retries: {error}", claim)
+                self._fail(claim, f"gave up after retries: {error}")
             else:
-                self.repository.release(claim, f"attempt {claim.attempt} failed: {error}")
+                due = None if retry_delay is None else utcnow() + timedelta(
+                    seconds=retry_delay(exc))
+                self.repository.release(claim, f"attempt {claim.attempt} failed: {error}", due)
         except DatabaseUnavailable as db_exc:
             # The lease runs out on its own; the retry then takes the claim over.
             logger.warning("could not record the failure of %s: %s", claim.request_id, db_exc)

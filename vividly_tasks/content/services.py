@@ -6,9 +6,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-import google.auth
-import google.auth.exceptions
-
+from vividly_tasks.content.credentials import default_credentials_problem
 from vividly_tasks.content.database import ContentDatabase
 from vividly_tasks.content.gemini import GeminiConfig, GeminiGenerator
 from vividly_tasks.content.generator import LessonGenerator, OfflineGenerator
@@ -70,8 +68,10 @@ def make_generator(settings: Settings) -> LessonGenerator:
 
 def missing_configuration(settings: Settings) -> list[str]:
     """What the hosted services this configuration chose need and the worker lacks: a
-    project, or Application Default Credentials (found without a network call, except on
-    Google Cloud, where the metadata server answers)."""
+    project, or Application Default Credentials. Looking for the credentials may probe the
+    metadata server (an HTTP GET of 169.254.169.254), bounded to
+    ``CREDENTIALS_CHECK_TIMEOUT_SECONDS`` (``credentials``); nothing else here touches the
+    network."""
     needs_credentials = []
     missing = []
     if settings.content_generator == "gemini" and settings.gemini_api_key is None:
@@ -92,14 +92,6 @@ def missing_configuration(settings: Settings) -> list[str]:
                 f"{problem}"
             )
     return missing
-
-
-def default_credentials_problem() -> str | None:
-    try:
-        google.auth.default()
-    except google.auth.exceptions.DefaultCredentialsError as exc:
-        return str(exc).splitlines()[0]
-    return None
 
 
 @dataclass

@@ -1,15 +1,20 @@
 """The status machine of a content request: the one place that says which moves are allowed.
 
     pending -> queued -> generating -> completed
-       |          |          |
-       +----------+----------+------> failed
+                           |    ^
+                           v    |
+                          retrying
+
+    (and from each of the four non-terminal statuses: -> failed)
 
 ``pending``: the row exists, its message is not known to be enqueued (an enqueue that failed
 leaves it here, with the error, for a resubmit). ``queued``: the message was accepted by the
-broker. ``generating``: a worker holds (or held) the claim. ``completed`` and ``failed`` are
+broker. ``generating``: a worker holds (or held) the claim. ``retrying``: an attempt failed with a
+transient error and gave its claim up; the row says why (``error``) and when the retry is due
+(``retry_at``); the retry's claim makes it ``generating`` again. ``completed`` and ``failed`` are
 terminal. A worker may claim a ``pending`` request (its message raced ahead of the row update) and
-a ``generating`` one (a retry, or a takeover of a dead worker's claim): ``generating ->
-generating`` is a new claim, not a step back. Nothing moves backwards.
+a ``generating`` one (a takeover of a dead worker's claim): ``generating -> generating`` is a
+new claim, not a step back, and so is ``retrying -> generating``. Nothing else moves backwards.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ class Status(StrEnum):
     PENDING = "pending"
     QUEUED = "queued"
     GENERATING = "generating"
+    RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -40,7 +46,10 @@ class Stage(StrEnum):
 ALLOWED_TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.QUEUED, Status.GENERATING, Status.FAILED}),
     Status.QUEUED: frozenset({Status.GENERATING, Status.FAILED}),
-    Status.GENERATING: frozenset({Status.GENERATING, Status.COMPLETED, Status.FAILED}),
+    Status.GENERATING: frozenset(
+        {Status.GENERATING, Status.RETRYING, Status.COMPLETED, Status.FAILED}
+    ),
+    Status.RETRYING: frozenset({Status.GENERATING, Status.FAILED}),
     Status.COMPLETED: frozenset(),
     Status.FAILED: frozenset(),
 }

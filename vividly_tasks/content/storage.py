@@ -30,9 +30,12 @@ from google.api_core import exceptions as api
 from google.auth.exceptions import TransportError
 from google.cloud import storage as gcs
 
+from vividly_tasks.content.credentials import find_default_credentials
 from vividly_tasks.content.errors import StorageUnavailable
 
 INCOMING_DIR = ".incoming"
+#: google-cloud-storage's own setting: a local emulator, reached without credentials.
+EMULATOR_VARIABLE = "STORAGE_EMULATOR_HOST"
 #: A partial copy under ``.incoming/`` this old was left by a killed writer (a copy takes
 #: seconds): a worker's start removes it.
 STALE_TEMPORARY_SECONDS = 3600.0
@@ -78,6 +81,10 @@ class Storage(Protocol):
     def exists(self, key: str) -> bool: ...
 
     def list_keys(self, prefix: str = "") -> list[str]: ...
+
+    def delete(self, key: str) -> None:
+        """Remove the object at ``key``; one that is not there is not an error."""
+        ...
 
     def uri(self, key: str) -> str: ...
 
@@ -164,9 +171,27 @@ class LocalStorage:
         )
 
 
+    def delete(self, key: str) -> None:
+        path = self._path(key)
+        try:
+            path.unlink(missing_ok=True)
+            # Folders are implied by keys, as on GCS: drop the ones this leaves empty.
+            for parent in path.parents:
+                if parent == self.root or not parent.is_relative_to(self.root):
+                    break
+                with contextlib.suppress(OSError):  # not empty: stop there
+                    parent.rmdir()
+                if parent.exists():
+                    break
+        except OSError as exc:
+            raise StorageUnavailable(f"removing {path} failed: {exc}") from exc
+
+
 class GCSStorage:
     """Google Cloud Storage; ``gs://bucket/prefix`` URLs. The client follows Google's own
-    configuration (Application Default Credentials, ``STORAGE_EMULATOR_HOST``)."""
+    configuration (Application Default Credentials, ``STORAGE_EMULATOR_HOST``). Opening it
+    (a worker's start) may probe the metadata server for credentials: bounded to
+    ``CREDENTIALS_CHECK_TIMEOUT_SECONDS`` (``credentials``); an emulator needs none."""
 
     def __init__(self, bucket: str, prefix: str = "") -> None:
         if prefix:
@@ -174,7 +199,11 @@ class GCSStorage:
         self.bucket_name = bucket
         self.prefix = prefix
         self.url = f"gs://{bucket}/{prefix}".rstrip("/")
-        self._client = gcs.Client()
+        if os.environ.get(EMULATOR_VARIABLE):  # the client then uses anonymous credentials
+            self._client = gcs.Client()
+        else:
+            credentials, project = find_default_credentials()
+            self._client = gcs.Client(credentials=credentials, project=project)
         self._bucket = self._client.bucket(bucket)
 
     def _name(self, key: str) -> str:
@@ -210,6 +239,10 @@ class GCSStorage:
         with _gcs_errors(f"listing {self.url}"):
             names = [blob.name for blob in self._client.list_blobs(self.bucket_name, prefix=base)]
         return sorted(name[strip:] for name in names)
+
+    def delete(self, key: str) -> None:
+        with _gcs_errors(f"removing {self.uri(key)}"), contextlib.suppress(api.NotFound):
+            self._bucket.blob(self._name(key)).delete()
 
 
 @contextlib.contextmanager
