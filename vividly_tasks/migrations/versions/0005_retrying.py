@@ -1,8 +1,8 @@
 """Resume by stage and honest status: the ``retrying`` status with its due time, and the
 number of model calls over every attempt.
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from alembic import op
 
 from vividly_tasks.content.models import UTCDateTime
 
-revision = "0004"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
