@@ -113,6 +113,8 @@ class LatencyProxy:
             await asyncio.gather(*directions)
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            pass  # the proxy is stopping: the connections end with it, quietly
         finally:
             for task in directions:
                 task.cancel()

@@ -53,6 +53,14 @@ def noop() -> None:
     ledger().rpush(DONE_KEY, repr(time.time()))
 
 
+@shared_task(name="bench.nap")
+def nap(seconds: float) -> None:
+    """A task that works ``seconds`` (sleeping: the pool's slot is busy, the CPU is not), then
+    records its completion like ``noop``."""
+    time.sleep(seconds)
+    ledger().rpush(DONE_KEY, repr(time.time()))
+
+
 @shared_task(name="bench.stamp")
 def stamp(token: str) -> None:
     """Records the time it started (the latency sample's end)."""
@@ -1013,17 +1021,22 @@ def pooled_values(floors: dict[str, dict[str, list[float]]], kind: str) -> list[
 
 
 def write_doc(block: str, prefetch_multiplier: int) -> None:
-    begin, end = markers(prefetch_multiplier)
-    text = DOC_PATH.read_text() if DOC_PATH.exists() else (
+    replace_block(DOC_PATH, *markers(prefetch_multiplier), block, header=(
         "# Transport benchmark: our `pubsub://` vs Kombu's `gcpubsub://` vs Redis\n\n"
         "Produced by `bench/transport.py` (see bench/README.md); the block between the markers "
         "is rewritten by each run.\n\n"
-    )
+    ))
+
+
+def replace_block(path: Path, begin: str, end: str, block: str, *, header: str) -> None:
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) in place of the
+    doc's block between those markers, or append it; a new doc starts with ``header``."""
+    text = path.read_text() if path.exists() else header
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text += block + "\n"
-    DOC_PATH.write_text(text)
+    path.write_text(text)
 
 
 # --- main --------------------------------------------------------------------------------
