@@ -50,6 +50,9 @@ from bench.latency_proxy import ProxyProcess  # noqa: E402
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks-cloud-distance.md"
 JSON_PATH = REPO_ROOT / "bench" / "results" / "cloud_distance.json"
 BROKERS = ("ours", "gcpubsub")  # through the proxy; Redis is measured on loopback
+#: google-cloud-pubsub's own StreamingPull subscriber, no Celery: what streaming pull does with
+#: the worker's prefetch as its flow control (drain rows only; ``--brokers ... streaming``).
+STREAMING = "streaming"
 LOOPBACK = "redis"
 NAP_SECONDS = 0.05
 JOB_IDLE_SECONDS = 1.0
@@ -105,6 +108,61 @@ def emulator_host(address: str) -> Iterator[None]:
             os.environ.pop("PUBSUB_EMULATOR_HOST", None)
         else:
             os.environ["PUBSUB_EMULATOR_HOST"] = before
+
+
+def streaming_drain(project: str, count: int, slots: int, work_seconds: float) -> float:
+    """Messages per second over a queued backlog of ``count``, drained by the client's
+    ``subscribe()`` (StreamingPull) with ``FlowControl(max_messages=slots)`` and ``slots``
+    callback threads, each holding its message ``work_seconds`` before the ack."""
+    import concurrent.futures
+    import threading
+
+    from google.cloud import pubsub_v1
+    from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
+
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    topic = publisher.topic_path(project, "streaming")
+    path = subscriber.subscription_path(project, "streaming")
+    publisher.create_topic(name=topic)
+    subscriber.create_subscription(name=path, topic=topic)
+    lock, acked, finished = threading.Lock(), [0], threading.Event()
+
+    def callback(message: Any) -> None:
+        if work_seconds:
+            time.sleep(work_seconds)
+        message.ack()
+        with lock:
+            acked[0] += 1
+            if acked[0] >= count:
+                finished.set()
+
+    try:
+        for future in [publisher.publish(topic, b"x" * 600) for _ in range(count)]:
+            future.result(timeout=30)
+        time.sleep(1.0)
+        started = time.perf_counter()
+        streaming = subscriber.subscribe(
+            path, callback, flow_control=pubsub_v1.types.FlowControl(max_messages=slots),
+            scheduler=ThreadScheduler(concurrent.futures.ThreadPoolExecutor(slots)),
+        )
+        try:
+            if not finished.wait(max(60.0, count / 5)):
+                raise harness.Failed(f"{acked[0]} of {count} acked")
+            return count / (time.perf_counter() - started)
+        finally:
+            streaming.cancel()
+            with contextlib.suppress(Exception):
+                streaming.result(timeout=10)
+    finally:
+        subscriber.close()
+        publisher.stop()
+
+
+def measure_streaming(figures: Any, sizes: Sizes, prefetch: int) -> None:
+    for key, count, work in (("drain_noop", sizes.noop_tasks, 0.0),
+                             ("drain_nap", sizes.nap_tasks, NAP_SECONDS)):
+        figures.measure_round(key, lambda c=count, w=work: streaming_drain(
+            f"cloud-{uuid.uuid4().hex[:8]}", c, prefetch, w))
 
 
 @dataclass
@@ -174,6 +232,11 @@ class Cell:
         return startup, wall - startup
 
     def measure(self) -> None:
+        from kombu import pools
+
+        # Kombu's pools are process-wide, keyed by connection: the previous round's app closed
+        # the pool this round's app would get for the same URL (Redis's is the same each round).
+        pools.reset()
         figures, sizes = self.run.figures, self.sizes
         self.run.app = self.run.make_app()
         try:
@@ -235,6 +298,9 @@ def measure(args: argparse.Namespace, sizes: Sizes, redis_port: int, emulator: s
                           f"(load {harness.load_average()})", flush=True)
                     index = 1 + 2 * len(results)
                     figures = results.setdefault(column, harness.Figures())
+                    if name == STREAMING:
+                        measure_streaming(figures, sizes, 2 * args.prefetch_multiplier)
+                        continue
                     run = make_run(name, rtt, index % 900, redis_port, workdir, sizes,
                                    args.prefetch_multiplier, figures)
                     Cell(run, emulator, sizes).measure()
@@ -266,8 +332,7 @@ def versus_loopback(figures: Any, base: Any, key: str) -> str:
 
 def render(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes, loads: list[str],
            started_at: str, command: str) -> str:
-    redis_figures = results.get(f"{LOOPBACK}@loopback")
-    begin, end = markers(args.prefetch_multiplier)
+    begin, end = markers(variant(args))
     lines = [
         begin,
         f"Run {started_at} with `{command}`"
@@ -285,30 +350,58 @@ def render(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes, load
         f"- workers: prefork `celery worker --concurrency 2 --prefetch-multiplier "
         f"{args.prefetch_multiplier} -E`, acks late, results in Redis (loopback); a fresh "
         "emulator project per broker and round",
+        *([f"- {TITLES[STREAMING]}: the client's `subscribe()` with `FlowControl(max_messages="
+           f"{2 * args.prefetch_multiplier})` (the workers' prefetch) and as many callback "
+           "threads, each sleeping the task's time before its ack (acks in the client's own "
+           "batches): a streaming receive path under the same bound, without Celery"]
+          if STREAMING in args.brokers else []),
         "",
-        "| measure | round trip (ms) | ours (`pubsub://`) | Kombu `gcpubsub://` "
-        "| ours vs ours at 0 ms | ours / gcpubsub | Redis (loopback) |",
-        "|---|---|---|---|---|---|---|",
+        *table(results, args, sizes),
     ]
-    for key, template, scale, fmt in ROWS:
-        label = template.format(noop=sizes.noop_tasks, nap=sizes.nap_tasks,
-                                publish=sizes.publish_tasks, pipelined=sizes.pipelined_tasks)
-        base = results.get(f"ours@{min(args.rtt_ms):g}")
-        for rtt in sorted(args.rtt_ms):
-            ours, peer = results.get(f"ours@{rtt:g}"), results.get(f"gcpubsub@{rtt:g}")
-            lines.append(
-                f"| {label} | {rtt:g} | {cell_text(ours, key, scale, fmt)} "
-                f"| {cell_text(peer, key, scale, fmt)} | {versus_loopback(ours, base, key)} "
-                f"| {versus_loopback(ours, peer, key)} "
-                f"| {cell_text(redis_figures, key, scale, fmt)} |"
-            )
-            label = ""  # the measure's name once per group
     lines += ["", *targets(results, args), "", *round_lines(results)]
     notes = [f"- {column}: {note}" for column, f in results.items() for note in f.notes]
     if notes:
         lines += ["", "Run notes:", "", *notes]
     lines.append(end)
     return "\n".join(lines)
+
+
+TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`",
+          STREAMING: "google-cloud-pubsub StreamingPull, no Celery"}
+
+
+def table(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes) -> list[str]:
+    """A row per measure and round trip; a column per broker, then how each of ours and the
+    StreamingPull client fares against its own figure at the lowest round trip."""
+    brokers = [b for b in (*BROKERS, STREAMING) if b in args.brokers]
+    against_near = [b for b in ("ours", STREAMING) if b in brokers]
+    titles = [TITLES[b] for b in brokers] + [f"{b} vs {b} at {min(args.rtt_ms):g} ms"
+                                             for b in against_near]
+    if "ours" in brokers and "gcpubsub" in brokers:
+        titles.append("ours / gcpubsub")
+    redis_figures = results.get(f"{LOOPBACK}@loopback")
+    if LOOPBACK in args.loopback:
+        titles.append("Redis (loopback)")
+    lines = ["| measure | round trip (ms) | " + " | ".join(titles) + " |",
+             "|---" * (len(titles) + 2) + "|"]
+    for key, template, scale, fmt in ROWS:
+        if all(key not in results.get(f"{b}@{r:g}", harness.Figures()).values
+               for b in brokers for r in args.rtt_ms):
+            continue  # a measure of none of these brokers (StreamingPull has drains only)
+        label = template.format(noop=sizes.noop_tasks, nap=sizes.nap_tasks,
+                                publish=sizes.publish_tasks, pipelined=sizes.pipelined_tasks)
+        for rtt in sorted(args.rtt_ms):
+            column = {b: results.get(f"{b}@{rtt:g}") for b in brokers}
+            cells = [cell_text(column[b], key, scale, fmt) for b in brokers]
+            cells += [versus_loopback(column[b], results.get(f"{b}@{min(args.rtt_ms):g}"), key)
+                      for b in against_near]
+            if "ours" in brokers and "gcpubsub" in brokers:
+                cells.append(versus_loopback(column["ours"], column["gcpubsub"], key))
+            if LOOPBACK in args.loopback:
+                cells.append(cell_text(redis_figures, key, scale, fmt))
+            lines.append(f"| {label} | {rtt:g} | " + " | ".join(cells) + " |")
+            label = ""  # the measure's name once per group
+    return lines
 
 
 def targets(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
@@ -340,8 +433,18 @@ def round_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def markers(prefetch_multiplier: int) -> tuple[str, str]:
-    which = "" if prefetch_multiplier == 1 else f" --prefetch-multiplier {prefetch_multiplier}"
+def variant(args: argparse.Namespace) -> str:
+    """What sets this run apart from the default one: its doc block's and JSON entry's name."""
+    parts = []
+    if list(args.brokers) != list(BROKERS):
+        parts.append("--brokers " + " ".join(args.brokers))
+    if args.prefetch_multiplier != 1:
+        parts.append(f"--prefetch-multiplier {args.prefetch_multiplier}")
+    return " ".join(parts)
+
+
+def markers(which: str) -> tuple[str, str]:
+    which = f" {which}" if which else ""
     return (f"<!-- bench/cloud_distance.py{which} begin -->",
             f"<!-- bench/cloud_distance.py{which} end -->")
 
@@ -363,13 +466,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--jitter-ms", type=float, default=0.0,
                         help="added to each round trip, uniform, split between directions")
     parser.add_argument("--rounds", type=int, default=0, help="default: 3 (1 with --quick)")
-    parser.add_argument("--brokers", nargs="+", default=list(BROKERS), choices=BROKERS)
+    parser.add_argument("--brokers", nargs="+", default=list(BROKERS),
+                        choices=[*BROKERS, STREAMING])
     parser.add_argument("--loopback", nargs="*", default=[LOOPBACK], choices=[LOOPBACK],
                         help="Redis on loopback beside them (none: --loopback)")
     parser.add_argument("--prefetch-multiplier", type=int, default=1,
-                        help="every broker's (the product's default is 1); another value "
-                        "writes its own block in the doc")
+                        help="every broker's (the product's default is 1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    # A run with other --brokers or --prefetch-multiplier writes its own doc block and entry.
     parser.add_argument("--json", type=Path, default=None,
                         help=f"where the figures go (default {JSON_PATH.relative_to(REPO_ROOT)}"
                         ", unless --no-write)")
@@ -406,14 +510,17 @@ def main() -> None:
     print(block)
     json_path = args.json or (None if args.no_write else JSON_PATH)
     if json_path is not None:
-        json_path.write_text(json.dumps({
+        # One entry per variant, so a run with other options keeps the default run's figures.
+        stored = json.loads(json_path.read_text()) if json_path.exists() else {}
+        stored[variant(args) or "default"] = {
             "command": command, "started_at": started_at, "loads": loads, "quick": args.quick,
             "code": harness.source_description(), "sizes": vars(sizes),
             "rtt_ms": args.rtt_ms, "prefetch_multiplier": args.prefetch_multiplier,
             "results": {column: vars(f) for column, f in results.items()},
-        }, indent=2) + "\n")
+        }
+        json_path.write_text(json.dumps(stored, indent=2) + "\n")
     if not args.no_write:
-        harness.replace_block(DOC_PATH, *markers(args.prefetch_multiplier), block,
+        harness.replace_block(DOC_PATH, *markers(variant(args)), block,
                               header=HEADER)
         print(f"wrote {DOC_PATH}")
 
