@@ -236,7 +236,7 @@ class Cell:
 
         # Kombu's pools are process-wide, keyed by connection: the previous round's app closed
         # the pool this round's app would get for the same URL (Redis's is the same each round).
-        pools.reset()
+        pools.reset()  # type: ignore[no-untyped-call]  # Kombu is unannotated
         figures, sizes = self.run.figures, self.sizes
         self.run.app = self.run.make_app()
         try:
@@ -485,26 +485,16 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
     command = shlex.join([".venv/bin/python", "bench/cloud_distance.py", *sys.argv[1:]])
-    from tests.services import start_pubsub_emulator, start_redis
-
     for name in harness.PRODUCT_ENV:
         os.environ.pop(name, None)
     loads = [harness.load_average()]
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    services: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
         workdir = Path(tmp)
-        try:
-            redis_server = start_redis(workdir)
-            services.append(redis_server)
-            emulator = start_pubsub_emulator(workdir)
-            services.append(emulator)
+        with harness.started_services(workdir) as (redis_server, emulator):
             direct = f"127.0.0.1:{emulator.port}"
             warm_emulator(direct)
             results = measure(args, sizes, redis_server.port, direct, workdir)
-        finally:
-            for service in reversed(services):
-                service.stop()
     loads.append(harness.load_average())
     block = render(results, args, sizes, loads, started_at, command)
     print(block)

@@ -91,7 +91,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -1090,6 +1090,22 @@ def ceiling_round(floors: dict[str, dict[str, list[float]]], run_id: str, sizes:
     print(f"== emulator drain ceiling, {slots} slots: {rate:,.0f} msg/s", flush=True)
 
 
+@contextlib.contextmanager
+def started_services(workdir: Path) -> Iterator[tuple[Any, Any]]:
+    """Redis and the Pub/Sub emulator on free loopback ports (tests/services.py), for one
+    run; stopped by PID at the end, whatever happened."""
+    from tests.services import start_pubsub_emulator, start_redis
+
+    services: list[Any] = []
+    try:
+        services.append(start_redis(workdir))
+        services.append(start_pubsub_emulator(workdir))
+        yield services[0], services[1]
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
@@ -1111,8 +1127,6 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     command = shlex.join([".venv/bin/python", "bench/transport.py", *sys.argv[1:]])
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.services import start_pubsub_emulator, start_redis
-
     for name in PRODUCT_ENV:
         os.environ.pop(name, None)
     loads = [load_average()]
@@ -1120,14 +1134,9 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:6]
     results: dict[str, Figures] = {}
     floors: dict[str, dict[str, list[float]]] = {}
-    services: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
         workdir = Path(tmp)
-        try:
-            redis_server = start_redis(workdir)
-            services.append(redis_server)
-            emulator = start_pubsub_emulator(workdir)
-            services.append(emulator)
+        with started_services(workdir) as (redis_server, emulator):
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.port}"
             print(f"emulator on {emulator.port}, redis on {redis_server.port}; "
                   f"load {loads[0]}", flush=True)
@@ -1156,9 +1165,6 @@ def main() -> None:
             publish_rounds(runs, sizes.publish_rounds)
             results.update((run.name, run.figures) for run in runs)
             floor_round(floors, "end", run_id, sizes)
-        finally:
-            for service in reversed(services):
-                service.stop()
         loads.append(load_average())
     block = render(results, floors, sizes, args, loads, started_at, command)
     print(block)
