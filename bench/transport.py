@@ -53,6 +53,14 @@ def noop() -> None:
     ledger().rpush(DONE_KEY, repr(time.time()))
 
 
+@shared_task(name="bench.nap")
+def nap(seconds: float) -> None:
+    """A task that works ``seconds`` (sleeping: the pool's slot is busy, the CPU is not), then
+    records its completion like ``noop``."""
+    time.sleep(seconds)
+    ledger().rpush(DONE_KEY, repr(time.time()))
+
+
 @shared_task(name="bench.stamp")
 def stamp(token: str) -> None:
     """Records the time it started (the latency sample's end)."""
@@ -83,7 +91,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import uuid  # noqa: E402
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Iterator  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from importlib import metadata  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -1013,17 +1021,22 @@ def pooled_values(floors: dict[str, dict[str, list[float]]], kind: str) -> list[
 
 
 def write_doc(block: str, prefetch_multiplier: int) -> None:
-    begin, end = markers(prefetch_multiplier)
-    text = DOC_PATH.read_text() if DOC_PATH.exists() else (
+    replace_block(DOC_PATH, *markers(prefetch_multiplier), block, header=(
         "# Transport benchmark: our `pubsub://` vs Kombu's `gcpubsub://` vs Redis\n\n"
         "Produced by `bench/transport.py` (see bench/README.md); the block between the markers "
         "is rewritten by each run.\n\n"
-    )
+    ))
+
+
+def replace_block(path: Path, begin: str, end: str, block: str, *, header: str) -> None:
+    """Put ``block`` (which starts with ``begin`` and ends with ``end``) in place of the
+    doc's block between those markers, or append it; a new doc starts with ``header``."""
+    text = path.read_text() if path.exists() else header
     if begin in text and end in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
     else:
         text += block + "\n"
-    DOC_PATH.write_text(text)
+    path.write_text(text)
 
 
 # --- main --------------------------------------------------------------------------------
@@ -1077,6 +1090,22 @@ def ceiling_round(floors: dict[str, dict[str, list[float]]], run_id: str, sizes:
     print(f"== emulator drain ceiling, {slots} slots: {rate:,.0f} msg/s", flush=True)
 
 
+@contextlib.contextmanager
+def started_services(workdir: Path) -> Iterator[tuple[Any, Any]]:
+    """Redis and the Pub/Sub emulator on free loopback ports (tests/services.py), for one
+    run; stopped by PID at the end, whatever happened."""
+    from tests.services import start_pubsub_emulator, start_redis
+
+    services: list[Any] = []
+    try:
+        services.append(start_redis(workdir))
+        services.append(start_pubsub_emulator(workdir))
+        yield services[0], services[1]
+    finally:
+        for service in reversed(services):
+            service.stop()
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
@@ -1098,8 +1127,6 @@ def main() -> None:
     sizes = QUICK if args.quick else FULL
     command = shlex.join([".venv/bin/python", "bench/transport.py", *sys.argv[1:]])
     sys.path.insert(0, str(REPO_ROOT))
-    from tests.services import start_pubsub_emulator, start_redis
-
     for name in PRODUCT_ENV:
         os.environ.pop(name, None)
     loads = [load_average()]
@@ -1107,14 +1134,9 @@ def main() -> None:
     run_id = uuid.uuid4().hex[:6]
     results: dict[str, Figures] = {}
     floors: dict[str, dict[str, list[float]]] = {}
-    services: list[Any] = []
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
         workdir = Path(tmp)
-        try:
-            redis_server = start_redis(workdir)
-            services.append(redis_server)
-            emulator = start_pubsub_emulator(workdir)
-            services.append(emulator)
+        with started_services(workdir) as (redis_server, emulator):
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.port}"
             print(f"emulator on {emulator.port}, redis on {redis_server.port}; "
                   f"load {loads[0]}", flush=True)
@@ -1143,9 +1165,6 @@ def main() -> None:
             publish_rounds(runs, sizes.publish_rounds)
             results.update((run.name, run.figures) for run in runs)
             floor_round(floors, "end", run_id, sizes)
-        finally:
-            for service in reversed(services):
-                service.stop()
         loads.append(load_average())
     block = render(results, floors, sizes, args, loads, started_at, command)
     print(block)
