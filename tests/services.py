@@ -8,104 +8,25 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-# The testing kit's own: one copy of how to find a port and the emulator.
+# The testing kit's own: one copy of how a loopback server is started, found and stopped.
 from vividly_tasks.testing.emulator import (
-    EmulatorUnavailable,
-    find_launcher,
+    ServiceProcess,
+    ServiceUnavailable,
     free_port,
     port_accepts,
+    start_pubsub_emulator,
 )
 
 POSTGRES_BIN_DIRS = tuple(Path("/usr/lib/postgresql").glob("*/bin"))
-START_TIMEOUT_SECONDS = 60.0
-STOP_TIMEOUT_SECONDS = 10.0
 
-
-class ServiceUnavailable(RuntimeError):
-    """A service could not be found or started on this machine."""
-
-
-@dataclass
-class ServiceProcess:
-    """One server process in its own process group, with its output in a log file."""
-
-    name: str
-    command: list[str]
-    port: int
-    log_path: Path
-    user: str | None = None
-    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                self.command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                user=self.user,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_SECONDS
-        while not port_accepts(self.port):
-            if self.process.poll() is not None:
-                raise ServiceUnavailable(
-                    f"{self.name} exited with {self.process.returncode} at start; "
-                    f"log {self.log_path}:\n{self.log_tail()}"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise ServiceUnavailable(f"{self.name} did not listen on port {self.port}")
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-    def restart(self) -> None:
-        self.stop()
-        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
-        while port_accepts(self.port) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.start()
-
-    def log_tail(self, lines: int = 30) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def find_emulator_launcher() -> str:
-    try:
-        return find_launcher()
-    except EmulatorUnavailable as exc:
-        raise ServiceUnavailable(str(exc)) from None
-
-
-def start_pubsub_emulator(workdir: Path) -> ServiceProcess:
-    port = free_port()
-    service = ServiceProcess(
-        "pubsub-emulator",
-        [find_emulator_launcher(), "--host=127.0.0.1", f"--port={port}"],
-        port,
-        workdir / "pubsub-emulator.log",
-    )
-    service.start()
-    return service
+__all__ = ["ServiceProcess", "ServiceUnavailable", "free_port", "port_accepts",
+           "start_pubsub_emulator"]
 
 
 def start_redis(workdir: Path) -> ServiceProcess:

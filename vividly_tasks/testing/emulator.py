@@ -1,5 +1,6 @@
-"""The Google Pub/Sub emulator as a process of the tests' own: started on a free loopback
-port, stopped by its process group (its launcher is a shell script that runs Java).
+"""The Google Pub/Sub emulator (and any loopback server) as a process of the tests' own:
+started on a free loopback port, stopped by its process group (the emulator's launcher is a
+shell script that runs Java).
 
 The launcher comes from the Debian package ``google-cloud-cli-pubsub-emulator`` or from
 ``gcloud components install pubsub-emulator`` (found beside ``gcloud``).
@@ -25,8 +26,8 @@ START_TIMEOUT_SECONDS = 60.0
 STOP_TIMEOUT_SECONDS = 10.0
 
 
-class EmulatorUnavailable(RuntimeError):
-    """The emulator is not installed here, or did not start."""
+class ServiceUnavailable(RuntimeError):
+    """A service could not be found or started on this machine."""
 
 
 def free_port() -> int:
@@ -44,52 +45,39 @@ def port_accepts(port: int) -> bool:
         return False
 
 
-def find_launcher() -> str:
-    candidates = list(LAUNCHER_CANDIDATES)
-    gcloud = shutil.which("gcloud")
-    if gcloud:
-        candidates.append(str((Path(gcloud).resolve().parent / LAUNCHER_BESIDE_GCLOUD).resolve()))
-    for candidate in candidates:
-        if os.access(candidate, os.X_OK):
-            return candidate
-    raise EmulatorUnavailable(
-        "the Pub/Sub emulator is not installed (Debian package google-cloud-cli-pubsub-emulator, "
-        "or gcloud components install pubsub-emulator)"
-    )
-
-
 @dataclass
-class PubSubEmulator:
-    """One emulator on ``127.0.0.1:port``, its output in ``log_path``."""
+class ServiceProcess:
+    """One server process in its own process group, with its output in a log file."""
 
+    name: str
+    command: list[str]
+    port: int
     log_path: Path
-    port: int = field(default_factory=free_port)
+    user: str | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
     def host(self) -> str:
-        """What ``PUBSUB_EMULATOR_HOST`` is set to for clients of this emulator."""
+        """``127.0.0.1:PORT``, as ``PUBSUB_EMULATOR_HOST`` takes it."""
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> PubSubEmulator:
+    def start(self) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [find_launcher(), "--host=127.0.0.1", f"--port={self.port}"],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, user=self.user,
             )
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while not port_accepts(self.port):
             if self.process.poll() is not None:
-                raise EmulatorUnavailable(
-                    f"the emulator exited with {self.process.returncode} at start "
-                    f"(log: {self.log_path})"
+                raise ServiceUnavailable(
+                    f"{self.name} exited with {self.process.returncode} at start; "
+                    f"log {self.log_path}:\n{self.log_tail()}"
                 )
             if time.monotonic() > deadline:
                 self.stop()
-                raise EmulatorUnavailable(f"the emulator did not listen on port {self.port}")
+                raise ServiceUnavailable(f"{self.name} did not listen on port {self.port}")
             time.sleep(0.05)
-        return self
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -101,3 +89,38 @@ class PubSubEmulator:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+        while port_accepts(self.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.start()
+
+    def log_tail(self, lines: int = 30) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def find_launcher() -> str:
+    candidates = list(LAUNCHER_CANDIDATES)
+    gcloud = shutil.which("gcloud")
+    if gcloud:
+        candidates.append(str((Path(gcloud).resolve().parent / LAUNCHER_BESIDE_GCLOUD).resolve()))
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return candidate
+    raise ServiceUnavailable(
+        "the Pub/Sub emulator is not installed (Debian package google-cloud-cli-pubsub-emulator, "
+        "or gcloud components install pubsub-emulator)"
+    )
+
+
+def start_pubsub_emulator(workdir: Path) -> ServiceProcess:
+    """An emulator on a free loopback port, its log in ``workdir``; ``stop()`` it after."""
+    port = free_port()
+    service = ServiceProcess("pubsub-emulator", [find_launcher(), "--host=127.0.0.1",
+                                                 f"--port={port}"],
+                             port, workdir / "pubsub-emulator.log")
+    service.start()
+    return service

@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from vividly_tasks.testing.emulator import PubSubEmulator
+from vividly_tasks.testing.emulator import start_pubsub_emulator
 
 APP_OPTION = "pubsub_celery_app"
 #: What the test app's configuration is switched to, and back after the test.
@@ -50,7 +50,7 @@ def pubsub_emulator_host() -> Iterator[str]:
         yield configured
         return
     with tempfile.TemporaryDirectory(prefix="pubsub-emulator-") as workdir:
-        emulator = PubSubEmulator(Path(workdir) / "emulator.log").start()
+        emulator = start_pubsub_emulator(Path(workdir))
         try:
             yield emulator.host
         finally:
