@@ -49,6 +49,17 @@ def client(billing_env: dict[str, str]) -> Iterator[Celery]:
     app.close()
 
 
+def drained_job(env: dict[str, str], tmp_path: Path, *options: str) -> WorkerProcess:
+    """``vividly-worker job -A`` the example app, run to its exit, which must be 0."""
+    command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, *options]
+    job = WorkerProcess(command, env, tmp_path / "job.log").start()
+    try:
+        assert job.wait(90) == 0, job.logs()[-4000:]
+    finally:
+        job.stop()
+    return job
+
+
 def test_the_readme_shows_the_example_app_line_by_line() -> None:
     source = (REPO_ROOT / "tests" / "example_project" / "billing.py").read_text()
     code = source.split(README_BEGIN)[1].split(README_END)[0]
@@ -87,13 +98,7 @@ def test_vividly_worker_job_drains_the_example_app_and_exits_with_its_summary(
                         "headers": {"task": "billing.add", "id": "stray"}, "properties": {}})
     publish_raw(pubsub_project, "vividly-", "billing", stray.encode(), exchange="",
                 routing_key="elsewhere", **{"kombu-envelope": "1"})
-    command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, "--idle-timeout", "3",
-               "--concurrency", "2"]
-    job = WorkerProcess(command, billing_env, tmp_path / "job.log").start()
-    try:
-        assert job.wait(90) == 0, job.logs()[-4000:]
-    finally:
-        job.stop()
+    job = drained_job(billing_env, tmp_path, "--idle-timeout", "3", "--concurrency", "2")
     assert [r.get(timeout=10) for r in results] == [1, 2, 3, 4, 5]
     summary = job.summary()
     assert summary["exit_reason"] == "idle"
@@ -137,13 +142,7 @@ def test_queues_given_as_celery_takes_them_are_each_consumed(
     """``-Q alpha,beta`` is two queues, as in ``celery worker`` (not one named "alpha,beta")."""
     results = [client.send_task("billing.add", (1, 1), queue="alpha"),
                client.send_task("billing.add", (2, 2), queue="beta")]
-    command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, "--idle-timeout", "2",
-               "-Q", "alpha,beta"]
-    job = WorkerProcess(command, billing_env, tmp_path / "job.log").start()
-    try:
-        assert job.wait(60) == 0, job.logs()[-4000:]
-    finally:
-        job.stop()
+    job = drained_job(billing_env, tmp_path, "--idle-timeout", "2", "-Q", "alpha,beta")
     assert [r.get(timeout=10) for r in results] == [2, 4]
     summary = job.summary()
     assert (summary["exit_reason"], summary["succeeded"]) == ("idle", 2)
