@@ -49,12 +49,13 @@ def client(billing_env: dict[str, str]) -> Iterator[Celery]:
     app.close()
 
 
-def drained_job(env: dict[str, str], tmp_path: Path, *options: str) -> WorkerProcess:
+def drained_job(env: dict[str, str], tmp_path: Path, *options: str,
+                timeout: float = 90) -> WorkerProcess:
     """``vividly-worker job -A`` the example app, run to its exit, which must be 0."""
     command = [sys.executable, "-m", "worker_entry", "job", "-A", APP, *options]
     job = WorkerProcess(command, env, tmp_path / "job.log").start()
     try:
-        assert job.wait(90) == 0, job.logs()[-4000:]
+        assert job.wait(timeout) == 0, job.logs()[-4000:]
     finally:
         job.stop()
     return job
@@ -142,7 +143,8 @@ def test_queues_given_as_celery_takes_them_are_each_consumed(
     """``-Q alpha,beta`` is two queues, as in ``celery worker`` (not one named "alpha,beta")."""
     results = [client.send_task("billing.add", (1, 1), queue="alpha"),
                client.send_task("billing.add", (2, 2), queue="beta")]
-    job = drained_job(billing_env, tmp_path, "--idle-timeout", "2", "-Q", "alpha,beta")
+    job = drained_job(billing_env, tmp_path, "--idle-timeout", "2", "-Q", "alpha,beta",
+                      timeout=60)
     assert [r.get(timeout=10) for r in results] == [2, 4]
     summary = job.summary()
     assert (summary["exit_reason"], summary["succeeded"]) == ("idle", 2)
