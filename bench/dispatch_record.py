@@ -25,10 +25,10 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from vividly_tasks.content.models import DispatchArrivalRow
 from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
 from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, SqlRecord
+from vividly_tasks.lessons.models import DispatchArrivalRow
 from vividly_tasks.settings import Settings
 
 JOB = "vividly-job"

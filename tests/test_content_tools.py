@@ -22,8 +22,8 @@ from tests.content_support import (
 )
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.product import VividlyCelery
-from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.lessons.product import VividlyCelery
+from vividly_tasks.lessons.tasks import submit_content_request
 from worker_entry.exit_codes import RET_CONFIG, RET_OK
 
 TOOLS = ("ffmpeg", "espeak-ng")

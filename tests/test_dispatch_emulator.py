@@ -16,8 +16,8 @@ from google.cloud import pubsub_v1
 from tests.content_support import wait_for
 from tests.dispatch_support import DispatchServe
 from vividly_tasks.cli import cli
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.status import Status
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.status import Status
 from vividly_tasks.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -113,7 +113,7 @@ DUE_IN_SECONDS = 120
 
 def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
         dispatcher: DispatchServe) -> None:
-    from vividly_tasks.product import create_app
+    from vividly_tasks.lessons.product import create_app
 
     app = create_app(Settings())
     try:

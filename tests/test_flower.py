@@ -33,10 +33,10 @@ from tests.content_support import wait_for
 from tests.services import ServiceProcess, ServiceUnavailable, free_port
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.requests import submit
-from vividly_tasks.content.services import ContentServices
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content
 from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content
 
 FLOWER_USER, FLOWER_PASSWORD = "operator", "flower-test-secret"
 WORKER_NAME = "content@flower-test"

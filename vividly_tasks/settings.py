@@ -121,7 +121,7 @@ class Settings(BaseSettings):
     )
     port: int = Field(default=8080, ge=1, le=65535, description="Service mode HTTP port.")
 
-    # Content: the generation pipeline (vividly_tasks.content), its limits and retry policy.
+    # Content: the generation pipeline (vividly_tasks.lessons), its limits and retry policy.
     content_max_topic_chars: int = Field(
         default=200, ge=1, description="Longest topic accepted; longer requests fail validation."
     )

@@ -24,7 +24,7 @@ from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError
 
 from vividly_tasks import transport, worker
-from vividly_tasks.product import create_app
+from vividly_tasks.lessons.product import create_app
 from vividly_tasks.settings import Settings, mask_url_password, secret_values
 from vividly_tasks.transport.transport import Transport as PubSubTransport
 from vividly_tasks.worker.logs import configure_process_logging

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import click
 
-from vividly_tasks.cli.content_requests import resubmit, status, submit
 from vividly_tasks.cli.context import CliContext
 from vividly_tasks.cli.dead_letters import dlq
-from vividly_tasks.cli.demo import demo
 from vividly_tasks.cli.dispatch import dispatch
 from vividly_tasks.cli.provision import provision
+from vividly_tasks.lessons.commands import resubmit, status, submit
+from vividly_tasks.lessons.demo import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -14,8 +14,8 @@ import click
 from pydantic import ValidationError
 
 from vividly_tasks.cli.errors import cli_error, config_error
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.product import create_app
+from vividly_tasks.lessons.product import create_app
+from vividly_tasks.lessons.services import ContentServices
 from vividly_tasks.settings import Settings, environment_variable, secret_values
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.worker.logs import configure_process_logging

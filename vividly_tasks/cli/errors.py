@@ -18,7 +18,7 @@ from vividly_tasks.cli.exit_codes import (
     RET_NOT_FOUND,
     RET_UNAVAILABLE,
 )
-from vividly_tasks.content.errors import DatabaseUnavailable, EnqueueFailed, InvalidRequest
+from vividly_tasks.lessons.errors import DatabaseUnavailable, EnqueueFailed, InvalidRequest
 from vividly_tasks.transport.errors import (
     PermissionDenied,
     PubSubChannelError,

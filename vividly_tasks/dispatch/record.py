@@ -36,17 +36,17 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from vividly_tasks.content.database import make_engine, migrate, translate_errors
-from vividly_tasks.content.models import (
+from vividly_tasks.dispatch.decision import ArrivalCounts
+from vividly_tasks.dispatch.errors import DispatchConfigError
+from vividly_tasks.dispatch.inputs import Arrival, Launch
+from vividly_tasks.lessons.database import make_engine, migrate, translate_errors
+from vividly_tasks.lessons.models import (
     Base,
     DispatchArrivalRow,
     DispatchLaunchRow,
     DispatchRecordRow,
     utcnow,
 )
-from vividly_tasks.dispatch.decision import ArrivalCounts
-from vividly_tasks.dispatch.errors import DispatchConfigError
-from vividly_tasks.dispatch.inputs import Arrival, Launch
 
 logger = logging.getLogger(__name__)
 

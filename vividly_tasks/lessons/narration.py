@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from vividly_tasks.content.errors import PermanentFailure, ToolMissing
-from vividly_tasks.content.tools import run_tool
+from vividly_tasks.lessons.errors import PermanentFailure, ToolMissing
+from vividly_tasks.lessons.tools import run_tool
 
 SAMPLE_RATE_HZ = 22050  # espeak-ng's native rate
 SAMPLE_WIDTH_BYTES = 2
@@ -119,7 +119,7 @@ def _speaker(voice: Voice, workdir: Path, timeout_seconds: float) -> tuple[Speak
         return silence, ENGINE_SILENCE
     if voice.narrator == NARRATOR_GOOGLE:
         # Lazily: the client library is heavy, and only this narrator needs it.
-        from vividly_tasks.content import cloud_speech  # noqa: PLC0415
+        from vividly_tasks.lessons import cloud_speech  # noqa: PLC0415
 
         deadline = time.monotonic() + timeout_seconds  # one budget for every section
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass
 
-from vividly_tasks.content.credentials import default_credentials_problem
-from vividly_tasks.content.database import ContentDatabase
-from vividly_tasks.content.gemini import GeminiConfig, GeminiGenerator
-from vividly_tasks.content.generator import LessonGenerator, OfflineGenerator
-from vividly_tasks.content.narration import NARRATOR_ESPEAK, Voice
-from vividly_tasks.content.pipeline import PipelineConfig
-from vividly_tasks.content.repository import ContentRepository
-from vividly_tasks.content.runner import ContentRunner
-from vividly_tasks.content.storage import Storage, open_storage
+from vividly_tasks.lessons.credentials import default_credentials_problem
+from vividly_tasks.lessons.database import ContentDatabase
+from vividly_tasks.lessons.gemini import GeminiConfig, GeminiGenerator
+from vividly_tasks.lessons.generator import LessonGenerator, OfflineGenerator
+from vividly_tasks.lessons.narration import NARRATOR_ESPEAK, Voice
+from vividly_tasks.lessons.pipeline import PipelineConfig
+from vividly_tasks.lessons.repository import ContentRepository
+from vividly_tasks.lessons.runner import ContentRunner
+from vividly_tasks.lessons.storage import Storage, open_storage
 from vividly_tasks.settings import Settings, secret_values
 from vividly_tasks.worker.redaction import Redactor
 

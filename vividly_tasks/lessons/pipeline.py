@@ -21,20 +21,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from vividly_tasks.content.errors import TimeLimitExceeded
-from vividly_tasks.content.generator import (
+from vividly_tasks.lessons.errors import TimeLimitExceeded
+from vividly_tasks.lessons.generator import (
     NO_USAGE,
     LessonGenerator,
     ModelUsage,
     usage_reported_to,
 )
-from vividly_tasks.content.lesson import Lesson, render_html, render_markdown
-from vividly_tasks.content.narration import Voice, narrate
-from vividly_tasks.content.stages import StageStore
-from vividly_tasks.content.status import Stage
-from vividly_tasks.content.storage import Storage, artifact_key
-from vividly_tasks.content.validation import LessonSpec, Modality, validate
-from vividly_tasks.content.video import FRAME_RATE_FPS, HEIGHT_PX, WIDTH_PX, encode, render_slides
+from vividly_tasks.lessons.lesson import Lesson, render_html, render_markdown
+from vividly_tasks.lessons.narration import Voice, narrate
+from vividly_tasks.lessons.stages import StageStore
+from vividly_tasks.lessons.status import Stage
+from vividly_tasks.lessons.storage import Storage, artifact_key
+from vividly_tasks.lessons.validation import LessonSpec, Modality, validate
+from vividly_tasks.lessons.video import FRAME_RATE_FPS, HEIGHT_PX, WIDTH_PX, encode, render_slides
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The content database: engine and sessions from the settings, and the migrations.
 
 ``migrate()`` brings the schema to the newest revision with Alembic (migrations live in
-``vividly_tasks/migrations``); workers and the CLI call it, nobody runs SQL by hand. Database
-errors that mean "unavailable or busy" become ``DatabaseUnavailable`` here, once.
+``vividly_tasks/lessons/migrations``); workers and the CLI call it, nobody runs SQL by hand.
+Database errors that mean "unavailable or busy" become ``DatabaseUnavailable`` here, once.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
-from vividly_tasks.content.errors import DatabaseUnavailable
+from vividly_tasks.lessons.errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
-MIGRATIONS_LOCATION = "vividly_tasks:migrations"
+MIGRATIONS_LOCATION = "vividly_tasks.lessons:migrations"
 SQLITE_BUSY_TIMEOUT_SECONDS = 30
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises concurrent migrations.
 MIGRATION_LOCK_KEY = 0x76697669

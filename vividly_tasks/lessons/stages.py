@@ -32,9 +32,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from vividly_tasks.content.errors import StorageUnavailable
-from vividly_tasks.content.lesson import Lesson
-from vividly_tasks.content.storage import Storage, check_key
+from vividly_tasks.lessons.errors import StorageUnavailable
+from vividly_tasks.lessons.lesson import Lesson
+from vividly_tasks.lessons.storage import Storage, check_key
 
 logger = logging.getLogger(__name__)
 

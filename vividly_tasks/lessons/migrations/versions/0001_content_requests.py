@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from vividly_tasks.content.models import UTCDateTime
+from vividly_tasks.lessons.models import UTCDateTime
 
 revision = "0001"
 down_revision = None

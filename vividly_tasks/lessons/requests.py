@@ -13,11 +13,11 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from vividly_tasks.content.errors import EnqueueFailed
-from vividly_tasks.content.models import ContentRequest
-from vividly_tasks.content.repository import ContentRepository, parse_request_id
-from vividly_tasks.content.status import Status
-from vividly_tasks.content.validation import validate
+from vividly_tasks.lessons.errors import EnqueueFailed
+from vividly_tasks.lessons.models import ContentRequest
+from vividly_tasks.lessons.repository import ContentRepository, parse_request_id
+from vividly_tasks.lessons.status import Status
+from vividly_tasks.lessons.validation import validate
 
 logger = logging.getLogger(__name__)
 

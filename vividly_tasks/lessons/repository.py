@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, or_, select, update
 
-from vividly_tasks.content.database import ContentDatabase
-from vividly_tasks.content.generator import NO_USAGE, ModelUsage
-from vividly_tasks.content.models import ContentRequest, utcnow
-from vividly_tasks.content.status import Stage, Status, sources
+from vividly_tasks.lessons.database import ContentDatabase
+from vividly_tasks.lessons.generator import NO_USAGE, ModelUsage
+from vividly_tasks.lessons.models import ContentRequest, utcnow
+from vividly_tasks.lessons.status import Stage, Status, sources
 
 
 def parse_request_id(value: str | uuid.UUID) -> uuid.UUID | None:

@@ -30,10 +30,10 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from vividly_tasks.content.errors import PermanentFailure, ServiceUnavailable
-from vividly_tasks.content.generator import ModelUsage, report_usage
-from vividly_tasks.content.lesson import Lesson, QuizItem, Section, as_sentence
-from vividly_tasks.content.validation import GradeBand, LessonSpec
+from vividly_tasks.lessons.errors import PermanentFailure, ServiceUnavailable
+from vividly_tasks.lessons.generator import ModelUsage, report_usage
+from vividly_tasks.lessons.lesson import Lesson, QuizItem, Section, as_sentence
+from vividly_tasks.lessons.validation import GradeBand, LessonSpec
 
 SERVICE = "the lesson model (Gemini)"
 #: Finish reasons that mean the model's filters withheld the answer.

@@ -40,28 +40,28 @@ from celery.signals import celeryd_after_setup
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 
-from vividly_tasks import plain_message_tasks
-from vividly_tasks.content.errors import (
+from vividly_tasks.lessons.errors import (
     EnqueueFailed,
     InvalidRequest,
     PermanentFailure,
     ServiceUnavailable,
     TransientError,
 )
-from vividly_tasks.content.generator import ModelUsage
-from vividly_tasks.content.models import ContentRequest, utcnow
-from vividly_tasks.content.repository import parse_request_id
-from vividly_tasks.content.requests import submit
-from vividly_tasks.content.runner import shortened
-from vividly_tasks.content.services import (
+from vividly_tasks.lessons.generator import ModelUsage
+from vividly_tasks.lessons.models import ContentRequest, utcnow
+from vividly_tasks.lessons.repository import parse_request_id
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.runner import shortened
+from vividly_tasks.lessons.services import (
     ContentServices,
     migrate,
     missing_configuration,
     missing_tools,
 )
-from vividly_tasks.content.status import Stage, Status
-from vividly_tasks.content.storage import LocalStorage, open_storage
+from vividly_tasks.lessons.status import Stage, Status
+from vividly_tasks.lessons.storage import LocalStorage, open_storage
 from vividly_tasks.settings import Settings, mask_urls_in
+from vividly_tasks.worker import plain_message_tasks
 from vividly_tasks.worker.redaction import redact_exception, redactor_of, secrets_masked
 
 logger = logging.getLogger(__name__)

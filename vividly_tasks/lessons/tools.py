@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from vividly_tasks.content.errors import PermanentFailure, TimeLimitExceeded, ToolMissing
+from vividly_tasks.lessons.errors import PermanentFailure, TimeLimitExceeded, ToolMissing
 
 #: How much of a failing program's stderr goes into the recorded error.
 STDERR_TAIL_CHARS = 2000

@@ -1,5 +1,5 @@
 """The ``ContentRequest`` table (SQLAlchemy 2.x). Its schema is created by the migrations in
-``vividly_tasks/migrations``; keep the two in step (a test compares them)."""
+``vividly_tasks/lessons/migrations``; keep the two in step (a test compares them)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from vividly_tasks.content.status import Status
+from vividly_tasks.lessons.status import Status
 
 
 def utcnow() -> datetime:
@@ -53,8 +53,8 @@ class Base(DeclarativeBase):
 
 
 class ContentRequest(Base):
-    """One request for a lesson. Status changes go through ``vividly_tasks.content.database``,
-    which guards each with the machine in ``vividly_tasks.content.status``."""
+    """One request for a lesson. Status changes go through ``vividly_tasks.lessons.database``,
+    which guards each with the machine in ``vividly_tasks.lessons.status``."""
 
     __tablename__ = "content_requests"
 

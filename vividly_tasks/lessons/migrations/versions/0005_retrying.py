@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from vividly_tasks.content.models import UTCDateTime
+from vividly_tasks.lessons.models import UTCDateTime
 
 revision = "0005"
 down_revision = "0004"

@@ -1,2 +1,2 @@
 """Alembic migrations of the content database, applied by
-``vividly_tasks.content.database.migrate()``."""
+``vividly_tasks.lessons.database.migrate()``."""

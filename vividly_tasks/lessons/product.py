@@ -11,11 +11,12 @@ from typing import Any
 
 from celery import Celery, Task
 
-from vividly_tasks import plain_message_tasks, transport, worker
+from vividly_tasks import transport, worker
 from vividly_tasks.settings import Settings, secret_values
+from vividly_tasks.worker import plain_message_tasks
 from vividly_tasks.worker.requests import TaskRequest
 
-TASK_MODULES = ["vividly_tasks.tasks"]
+TASK_MODULES = ["vividly_tasks.lessons.tasks"]
 
 
 class VividlyCelery(Celery):  # type: ignore[misc]
@@ -93,7 +94,7 @@ def create_app(settings: Settings | None = None) -> VividlyCelery:
     transport.register()
     app = VividlyCelery(
         "vividly_tasks", settings=settings, include=TASK_MODULES,
-        task_cls="vividly_tasks.product:VividlyTask",
+        task_cls="vividly_tasks.lessons.product:VividlyTask",
     )
     app.add_defaults(lambda: celery_config(app.settings))
     # A malformed task message is dead-lettered with its reason instead of stopping the

@@ -21,13 +21,13 @@ from typing import Any
 
 import click
 
-from vividly_tasks.cli.content_requests import artifact_location
 from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError, cli_error
 from vividly_tasks.cli.exit_codes import RET_FAILED
-from vividly_tasks.content.status import Status, is_terminal
+from vividly_tasks.lessons.commands import artifact_location
+from vividly_tasks.lessons.status import Status, is_terminal
+from vividly_tasks.lessons.tasks import submit_content_request
 from vividly_tasks.settings import Settings, mask_url_password
-from vividly_tasks.tasks import submit_content_request
 from vividly_tasks.worker.safe_text import printable
 
 #: How often the demo looks at the requests while the job runs.

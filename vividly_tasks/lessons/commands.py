@@ -18,13 +18,13 @@ import click
 from vividly_tasks.cli.context import CliContext, pass_context
 from vividly_tasks.cli.errors import CliError, cli_error, not_found
 from vividly_tasks.cli.exit_codes import RET_FAILED, RET_INVALID
-from vividly_tasks.content.models import ContentRequest, utcnow
-from vividly_tasks.content.repository import parse_request_id
-from vividly_tasks.content.requests import resubmit as resubmit_request
-from vividly_tasks.content.status import Status, is_terminal
-from vividly_tasks.content.validation import Modality
+from vividly_tasks.lessons.models import ContentRequest, utcnow
+from vividly_tasks.lessons.repository import parse_request_id
+from vividly_tasks.lessons.requests import resubmit as resubmit_request
+from vividly_tasks.lessons.status import Status, is_terminal
+from vividly_tasks.lessons.tasks import send_generate_content, submit_content_request
+from vividly_tasks.lessons.validation import Modality
 from vividly_tasks.settings import mask_url_password
-from vividly_tasks.tasks import send_generate_content, submit_content_request
 from vividly_tasks.worker.safe_text import printable
 
 #: How often ``status`` re-reads a running request.

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
-from vividly_tasks.content.models import Base
+from vividly_tasks.lessons.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError(
-        "run migrations with vividly_tasks.content.database.migrate(), which passes a connection"
+        "run migrations with vividly_tasks.lessons.database.migrate(), which passes a connection"
     )
 context.configure(
     connection=connection,

@@ -30,8 +30,8 @@ from google.api_core import exceptions as api
 from google.auth.exceptions import TransportError
 from google.cloud import storage as gcs
 
-from vividly_tasks.content.credentials import find_default_credentials
-from vividly_tasks.content.errors import StorageUnavailable
+from vividly_tasks.lessons.credentials import find_default_credentials
+from vividly_tasks.lessons.errors import StorageUnavailable
 
 INCOMING_DIR = ".incoming"
 #: google-cloud-storage's own setting: a local emulator, reached without credentials.

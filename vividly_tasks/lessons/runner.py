@@ -32,25 +32,25 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from vividly_tasks.content.errors import (
+from vividly_tasks.lessons.errors import (
     ClaimLost,
     DatabaseUnavailable,
     InvalidRequest,
     PermanentFailure,
     TransientError,
 )
-from vividly_tasks.content.generator import LessonGenerator, ModelUsage
-from vividly_tasks.content.models import utcnow
-from vividly_tasks.content.pipeline import (
+from vividly_tasks.lessons.generator import LessonGenerator, ModelUsage
+from vividly_tasks.lessons.models import utcnow
+from vividly_tasks.lessons.pipeline import (
     VIDEO_ONLY_STAGES,
     PipelineConfig,
     RequestFields,
     run_pipeline,
 )
-from vividly_tasks.content.repository import Claim, ContentRepository, parse_request_id
-from vividly_tasks.content.stages import StageStore
-from vividly_tasks.content.status import Stage, is_terminal
-from vividly_tasks.content.storage import Storage
+from vividly_tasks.lessons.repository import Claim, ContentRepository, parse_request_id
+from vividly_tasks.lessons.stages import StageStore
+from vividly_tasks.lessons.status import Stage, is_terminal
+from vividly_tasks.lessons.storage import Storage
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import unicodedata
 from dataclasses import dataclass
 from enum import StrEnum
 
-from vividly_tasks.content.errors import InvalidRequest
+from vividly_tasks.lessons.errors import InvalidRequest
 
 
 class Modality(StrEnum):

@@ -26,13 +26,13 @@ from google.api_core import exceptions as api_exceptions
 from google.auth import exceptions as auth_exceptions
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 
-from vividly_tasks.content.errors import (
+from vividly_tasks.lessons.errors import (
     ContentError,
     PermanentFailure,
     ServiceUnavailable,
     TimeLimitExceeded,
 )
-from vividly_tasks.content.narration import CHANNELS, SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES, Voice
+from vividly_tasks.lessons.narration import CHANNELS, SAMPLE_RATE_HZ, SAMPLE_WIDTH_BYTES, Voice
 
 if TYPE_CHECKING:
     # The client is Any to mypy, as the other google.cloud libraries are (pyproject): letting

@@ -16,8 +16,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Protocol
 
-from vividly_tasks.content.lesson import Lesson, QuizItem, Section, as_sentence
-from vividly_tasks.content.validation import GradeBand, LessonSpec
+from vividly_tasks.lessons.lesson import Lesson, QuizItem, Section, as_sentence
+from vividly_tasks.lessons.validation import GradeBand, LessonSpec
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
-from vividly_tasks.content.lesson import Lesson, Section
-from vividly_tasks.content.narration import Narration
-from vividly_tasks.content.tools import run_tool
+from vividly_tasks.lessons.lesson import Lesson, Section
+from vividly_tasks.lessons.narration import Narration
+from vividly_tasks.lessons.tools import run_tool
 
 WIDTH_PX, HEIGHT_PX = 1280, 720
 #: Slides are stills: 12 frames a second look the same as 24 and encode twice as fast.
