@@ -10,7 +10,7 @@ import os
 import time
 
 from vividly_tasks.lessons.product import create_app
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.settings import Settings
 
 LEDGER_ENV = "DISPATCH_E2E_LEDGER"
 

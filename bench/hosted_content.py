@@ -61,9 +61,9 @@ from vividly_tasks.lessons.generator import OfflineGenerator  # noqa: E402
 from vividly_tasks.lessons.lesson import Lesson as LessonContent  # noqa: E402
 from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate  # noqa: E402
 from vividly_tasks.lessons.services import ContentServices  # noqa: E402
+from vividly_tasks.lessons.settings import Settings  # noqa: E402
 from vividly_tasks.lessons.storage import artifact_key  # noqa: E402
 from vividly_tasks.lessons.validation import LessonSpec, validate  # noqa: E402
-from vividly_tasks.settings import Settings  # noqa: E402
 
 TOPIC, SUBJECT, GRADE = "Photosynthesis", "Biology", "7"
 MODALITIES = ("text", "video")

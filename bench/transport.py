@@ -425,7 +425,7 @@ class BrokerRun:
     # The publishing app lives in this process; settings passed explicitly, not from env.
     def make_app(self) -> Any:
         from vividly_tasks import create_app
-        from vividly_tasks.settings import Settings
+        from vividly_tasks.lessons.settings import Settings
 
         settings = Settings(
             broker_url=self.env["BROKER_URL"],

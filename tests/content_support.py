@@ -16,7 +16,7 @@ import redis
 
 from vividly_tasks.lessons.models import ContentRequest
 from vividly_tasks.lessons.services import ContentServices
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.settings import Settings
 
 T = TypeVar("T")
 

@@ -37,8 +37,8 @@ from vividly_tasks.cli.exit_codes import (
 )
 from vividly_tasks.lessons.models import ContentRequest
 from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Status
-from vividly_tasks.settings import Settings
 from vividly_tasks.transport.dead_letter_box import DeadLetter
 
 PREFIX = "vividly-"  # the settings' default prefix

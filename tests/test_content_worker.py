@@ -37,9 +37,9 @@ from vividly_tasks.lessons.errors import EnqueueFailed
 from vividly_tasks.lessons.product import VividlyCelery
 from vividly_tasks.lessons.requests import resubmit, submit
 from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.storage import INCOMING_DIR, LocalStorage, artifact_key
 from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content
-from vividly_tasks.settings import Settings
 
 VIDEO_STAGES = {"narrate", "slides", "encode"}
 

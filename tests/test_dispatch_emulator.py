@@ -16,9 +16,10 @@ from google.cloud import pubsub_v1
 from tests.content_support import wait_for
 from tests.dispatch_support import DispatchServe
 from vividly_tasks.cli import cli
+from vividly_tasks.dispatch.settings import DispatchSettings
 from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Status
-from vividly_tasks.settings import Settings
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def dispatcher(loop_env: str, tmp_path: Path) -> Iterator[DispatchServe]:
         subscriber.close()
 
 
-def worker_summaries(settings: Settings) -> list[dict[str, object]]:
+def worker_summaries(settings: DispatchSettings) -> list[dict[str, object]]:
     folder = settings.effective_dispatch_record_path.parent / "workers"
     summaries = []
     for log in sorted(folder.glob("*.log")):
@@ -69,7 +70,7 @@ def worker_summaries(settings: Settings) -> list[dict[str, object]]:
 
 def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
         dispatcher: DispatchServe) -> None:
-    settings = Settings()
+    settings = DispatchSettings()
     time.sleep(3)  # nothing submitted: nothing starts
     assert dispatcher.decisions() == []
     assert worker_summaries(settings) == []
@@ -81,7 +82,7 @@ def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
         assert result.exit_code == 0, result.output
         ids.append(result.stdout.strip())
 
-    services = ContentServices.from_settings(settings)
+    services = ContentServices.from_settings(Settings())
     try:
         def all_completed() -> bool:
             rows = [services.repository.get(request_id) for request_id in ids]

@@ -35,8 +35,8 @@ from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.lessons.requests import submit
 from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content
-from vividly_tasks.settings import Settings
 
 FLOWER_USER, FLOWER_PASSWORD = "operator", "flower-test-secret"
 WORKER_NAME = "content@flower-test"

@@ -23,9 +23,9 @@ from vividly_tasks.lessons.gemini import (
 )
 from vividly_tasks.lessons.generator import ModelUsage, OfflineGenerator, usage_reported_to
 from vividly_tasks.lessons.services import make_generator, missing_configuration
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.tasks import transient_countdown
 from vividly_tasks.lessons.validation import LessonSpec, Modality
-from vividly_tasks.settings import Settings
 
 TOPIC = "Photosynthesis"
 

@@ -25,8 +25,8 @@ from tests.worker_tasks import PLAIN_MESSAGES_KEY
 from tests.workers import REPO_ROOT, WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Status
-from vividly_tasks.settings import Settings
 
 NODE_PRODUCER = REPO_ROOT / "tests" / "interop_node" / "publish.js"
 PREFIX = "vividly-"

@@ -42,10 +42,10 @@ from vividly_tasks.lessons.database import ContentDatabase
 from vividly_tasks.lessons.errors import InvalidRequest
 from vividly_tasks.lessons.repository import ContentRepository
 from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Status
 from vividly_tasks.lessons.storage import GCSStorage, LocalStorage, UnsafeKey, check_key
 from vividly_tasks.lessons.validation import validate
-from vividly_tasks.settings import Settings
 from vividly_tasks.transport import limits, plain_messages, wire
 from vividly_tasks.transport.inbound import eta_timestamp
 from vividly_tasks.transport.poison import PoisonMessage

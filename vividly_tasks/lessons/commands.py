@@ -15,16 +15,16 @@ from urllib.parse import unquote, urlsplit
 
 import click
 
-from vividly_tasks.cli.context import CliContext, pass_context
-from vividly_tasks.cli.errors import CliError, cli_error, not_found
+from vividly_tasks.cli.errors import CliError, not_found
 from vividly_tasks.cli.exit_codes import RET_FAILED, RET_INVALID
+from vividly_tasks.lessons.command_context import LessonContext, lesson_error, pass_lessons
 from vividly_tasks.lessons.models import ContentRequest, utcnow
 from vividly_tasks.lessons.repository import parse_request_id
 from vividly_tasks.lessons.requests import resubmit as resubmit_request
 from vividly_tasks.lessons.status import Status, is_terminal
 from vividly_tasks.lessons.tasks import send_generate_content, submit_content_request
 from vividly_tasks.lessons.validation import Modality
-from vividly_tasks.settings import mask_url_password
+from vividly_tasks.worker.redaction import mask_url_password
 from vividly_tasks.worker.safe_text import printable
 
 #: How often ``status`` re-reads a running request.
@@ -46,8 +46,8 @@ def request_id_argument(ctx: click.Context, param: click.Parameter, value: str) 
 @click.option("--grade", "-g", "grade_level", default=None, help="Grade level: K or 1-12.")
 @click.option("--subject", "-s", default=None, help="Subject, e.g. Biology.")
 @click.option("--json", "as_json", is_flag=True, help="Print the request as JSON.")
-@pass_context
-def submit(context: CliContext, topic: str, modality: str, grade_level: str | None,
+@pass_lessons
+def submit(context: LessonContext, topic: str, modality: str, grade_level: str | None,
            subject: str | None, as_json: bool) -> None:
     """Create a content request, enqueue its generation and print its id."""
     try:
@@ -56,14 +56,14 @@ def submit(context: CliContext, topic: str, modality: str, grade_level: str | No
             grade_level=grade_level,
         )
     except Exception as exc:
-        raise cli_error(exc) from exc
+        raise lesson_error(exc) from exc
     click.echo(json.dumps(row.as_dict()) if as_json else str(row.id))
 
 
 @click.command()
 @click.argument("request_id", callback=request_id_argument)
-@pass_context
-def resubmit(context: CliContext, request_id: str) -> None:
+@pass_lessons
+def resubmit(context: LessonContext, request_id: str) -> None:
     """Send a pending (enqueue failed) or queued request's message again; print its id."""
     try:
         row = resubmit_request(
@@ -75,7 +75,7 @@ def resubmit(context: CliContext, request_id: str) -> None:
     except ValueError as exc:
         raise CliError(str(exc), RET_INVALID) from None
     except Exception as exc:
-        raise cli_error(exc) from exc
+        raise lesson_error(exc) from exc
     click.echo(str(row.id))
 
 
@@ -88,8 +88,8 @@ def resubmit(context: CliContext, request_id: str) -> None:
                    "progress bar; --json: do not wait].")
 @click.option("--timeout", type=click.FloatRange(min=0), default=None,
               help="Stop following after this many seconds (the request goes on).")
-@pass_context
-def status(context: CliContext, request_id: str, as_json: bool, wait: bool | None,
+@pass_lessons
+def status(context: LessonContext, request_id: str, as_json: bool, wait: bool | None,
            timeout: float | None) -> None:
     """Show a request: status, stage, progress, error and artifacts. Exit 1 if it failed."""
     row = read(context, request_id)
@@ -103,18 +103,18 @@ def status(context: CliContext, request_id: str, as_json: bool, wait: bool | Non
         click.get_current_context().exit(RET_FAILED)
 
 
-def read(context: CliContext, request_id: str) -> ContentRequest:
+def read(context: LessonContext, request_id: str) -> ContentRequest:
     try:
         row = context.services.repository.get(request_id)
     except Exception as exc:
-        raise cli_error(exc) from exc
+        raise lesson_error(exc) from exc
     if row is None:
         database = mask_url_password(context.settings.effective_database_url)
         raise not_found(f"unknown request id {request_id} (database {database})")
     return row
 
 
-def follow(context: CliContext, row: ContentRequest, timeout: float | None, *,
+def follow(context: LessonContext, row: ContentRequest, timeout: float | None, *,
            show_bar: bool) -> ContentRequest:
     """Re-read the request until it is terminal (or ``timeout``), with a bar on stderr."""
     deadline = None if timeout is None else time.monotonic() + timeout

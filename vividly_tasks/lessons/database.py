@@ -9,43 +9,26 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Iterator
-from typing import Any
 
-from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
+from vividly_tasks import databases
+from vividly_tasks.databases import make_engine
 from vividly_tasks.lessons.errors import DatabaseUnavailable
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_LOCATION = "vividly_tasks.lessons:migrations"
-SQLITE_BUSY_TIMEOUT_SECONDS = 30
+#: Alembic's default name: the lesson schema's revisions (the dispatcher's record has its own).
+VERSION_TABLE = "alembic_version"
 #: Arbitrary, fixed key of the PostgreSQL advisory lock that serialises concurrent migrations.
 MIGRATION_LOCK_KEY = 0x76697669
-MIGRATION_ATTEMPTS = 5
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``: SQLite gets WAL and a busy timeout, so worker processes share it."""
-    if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
-            cursor.close()
-
-        return engine
-    return create_engine(url, pool_pre_ping=True)
 
 
 class ContentDatabase:
@@ -83,32 +66,15 @@ def translate_errors() -> Iterator[None]:
 
 
 def alembic_config() -> Config:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS_LOCATION)
-    return config
+    return databases.alembic_config(MIGRATIONS_LOCATION, VERSION_TABLE)
 
 
 def migrate(engine: Engine) -> None:
-    """Upgrade the schema to the newest revision. Safe when many processes start at once:
-    PostgreSQL serialises on an advisory lock; SQLite's losers of the write lock retry."""
-    config = alembic_config()
-    for attempt in range(1, MIGRATION_ATTEMPTS + 1):
-        try:
-            with engine.begin() as connection:
-                if connection.dialect.name == "postgresql":
-                    connection.execute(
-                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
-                    )
-                config.attributes["connection"] = connection
-                command.upgrade(config, "head")
-            return
-        except (OperationalError, DBAPIError) as exc:
-            if attempt == MIGRATION_ATTEMPTS:
-                raise DatabaseUnavailable(f"migrating the content database failed: {exc}") from exc
-            logger.warning("migration attempt %d failed, retrying: %s", attempt, exc)
-            time.sleep(0.2 * attempt)
-        finally:
-            config.attributes.pop("connection", None)
+    """Upgrade the schema to the newest revision, however many processes start at once."""
+    try:
+        databases.upgrade(engine, alembic_config(), lock_key=MIGRATION_LOCK_KEY)
+    except (OperationalError, DBAPIError) as exc:
+        raise DatabaseUnavailable(f"migrating the content database failed: {exc}") from exc
 
 
 def current_revision(engine: Engine) -> str | None:

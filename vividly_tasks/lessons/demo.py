@@ -21,13 +21,14 @@ from typing import Any
 
 import click
 
-from vividly_tasks.cli.context import CliContext, pass_context
-from vividly_tasks.cli.errors import CliError, cli_error
+from vividly_tasks.cli.errors import CliError
 from vividly_tasks.cli.exit_codes import RET_FAILED
+from vividly_tasks.lessons.command_context import LessonContext, lesson_error, pass_lessons
 from vividly_tasks.lessons.commands import artifact_location
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Status, is_terminal
 from vividly_tasks.lessons.tasks import submit_content_request
-from vividly_tasks.settings import Settings, mask_url_password
+from vividly_tasks.worker.redaction import mask_url_password
 from vividly_tasks.worker.safe_text import printable
 
 #: How often the demo looks at the requests while the job runs.
@@ -60,14 +61,14 @@ DEMO_REQUESTS = (
                    f"if set, else {DEMO_IDLE_TIMEOUT_SECONDS:g}].")
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=2, show_default=True,
               help="Pool processes of the job.")
-@pass_context
-def demo(context: CliContext, video: bool, idle_timeout: float | None,
+@pass_lessons
+def demo(context: LessonContext, video: bool, idle_timeout: float | None,
          concurrency: int) -> None:
     """Submit demo requests, run the job until idle, print where the lessons are."""
     settings = context.settings
     if idle_timeout is None:
         idle_timeout = (settings.worker_idle_timeout if "worker_idle_timeout"
-                        in settings.model_fields_set else DEMO_IDLE_TIMEOUT_SECONDS)
+                        in settings.chosen() else DEMO_IDLE_TIMEOUT_SECONDS)
     click.echo(f"broker:   {mask_url_password(settings.effective_broker_url)}")
     click.echo(f"database: {mask_url_password(settings.effective_database_url)}")
     click.echo(f"storage:  {settings.effective_storage_url}")
@@ -80,7 +81,7 @@ def demo(context: CliContext, video: bool, idle_timeout: float | None,
                 subject=request.subject, grade_level=request.grade_level,
             )
         except Exception as exc:
-            raise cli_error(exc) from exc
+            raise lesson_error(exc) from exc
         ids.append(str(row.id))
         click.echo(f"submitted {row.id}  {request.modality:<5}  {request.topic}")
     log_path = settings.resolved_data_dir / "demo-worker.log"
@@ -100,7 +101,7 @@ def demo(context: CliContext, video: bool, idle_timeout: float | None,
         )
 
 
-def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: float,
+def run_job(context: LessonContext, ids: list[str], log_path: Path, idle_timeout: float,
             concurrency: int, ffmpeg_dir: str | None,
             narrator: str | None = None) -> tuple[int, dict[str, Any]]:
     """``vividly-worker job`` in its own process; reports each request as it finishes."""
@@ -130,7 +131,7 @@ def run_job(context: CliContext, ids: list[str], log_path: Path, idle_timeout: f
 def demo_narrator(settings: Settings) -> str | None:
     """The demo's explicit choice of silent narration where espeak-ng is missing (a worker
     never falls back to silence by itself); None: the configured narrator stands."""
-    if "content_narrator" in settings.model_fields_set or settings.content_narrator != "espeak":
+    if "content_narrator" in settings.chosen() or settings.content_narrator != "espeak":
         return None
     if shutil.which(settings.content_tts_command):
         return None
@@ -159,7 +160,7 @@ def packaged_ffmpeg_dir(bin_dir: Path) -> str | None:
     return str(bin_dir)
 
 
-def announce_finished(context: CliContext, pending: set[str]) -> set[str]:
+def announce_finished(context: LessonContext, pending: set[str]) -> set[str]:
     finished = set()
     for request_id in sorted(pending):
         row = context.services.repository.get(request_id)
@@ -181,7 +182,7 @@ def summary_of(log_path: Path) -> dict[str, Any]:
     return {}
 
 
-def report(context: CliContext, ids: list[str]) -> list[str]:
+def report(context: LessonContext, ids: list[str]) -> list[str]:
     """Print each request's artifacts; return the ids that did not complete."""
     incomplete = []
     click.echo("")

@@ -9,11 +9,8 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     DateTime,
     Dialect,
-    Double,
-    Index,
     Integer,
     Text,
     TypeDecorator,
@@ -103,50 +100,3 @@ class ContentRequest(Base):
                 value = value.isoformat()
             values[column.key] = value
         return values
-
-
-class DispatchRecordRow(Base):
-    """The dispatchers' record when ``DISPATCH_RECORD=database``: one row per job, the lock a
-    decision holds (vividly_tasks.dispatch.record); the arrivals and launches are rows of
-    their own. It lives in this database so that dispatchers on several machines or Cloud
-    Run instances share it."""
-
-    __tablename__ = "dispatch_records"
-
-    key: Mapped[str] = mapped_column(Text, primary_key=True)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-
-class DispatchArrivalRow(Base):
-    """A task the wake-up subscription announced, until it is proven done or its time has
-    passed. Times are ``time.time()`` seconds: the decision compares them with the runner's
-    and Monitoring's, never with the database's clock."""
-
-    __tablename__ = "dispatch_arrivals"
-    __table_args__ = (
-        # A decision counts ready / delayed arrivals by when they can be delivered, and forgets
-        # them by the same key: index ranges, never a read of every arrival.
-        Index("ix_dispatch_arrivals_deliverable", "job", "deliverable_at"),
-        Index("ix_dispatch_arrivals_published", "job", "published_at"),
-    )
-
-    job: Mapped[str] = mapped_column(Text, primary_key=True)
-    task_id: Mapped[str] = mapped_column(Text, primary_key=True)
-    published_at: Mapped[float] = mapped_column(Double)
-    due_at: Mapped[float | None] = mapped_column(Double)
-    #: max(published_at, due_at): a worker can receive it from then on.
-    deliverable_at: Mapped[float] = mapped_column(Double)
-
-
-class DispatchLaunchRow(Base):
-    """An execution a dispatcher started (``pending-...`` while the Run API answers)."""
-
-    __tablename__ = "dispatch_launches"
-    __table_args__ = (Index("ix_dispatch_launches_launched", "job", "launched_at"),)
-
-    job: Mapped[str] = mapped_column(Text, primary_key=True)
-    name: Mapped[str] = mapped_column(Text, primary_key=True)
-    launched_at: Mapped[float] = mapped_column(Double)
-    task_count: Mapped[int] = mapped_column(Integer)
-    sized_for: Mapped[int] = mapped_column(Integer)
-    seen: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -12,7 +12,8 @@ from typing import Any
 from celery import Celery, Task
 
 from vividly_tasks import transport, worker
-from vividly_tasks.settings import Settings, secret_values
+from vividly_tasks.lessons import startup
+from vividly_tasks.lessons.settings import Settings, secret_values
 from vividly_tasks.worker import plain_message_tasks
 from vividly_tasks.worker.requests import TaskRequest
 
@@ -24,8 +25,6 @@ class VividlyCelery(Celery):  # type: ignore[misc]
 
     def __init__(self, *args: Any, settings: Settings | None = None, **kwargs: Any) -> None:
         self._given_settings = settings
-        #: Why a start-up check refused to run this worker (read by worker_entry's summary).
-        self.startup_failure: str | None = None
         super().__init__(*args, **kwargs)
 
     @cached_property
@@ -63,7 +62,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # never loses work; the tasks are idempotent for exactly this reason.
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier,
+        "worker_prefetch_multiplier": settings.worker_prefetch_multiplier or 1,
         "worker_concurrency": settings.worker_concurrency,
         "task_default_queue": queue,
         "task_routes": {"vividly.*": {"queue": queue}},
@@ -102,4 +101,6 @@ def create_app(settings: Settings | None = None) -> VividlyCelery:
     # every secret of the settings masked in its logs and dead-letter reasons.
     worker.attach(app, log_format=lambda: app.settings.log_format,
                   secrets=lambda: secret_values(app.settings))
+    # A worker without its tools, settings, database or storage refuses to start.
+    startup.register(app)
     return app

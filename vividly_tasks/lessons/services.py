@@ -14,8 +14,8 @@ from vividly_tasks.lessons.narration import NARRATOR_ESPEAK, Voice
 from vividly_tasks.lessons.pipeline import PipelineConfig
 from vividly_tasks.lessons.repository import ContentRepository
 from vividly_tasks.lessons.runner import ContentRunner
+from vividly_tasks.lessons.settings import Settings, secret_values
 from vividly_tasks.lessons.storage import Storage, open_storage
-from vividly_tasks.settings import Settings, secret_values
 from vividly_tasks.worker.redaction import Redactor
 
 

@@ -25,18 +25,15 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import random
 import socket
 import time
 import uuid
 from datetime import timedelta
-from typing import Any, NoReturn
+from typing import Any
 
-import sqlalchemy.exc
 from celery import Task, shared_task
-from celery.exceptions import ImproperlyConfigured, Reject
-from celery.signals import celeryd_after_setup
+from celery.exceptions import Reject
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 
@@ -54,14 +51,9 @@ from vividly_tasks.lessons.requests import submit
 from vividly_tasks.lessons.runner import shortened
 from vividly_tasks.lessons.services import (
     ContentServices,
-    migrate,
-    missing_configuration,
-    missing_tools,
 )
+from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.lessons.status import Stage, Status
-from vividly_tasks.lessons.storage import LocalStorage, open_storage
-from vividly_tasks.settings import Settings, mask_urls_in
-from vividly_tasks.worker import plain_message_tasks
 from vividly_tasks.worker.redaction import redact_exception, redactor_of, secrets_masked
 
 logger = logging.getLogger(__name__)
@@ -77,68 +69,6 @@ BUSY_JITTER_SECONDS = 1.0
 def health_check() -> dict[str, Any]:
     """Round trip through broker, worker and result backend; for smoke tests of a deployment."""
     return {"hostname": socket.gethostname(), "time": time.time()}
-
-
-@celeryd_after_setup.connect
-def check_tools(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """A worker without a program, a project or credentials its configuration needs refuses to
-    start, before it takes a message: the request stays queued for a worker that has it (a
-    worker's missing tool or setting is never a request's failure)."""
-    app = getattr(instance, "app", None)
-    settings = getattr(app, "settings", None)
-    if app is not None and isinstance(settings, Settings):
-        reasons = []
-        if missing := missing_tools(settings):
-            reasons.append(f"not on PATH: {', '.join(missing)}")
-        if missing := missing_configuration(settings):
-            reasons.append(f"missing: {'; '.join(missing)}")
-        if reasons:
-            refuse_to_start(app, "; ".join(reasons), os.EX_CONFIG)
-
-
-@celeryd_after_setup.connect
-def prepare_content(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """At a worker's start, before its pool forks: bring the content schema up to date and
-    open the artifact storage once, so a database it cannot reach or a storage URL it cannot
-    use stops it there, with the reason, rather than fail every task."""
-    settings = getattr(getattr(instance, "app", None), "settings", None)
-    if not isinstance(settings, Settings):
-        return
-    try:
-        migrate(settings)
-        storage = open_storage(settings.effective_storage_url)
-        if isinstance(storage, LocalStorage):
-            storage.sweep_temporaries()  # what workers killed mid-copy left
-    except Exception as exc:
-        # Celery logs and carries on after a signal handler's exception: exit instead.
-        unreachable = isinstance(exc, (TransientError, OSError, sqlalchemy.exc.OperationalError))
-        reason = mask_urls_in(
-            f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}", settings
-        )
-        refuse_to_start(instance.app, f"content database or storage unusable: {reason}",
-                        os.EX_UNAVAILABLE if unreachable else os.EX_CONFIG)
-    logger.info("content database migrated; storage %s", settings.effective_storage_url)
-
-
-@celeryd_after_setup.connect
-def check_plain_message_bindings(sender: Any = None, instance: Any = None, **_: Any) -> None:
-    """A queue bound to a task this worker lacks would dead-letter every message: refuse."""
-    app = getattr(instance, "app", None)
-    settings = getattr(app, "settings", None)
-    if app is not None and isinstance(settings, Settings):
-        try:
-            plain_message_tasks.check_bindings(settings.plain_message_tasks, app.tasks)
-        except ImproperlyConfigured as exc:
-            # Celery logs and carries on after a signal handler's exception: exit instead.
-            refuse_to_start(app, str(exc), os.EX_CONFIG)
-
-
-def refuse_to_start(app: Any, reason: str, exit_code: int) -> NoReturn:
-    """Stop the worker before it takes any work, saying why (worker_entry's summary line
-    reads ``app.startup_failure``)."""
-    logger.critical("%s", reason)
-    app.startup_failure = reason
-    raise SystemExit(exit_code)
 
 
 #: Shortest wait before a retry after a transient error: never a hot loop.

@@ -14,6 +14,7 @@ if connection is None:
 context.configure(
     connection=connection,
     target_metadata=Base.metadata,
+    version_table=context.config.attributes.get("version_table", "alembic_version"),
     render_as_batch=connection.dialect.name == "sqlite",
 )
 with context.begin_transaction():

@@ -2,7 +2,7 @@
 number of model calls over every attempt.
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0002
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from alembic import op
 from vividly_tasks.lessons.models import UTCDateTime
 
 revision = "0005"
-down_revision = "0004"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
