@@ -1,4 +1,4 @@
-"""The dispatchers' shared record (issue 17): one row per job.
+"""The dispatchers' shared record: one row per job.
 
 Revision ID: 0003
 Revises: 0002
