@@ -458,7 +458,7 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "Details and analysis: [transport](benchmarks-transport.md), "
         "[job idle exit](entrypoint.md), [content pipeline](benchmarks-content.md).",
         "",
-        "## Chaos soak (issue 8)",
+        "## Chaos soak",
         "",
         "Three `vividly-worker job` workers, restarted in a loop, drain content requests over "
         "the Pub/Sub emulator into PostgreSQL while a killer sends SIGKILL or SIGTERM to a "
@@ -467,7 +467,7 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "",
         *soak_section(results.get("soak")),
         "",
-        "## Memory and scale (issue 8)",
+        "## Memory and scale",
         "",
         f"{scale_tasks(results.get('scale'))} no-op tasks published first, then drained by "
         "one prefork worker (`--concurrency 2`); RSS summed over the worker's process tree.",
