@@ -372,15 +372,15 @@ def scale_section(result: dict[str, Any] | None) -> list[str]:
     for run in result["figures"]["runs"]:
         rates = " ".join(f"{x:.0f}" for x in run.get("rate_curve", []))
         curve = ", ".join(f"{x:.0f}" for x in run["rss_curve_mib"])
-        lines.append(f"- {run['broker']} #{run.get('round', 1)}: rate {rates or '-'}; "
+        lines.append(f"- {run['broker']}, round {run.get('round', 1)}: rate {rates or '-'}; "
                      f"RSS {curve or '-'}")
     for bare in result["figures"].get("bare", []):
         if bare["failure"]:
-            lines.append(f"- bare client #{bare['round']}: failed: {bare['failure'][:120]}")
+            lines.append(f"- bare client, round {bare['round']}: failed: {bare['failure'][:120]}")
             continue
         lines.append(
-            f"- bare client #{bare['round']} (google-cloud-pubsub alone, two threads Pull one "
-            f"and ack): {bare['drain_rate']:,.0f}/s; rate "
+            f"- bare client, round {bare['round']} (google-cloud-pubsub alone, two threads Pull "
+            f"one and ack): {bare['drain_rate']:,.0f}/s; rate "
             f"{' '.join(f'{x:.0f}' for x in bare['rate_curve'])}; emulator CPU per message (ms) "
             f"{' '.join(f'{x:.2f}' for x in bare['server_cpu_curve'])}")
     return lines
