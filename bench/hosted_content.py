@@ -67,7 +67,7 @@ from vividly_tasks.lessons.validation import LessonSpec, validate  # noqa: E402
 
 TOPIC, SUBJECT, GRADE = "Photosynthesis", "Biology", "7"
 MODALITIES = ("text", "video")
-#: One grade per band, as the issue asks: (band, grade).
+#: One grade per band: (band, grade).
 BANDS = (("early", "K"), ("elementary", "4"), ("middle", "7"), ("high", "11"))
 #: Settings that would change what is measured if this shell happened to export them.
 ENV_PREFIXES = ("CONTENT_", "GEMINI_", "GOOGLE_CLOUD_PROJECT", "DATABASE_URL", "STORAGE_URL",

@@ -1,4 +1,4 @@
-"""Cloud narration (issue 16, item 2): the real ``google-cloud-texttospeech`` client, over its
+"""Cloud narration: the real ``google-cloud-texttospeech`` client, over its
 real gRPC transport, against a loopback server (tests/fake_tts.py), no network.
 
 Text over the API's 5,000-byte limit is split at sentence ends and the audio joined; the

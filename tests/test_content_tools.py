@@ -1,4 +1,4 @@
-"""A worker that lacks a tool refuses work instead of failing it (issue 16, item 3).
+"""A worker that lacks a tool refuses work instead of failing it.
 
 A worker started with video work queued and without ffmpeg (or without espeak-ng, with the
 espeak narrator) on its PATH exits 78 with the reason in its summary line before it takes a

@@ -1,4 +1,4 @@
-"""Issue 5's acceptance, end to end: real workers in real processes, a real broker, SQLite and
+"""The content pipeline end to end: real workers in real processes, a real broker, SQLite and
 PostgreSQL, ffmpeg/espeak-ng, and storage written the way production writes it.
 
 Every test runs on the (broker, database) pairs of ``tests.content_support.matrix_params``:

@@ -1,4 +1,4 @@
-"""compose.yaml and the Dockerfile (issue 6, acceptance 4).
+"""compose.yaml and the Dockerfile: valid, in dependency order, healthy, non-root.
 
 There is no container engine here: Debian's ``docker-compose`` parses, validates and
 interpolates compose.yaml without one (``config``), and hadolint lints the Dockerfile. What an

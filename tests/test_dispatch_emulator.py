@@ -107,7 +107,7 @@ def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
     assert sum(int(str(s["succeeded"])) for s in summaries) == 30  # each exactly once
 
 
-#: The issue's "due in 2 minutes": long enough for several decision windows and re-checks to
+#: "Due in 2 minutes": long enough for several decision windows and re-checks to
 #: pass while the task waits (one xdist worker idles meanwhile; the other runs on).
 DUE_IN_SECONDS = 120
 
@@ -125,7 +125,7 @@ def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
         app.close()
     launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
     early = [d for d in launches if float(str(d["decided_at"])) < due - 3 - 1]
-    assert len(early) == 0, early  # none before the start lead (the issue allows two)
+    assert len(early) == 0, early  # none before the start lead (two would be allowed)
     assert len(launches) == 1
     assert due <= ran_at < due + 10, ran_at - due
     # The wake-up's own decision saw the task as delayed and said when to look again.

@@ -1,6 +1,6 @@
 """When the worker cannot work at all it says why in one line and exits non-zero.
 
-Issue 4's acceptance item 7 (broker unreachable, bounded retry) and bad configuration, over
+A broker that stays unreachable (a bounded retry, then a reason) and bad configuration, over
 Redis and Pub/Sub; plus the flags-over-environment rule of the command line.
 """
 

@@ -1,4 +1,4 @@
-"""Flower against a Pub/Sub-backed worker (issue 6, acceptance 3).
+"""Flower against a Pub/Sub-backed worker: it shows the worker, its queues and a task's progress.
 
 A real Flower process (``celery -A vividly_tasks flower``, basic auth, loopback) and a real
 service-mode worker on the Pub/Sub emulator. A text content request is held at its store stage

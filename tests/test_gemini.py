@@ -1,4 +1,4 @@
-"""The hosted-model generator (issue 16, item 1): the real google-genai SDK against a server on
+"""The hosted-model generator: the real google-genai SDK against a server on
 loopback that speaks ``generateContent`` (tests/fake_gemini.py), answering from a script."""
 
 from __future__ import annotations

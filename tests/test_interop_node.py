@@ -1,4 +1,4 @@
-"""Issue 7's acceptance: a producer in another language (Node.js, Google's Pub/Sub client)
+"""A producer in another language (Node.js, Google's Pub/Sub client)
 publishes plain messages to bound queues and a Celery task laid out per docs/wire-format.md;
 a real worker runs them, and bad plain messages reach the dead-letter topic with the reason."""
 

@@ -1,4 +1,4 @@
-"""The package layout stays acyclic (issue 15, item 6): no module imports, at import time, a
+"""The package layout stays acyclic: no module imports, at import time, a
 module that imports it back. Lazy imports inside functions and TYPE_CHECKING blocks are the
 deliberate ways around a cycle and are not counted."""
 

@@ -13,7 +13,7 @@ that service account. ``DISPATCH_PUSH_AUTH`` says how much of it this process ch
 - ``cloud-run``: behind Cloud Run with IAM (``--no-allow-unauthenticated``), which has verified
   the signature and the caller's ``run.invoker`` role before the request reaches the container,
   and then replaces the token's signature with ``SIGNATURE_REMOVED_BY_GOOGLE``. The claims are
-  decoded without a signature and checked as above (issuer, audience, expiry, account); a token
+  decoded without a signature and checked as above (the issuer, audience, expiry, account); a token
   that still has a signature is verified in full.
 - ``none``: no check at all, accepted only on a loopback listener (the emulator's pushes carry
   no token).

@@ -1,4 +1,4 @@
-"""The model that wrote a lesson and the tokens it spent (issue 16).
+"""The model that wrote a lesson and the tokens it spent.
 
 Revision ID: 0002
 Revises: 0001
