@@ -1,5 +1,5 @@
-"""``vividly``: the operators' command line (submit, resubmit, status, provision, dlq, demo,
-dispatch).
+"""``vividly``: the operators' command line (submit, resubmit, status, course, provision, dlq,
+demo, dispatch).
 
 One small module per command group; each maps onto the domain's own API (content services,
 the transport's provisioning) and converts errors into named exit codes
@@ -15,6 +15,7 @@ from vividly_tasks.cli.dead_letters import dlq
 from vividly_tasks.cli.dispatch import dispatch
 from vividly_tasks.cli.provision import provision
 from vividly_tasks.lessons.commands import resubmit, status, submit
+from vividly_tasks.lessons.course_commands import course
 from vividly_tasks.lessons.demo import demo
 
 
@@ -27,7 +28,7 @@ def cli(ctx: click.Context) -> None:
     ctx.call_on_close(context.close)
 
 
-for command in (submit, resubmit, status, provision, dlq, demo, dispatch):
+for command in (submit, resubmit, status, course, provision, dlq, demo, dispatch):
     cli.add_command(command)
 
 
