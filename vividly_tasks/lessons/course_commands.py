@@ -90,7 +90,8 @@ def submit(context: CliContext, file: Path, name: str | None, file_format: str |
     report_publication(publication)
     if not as_json:
         click.echo(str(row.id))
-    finish(context, row.id, wait=wait, timeout=timeout, as_json=as_json, quiet=not as_json)
+    finish(context, row.id, wait=wait, timeout=timeout, as_json=as_json, quiet=not as_json,
+           published=publication)
 
 
 @course.command("status")
@@ -135,7 +136,8 @@ def resubmit(context: CliContext, course_id: str, positions: tuple[int, ...], wa
         report_publication(publication)
         if not as_json:
             click.echo("\n".join(publication.request_ids))
-    finish(context, parsed, wait=wait, timeout=timeout, as_json=as_json, quiet=not as_json)
+    finish(context, parsed, wait=wait, timeout=timeout, as_json=as_json, quiet=not as_json,
+           published=publication)
 
 
 def report_publication(publication: Publication) -> None:
@@ -157,14 +159,24 @@ def read_course(context: CliContext, course_id: uuid.UUID) -> Course:
 
 
 def finish(context: CliContext, course_id: uuid.UUID, *, wait: bool, timeout: float | None,
-           as_json: bool, quiet: bool = False) -> None:
+           as_json: bool, quiet: bool = False, published: Publication | None = None) -> None:
     """Follow (``wait``) and show the course (unless ``quiet`` and not waiting); exit 1 when
-    a lesson failed and the course was shown."""
+    a lesson failed and the course was shown. JSON adds what was just ``published``."""
     if not wait and quiet:
         return
     view = follow(context, course_id, timeout, show_bar=not as_json) if wait \
         else CourseView.read(context, course_id)
-    click.echo(json.dumps(view.as_dict(), indent=2) if as_json else view.describe())
+    if as_json:
+        shown = view.as_dict()
+        if published is not None:
+            shown["published"] = {
+                "request_ids": published.request_ids, "chord_id": published.chord_id,
+                "build_task_id": published.build_task_id, "pipelined": published.pipelined,
+                "publish_seconds": round(published.publish_seconds, 3),
+            }
+        click.echo(json.dumps(shown, indent=2))
+    else:
+        click.echo(view.describe())
     if view.failed:
         click.get_current_context().exit(RET_FAILED)
 

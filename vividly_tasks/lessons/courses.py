@@ -253,7 +253,7 @@ class CourseRepository:
         )
         with self.database.session() as session:
             return [CourseEntry(lesson.position, lesson, request)
-                    for lesson, request in session.execute(query).tuples()]
+                    for lesson, request in session.execute(query).all()]
 
     def mark_queued(self, request_ids: Sequence[uuid.UUID]) -> None:
         """pending -> queued for each request whose message Pub/Sub confirmed (a guarded
