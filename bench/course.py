@@ -98,6 +98,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for process, log in workers:
             process.wait(timeout=120)
             log.close()
+        single = one_at_a_time(settings, args.single) if args.single else None
     finally:
         app.close()
     entries = courses.entries(course.id)
@@ -115,6 +116,7 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     capacity = drain * args.workers * args.concurrency
     pipeline_total = sum(pipeline)
     task_total = sum(runtimes.values())
+    busy = (last_finish - first_start).total_seconds() * args.workers * args.concurrency
     return {
         "lessons": args.lessons, "workers": args.workers, "concurrency": args.concurrency,
         "failed": len(failed),
@@ -139,8 +141,31 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         "pipeline_share": round(pipeline_total / capacity, 3),
         "task_wrapper_share": round((task_total - pipeline_total) / capacity, 3),
         "outside_tasks_share": round((capacity - task_total) / capacity, 3),
+        "busy_window_capacity_seconds": round(busy, 1),
+        "busy_window_pipeline_share": round(pipeline_total / busy, 3),
+        "busy_window_task_wrapper_share": round((task_total - pipeline_total) / busy, 3),
+        "busy_window_outside_tasks_share": round((busy - task_total) / busy, 3),
         "tasks_timed": len(runtimes),
+        "one_at_a_time": single,
     }
+
+
+def one_at_a_time(settings: Settings, count: int) -> dict[str, float]:
+    """``count`` requests the way ``vividly submit`` sends one: row, confirmed publish, row
+    update, each on its own (no worker runs: the messages stay queued)."""
+    from vividly_tasks.lessons.tasks import submit_content_request  # noqa: PLC0415
+
+    app = create_app(settings)
+    try:
+        submit_content_request(app, topic="Warm-up", modality="text")
+        started = time.monotonic()
+        for number in range(count):
+            submit_content_request(app, topic=f"Single {number}", modality="text")
+        seconds = time.monotonic() - started
+    finally:
+        app.close()
+    return {"requests": count, "seconds": round(seconds, 3),
+            "per_request_ms": round(1000 * seconds / count, 2)}
 
 
 def main() -> None:
@@ -149,6 +174,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=900.0)
+    parser.add_argument("--single", type=int, default=100,
+                        help="then time this many single submits, for comparison (0: none)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vividly-bench-course-") as tmp:
