@@ -319,7 +319,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conte
 def test_migrations_match_the_model_and_rerun_as_no_ops(repository: ContentRepository) -> None:
     engine = repository.database.engine
     repository.database.migrate()
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
@@ -628,7 +628,7 @@ def test_the_retrying_migration_downgrades_and_upgrades_again(
         assert connection.execute(sqlalchemy.text(
             "SELECT status FROM content_requests")).scalar_one() == "generating"
     repository.database.migrate()
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []

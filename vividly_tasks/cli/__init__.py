@@ -1,10 +1,10 @@
 """``vividly``: the operators' command line.
 
-The adapter's commands (``provision``, ``dlq``, ``dispatch``) and those of installed workloads
-(the lesson workload's ``submit``, ``resubmit``, ``status``, ``demo``) are found by their entry
-points (group ``vividly_tasks.commands``) and imported only when run or listed, so the adapter
-imports nothing of a workload and a command whose extra is missing says which to install.
-Errors become named exit codes (``vividly_tasks.cli.exit_codes``) once, in
+The adapter's commands (``provision``, ``dlq``, ``dispatch``) and those of installed
+workloads (the lesson workload's ``submit``, ``resubmit``, ``status``, ``course``, ``demo``)
+are found by their entry points (group ``vividly_tasks.commands``) and imported only when run
+or listed, so the adapter imports nothing of a workload and a command whose extra is missing
+says which to install. Errors become named exit codes (``vividly_tasks.cli.exit_codes``) once, in
 ``vividly_tasks.cli.errors``.
 """
 

@@ -11,6 +11,9 @@ from sqlalchemy import (
     JSON,
     DateTime,
     Dialect,
+    Double,
+    ForeignKey,
+    Index,
     Integer,
     Text,
     TypeDecorator,
@@ -100,3 +103,48 @@ class ContentRequest(Base):
                 value = value.isoformat()
             values[column.key] = value
         return values
+
+
+class Course(Base):
+    """Many lessons from one file, generated together (``vividly_tasks.lessons.courses``).
+    Its lessons, in order, are ``CourseLesson`` rows; its index is built from them."""
+
+    __tablename__ = "courses"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+    name: Mapped[str] = mapped_column(Text)
+    #: The file the lessons came from (its name, as given), for people.
+    source: Mapped[str | None] = mapped_column(Text)
+    lesson_count: Mapped[int] = mapped_column(Integer)
+    #: The Celery chord of the last submit or resubmit: its group id and its callback's task id.
+    chord_id: Mapped[str | None] = mapped_column(Text)
+    build_task_id: Mapped[str | None] = mapped_column(Text)
+    #: ``index.md`` and ``index.html`` -> URI, once built.
+    index_artifacts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: What the index was built from (``courses.fingerprint``): it is current while it matches.
+    index_fingerprint: Mapped[str | None] = mapped_column(Text)
+    indexed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class CourseLesson(Base):
+    """A course's lesson at one position: the request that makes it now (a resubmission
+    points it at a new request; the ones it replaced are listed in ``replaced``)."""
+
+    __tablename__ = "course_lessons"
+    __table_args__ = (Index("ix_course_lessons_request_id", "request_id", unique=True),)
+
+    course_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("courses.id", name="fk_course_lessons_course_id"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    request_id: Mapped[uuid.UUID] = mapped_column(
+        Uuid, ForeignKey("content_requests.id", name="fk_course_lessons_request_id")
+    )
+    #: Earlier requests of this position, oldest first: ``[{"request_id", "error"}]``.
+    replaced: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    #: Read once from the lesson's manifest when it completed: its title and narrated length.
+    title: Mapped[str | None] = mapped_column(Text)
+    video_seconds: Mapped[float | None] = mapped_column(Double)
+

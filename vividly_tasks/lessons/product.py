@@ -17,7 +17,7 @@ from vividly_tasks.lessons.settings import Settings, secret_values
 from vividly_tasks.worker import plain_message_tasks
 from vividly_tasks.worker.requests import TaskRequest
 
-TASK_MODULES = ["vividly_tasks.lessons.tasks"]
+TASK_MODULES = ["vividly_tasks.lessons.tasks", "vividly_tasks.lessons.course_tasks"]
 
 
 class VividlyCelery(Celery):  # type: ignore[misc]

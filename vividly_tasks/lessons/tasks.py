@@ -95,8 +95,12 @@ def content_services(settings: Settings) -> ContentServices:
 
 
 @shared_task(bind=True, name=GENERATE_CONTENT)
-def generate_content(self: Task, request_id: str, transient_retries: int = 0) -> dict[str, Any]:
-    """Generate the lesson (and video) of a content request; idempotent per request id."""
+def generate_content(
+    self: Task, request_id: str, transient_retries: int = 0, course_id: str | None = None,
+) -> dict[str, Any]:
+    """Generate the lesson (and video) of a content request; idempotent per request id.
+    In a course (``course_id``, a chord's header: ``course_tasks``) a request that failed for
+    good is returned as the result instead of rejected, so the chord still runs its callback."""
     settings: Settings = self.app.settings
     final_attempt = transient_retries >= settings.content_max_retries
 
@@ -140,11 +144,15 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
     except (InvalidRequest, PermanentFailure) as exc:
         reason = f"{type(exc).__name__}: {exc}"
         logger.error("request %s failed, not retried: %s", shown, reason, extra=log_extra)
+        if course_id is not None:
+            return course_failure(request_id, course_id, reason)
         raise Reject(reason, requeue=False) from exc
     except TransientError as exc:
         if final_attempt:
             reason = f"gave up after {transient_retries + 1} attempts: {exc}"
             logger.error("request %s failed: %s", shown, reason, extra=log_extra)
+            if course_id is not None:
+                return course_failure(request_id, course_id, reason)
             raise Reject(reason, requeue=False) from exc
         countdown = (countdowns[-1] if countdowns
                      else transient_countdown(settings, transient_retries, exc))
@@ -159,7 +167,8 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
             publish_progress()
         raise self.retry(
             exc=exc, countdown=countdown, max_retries=self.request.retries + 1,
-            kwargs={"request_id": request_id, "transient_retries": transient_retries + 1},
+            kwargs={"request_id": request_id, "transient_retries": transient_retries + 1,
+                    "course_id": course_id},
         ) from exc
     if outcome.kind == "busy":
         countdown = outcome.retry_after_seconds + random.uniform(0, BUSY_JITTER_SECONDS)  # noqa: S311
@@ -169,12 +178,20 @@ def generate_content(self: Task, request_id: str, transient_retries: int = 0) ->
         )
         raise self.retry(
             countdown=countdown, max_retries=self.request.retries + 1,
-            kwargs={"request_id": request_id, "transient_retries": transient_retries},
+            kwargs={"request_id": request_id, "transient_retries": transient_retries,
+                    "course_id": course_id},
         )
     logger.info(
         "request %s: delivery %s (%s)", shown, outcome.kind, outcome.status, extra=log_extra
     )
     return outcome.as_dict()
+
+
+def course_failure(request_id: str, course_id: str, reason: str) -> dict[str, Any]:
+    """A course lesson's end when it failed for good: acked, not dead-lettered; the row says
+    ``failed`` with the reason, and the course's index lists it from there."""
+    return {"outcome": "failed", "request_id": request_id, "status": Status.FAILED.value,
+            "detail": reason, "course_id": course_id}
 
 
 def send_generate_content(app: Any, request_id: str, modality: str) -> None:
