@@ -198,7 +198,7 @@ def test_dockerignore_sends_only_the_packages_and_their_metadata() -> None:
 
 
 def test_the_lessons_extra_has_what_kombus_redis_transport_imports() -> None:
-    """``redis://`` is what the lesson app's compose stack and README offer: Kombu's redis
+    """``redis://`` is what the lesson app's compose stack and configuration offer: Kombu's redis
     transport imports ``packaging``, which Kombu does not declare and only the test tools
     brought in; the lessons extra declares it with redis."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
