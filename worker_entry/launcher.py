@@ -27,6 +27,7 @@ from vividly_tasks import transport, worker
 from vividly_tasks.product import create_app
 from vividly_tasks.settings import Settings, mask_url_password, secret_values
 from vividly_tasks.transport.transport import Transport as PubSubTransport
+from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from worker_entry.health_server import ConsumingFlag, HealthConfig, HealthServer, HealthState
@@ -105,6 +106,11 @@ def build_app(settings: Settings, mode: Mode, name: str = "vividly_tasks") -> Ce
     app.conf.update(
         broker_connection_max_retries=JOB_RECONNECT_MAX_RETRIES if mode == "job" else None,
     )
+    # OTEL_TRACES_EXPORTER set (not "none"): OpenTelemetry for this worker and its children.
+    try:
+        tracing.configure_if_requested(app)
+    except ImportError as exc:  # the extra is missing, or the exporter named is
+        raise AppNotLoaded(f"tracing cannot start: {exc}") from exc
     app.set_default()
     # What exists now lives as long as the worker: out of the cyclic collector's reach, the
     # prefork children stop writing to the pages they share with this process (Python's own

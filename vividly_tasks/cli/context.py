@@ -18,6 +18,7 @@ from vividly_tasks.content.services import ContentServices
 from vividly_tasks.product import create_app
 from vividly_tasks.settings import Settings, environment_variable, secret_values
 from vividly_tasks.transport.channel import Channel as PubSubChannel
+from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
 
 
@@ -62,7 +63,9 @@ class CliContext:
     def app(self) -> Any:
         """The ``-A`` app, or the product's."""
         if self.app_path is None:
-            return create_app(self.settings)
+            app = create_app(self.settings)
+            tracing.configure_if_requested(app)  # OTEL_TRACES_EXPORTER set: trace the submit
+            return app
         from celery.app.utils import find_app  # noqa: PLC0415 - only for -A
 
         import vividly_tasks.transport  # noqa: F401, PLC0415 - registers pubsub://
