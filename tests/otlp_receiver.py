@@ -107,3 +107,25 @@ class OtlpReceiver:
             if predicate(spans) or time.monotonic() > deadline:
                 return spans
             time.sleep(0.1)
+
+
+def main() -> None:
+    """``python -m tests.otlp_receiver``: serve until SIGTERM, printing the port first (the
+    transport benchmark's ``--tracing`` exports here, from a process of its own)."""
+    import signal
+    import sys
+    from collections import Counter
+
+    receiver = OtlpReceiver()
+    print(receiver.port, flush=True)
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    stopped.wait()
+    receiver.stop()
+    names = Counter(span.name for span in receiver.spans())
+    print(f"{sum(names.values())} spans in {receiver.requests} requests: "
+          + ", ".join(f"{name} {count}" for name, count in names.most_common()), file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
