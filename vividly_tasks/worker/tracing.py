@@ -96,7 +96,8 @@ def configure(
             trace.set_tracer_provider(provider)
         else:
             provider = current
-            if exporters is not None:
+            if exporters is not None and not isinstance(current,
+                                                        otel_sdk.ProcessTracerProvider):
                 logger.warning("a tracer provider is set already: the exporters given to "
                                "configure() are not used")
     transport_tracing.instrument(provider)
