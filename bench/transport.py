@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 
 import redis
 from celery import shared_task
-from celery.signals import celeryd_init, worker_ready
+from celery.signals import worker_init, worker_ready
 
 LEDGER_ENV = "BENCH_LEDGER_URL"
 DONE_KEY = "bench:done"  # one completion time (time.time()) per no-op task
@@ -74,14 +74,15 @@ def stamp(token: str) -> None:
     ledger().rpush(STAMP_KEY, json.dumps([token, started]))
 
 
-@celeryd_init.connect(weak=False)
-def _trace_if_asked(instance: Any = None, **_: Any) -> None:
+@worker_init.connect(weak=False)
+def _trace_if_asked(sender: Any = None, **_: Any) -> None:
     """``--tracing``: the worker's tracing, as ``vividly-worker`` sets it up from the
-    environment (OTEL_TRACES_EXPORTER), before the pool forks."""
-    if os.environ.get(TRACING_ENV) and instance is not None:
+    environment (OTEL_TRACES_EXPORTER), before the pool forks. (``worker_init``: the first
+    signal after Celery imported ``--include``'s modules, this one among them.)"""
+    if os.environ.get(TRACING_ENV) and sender is not None:
         from vividly_tasks.worker import tracing
 
-        tracing.configure(instance.app)
+        tracing.configure(sender.app)
 
 
 @worker_ready.connect(weak=False)
