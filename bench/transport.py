@@ -786,8 +786,10 @@ def cell(figures: Figures | None, key: str, scale: float, fmt: str) -> str:
     return f"failed: {figures.failures[key]}"
 
 
-def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
-    against = PIPELINED_AGAINST.get(key)
+def ratio(a: Figures | None, b: Figures | None, key: str, *, same_key: bool = False) -> str:
+    """``a``'s figure over ``b``'s; a pipelined publish against ``b``'s plain one unless
+    ``same_key`` (tracing on against off)."""
+    against = None if same_key else PIPELINED_AGAINST.get(key)
     if against is not None and a is not None and b is not None:
         if key not in a.values or against not in b.values:
             return "-"
@@ -804,7 +806,7 @@ def ratios(results: dict[str, Figures], key: str) -> list[str]:
     ours = results.get("ours")
     cells = [ratio(ours, results.get("redis"), key), ratio(ours, results.get("gcpubsub"), key)]
     if TRACED in results:
-        cells.append(ratio(results[TRACED], ours, key))
+        cells.append(ratio(results[TRACED], ours, key, same_key=True))
     return cells
 
 
