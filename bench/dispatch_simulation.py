@@ -44,7 +44,7 @@ from vividly_tasks.dispatch.inputs import (  # noqa: E402
     Launch,
     RunningExecution,
 )
-from vividly_tasks.settings import Settings  # noqa: E402
+from vividly_tasks.dispatch.settings import DispatchSettings  # noqa: E402
 
 DAY_SECONDS = 86_400
 MAX_RUNTIME_SECONDS = 540
@@ -157,7 +157,7 @@ def arrivals_of(pattern: str) -> list[float]:
     return [3600.0] * 5000  # burst
 
 
-def simulate(pattern: str, mode: str, model: Model, settings: Settings,
+def simulate(pattern: str, mode: str, model: Model, settings: DispatchSettings,
              label: str) -> dict[str, object]:
     run = Run(model)
     submits = sorted(arrivals_of(pattern))
@@ -239,8 +239,8 @@ def main() -> None:
     args = parser.parse_args()
     model = Model(args.service, args.start, args.schedule_delay, args.idle_timeout,
                   args.metric_lag)
-    settings = Settings()
-    wider = Settings(dispatch_max_tasks=100)
+    settings = DispatchSettings()
+    wider = DispatchSettings(dispatch_max_tasks=100)
     schedule = "fixed schedule, 4 tasks every 5 min"
     dispatch = "`vividly dispatch`"
     results = []

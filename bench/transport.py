@@ -467,7 +467,7 @@ class BrokerRun:
     # The publishing app lives in this process; settings passed explicitly, not from env.
     def make_app(self) -> Any:
         from vividly_tasks import create_app
-        from vividly_tasks.settings import Settings
+        from vividly_tasks.lessons.settings import Settings
 
         settings = Settings(
             broker_url=self.env["BROKER_URL"],
@@ -894,7 +894,8 @@ def verdicts(results: dict[str, Figures], floor: float | None) -> list[str]:
 
 
 def publish_verdicts(results: dict[str, Figures]) -> list[str]:
-    """Issue 18's publish bars, each beside the most that Celery alone allows here."""
+    """The publish targets (pipelined at least 2x Redis's rate, confirmed at least 0.9x),
+    each beside the most that Celery alone allows here."""
     ours, redis_, alone = (results.get(n) for n in ("ours", "redis", CELERY_ONLY))
     if ours is None or redis_ is None:
         return []
@@ -926,7 +927,12 @@ def publish_verdicts(results: dict[str, Figures]) -> list[str]:
 
 
 def source_description() -> str:
-    """Which code was measured: the tree's git HEAD and whether vividly_tasks/ differs from it."""
+    """Which code was measured: the package version, the tree's git HEAD and whether
+    vividly_tasks/ differs from it."""
+    try:
+        version = f"vividly-tasks {metadata.version('vividly-tasks')}, "
+    except metadata.PackageNotFoundError:
+        version = ""
     try:
         head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
                               capture_output=True, text=True, check=True, timeout=10).stdout
@@ -934,9 +940,9 @@ def source_description() -> str:
                                 "vividly_tasks"], capture_output=True, text=True, check=True,
                                timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
-        return "not a git checkout"
+        return f"{version}not a git checkout"
     state = "with uncommitted changes in vividly_tasks/" if dirty.strip() else "clean"
-    return f"commit {head.strip()} ({state})"
+    return f"{version}commit {head.strip()} ({state})"
 
 
 def cpu_model() -> str:
@@ -1061,11 +1067,11 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
         "",
         *floor_lines,
         "",
-        "Targets of issue 3 (ours):",
+        "Targets (ours, against Redis and the bare client's floor):",
         "",
         *verdicts(results, floor),
         "",
-        "Targets of issue 18 (ours):",
+        "Publish targets (ours, against Redis):",
         "",
         *publish_verdicts(results),
     ]
@@ -1081,7 +1087,7 @@ def pooled_values(floors: dict[str, dict[str, list[float]]], kind: str) -> list[
 
 def write_doc(block: str, prefetch_multiplier: int) -> None:
     replace_block(DOC_PATH, *markers(prefetch_multiplier), block, header=(
-        "# Transport benchmark: our `pubsub://` vs Kombu's `gcpubsub://` vs Redis\n\n"
+        "# Transport benchmark: `pubsub://` against Kombu's `gcpubsub` and Redis\n\n"
         "Produced by `bench/transport.py` (see bench/README.md); the block between the markers "
         "is rewritten by each run.\n\n"
     ))

@@ -27,10 +27,12 @@ from tests.services import (
     start_redis,
 )
 from tests.workers import WorkerProcess
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.settings import variables
 
 T = TypeVar("T")
-PRODUCT_ENV_VARS = [environment_variable(name) for name in Settings.model_fields]
+PRODUCT_ENV_VARS = sorted({*variables(Settings), *variables(DispatchSettings)})
 _redis_databases = itertools.count(1)
 
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 from tests.workers import REPO_ROOT
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.settings import variables
 
 
 def test_every_setting_is_documented_in_the_readme() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
-    missing = [
-        environment_variable(name)
-        for name in Settings.model_fields
-        if f"| `{environment_variable(name)}` |" not in readme
-    ]
+    every = sorted({*variables(Settings), *variables(DispatchSettings)})
+    missing = [name for name in every if f"| `{name}` |" not in readme]
     assert not missing, f"README configuration table lacks {missing}"
 
 

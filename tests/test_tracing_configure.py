@@ -1,4 +1,4 @@
-"""The tracing piece's set-up (issue 34, items 2 and 5): when the environment asks for it,
+"""The tracing piece's set-up: when the environment asks for it,
 which exporters it builds, a prefork child's own provider, the missing extra named, and the
 app's stage spans."""
 

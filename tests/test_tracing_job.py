@@ -1,4 +1,4 @@
-"""Issue 34's acceptance: one trace from ``vividly submit`` to the finished video lesson.
+"""One trace from ``vividly submit`` to the finished video lesson.
 
 Every process exports through the SDK's real OTLP/gRPC exporter to a loopback receiver built
 from OpenTelemetry's proto types (tests/otlp_receiver.py): the ``vividly submit`` CLI, the

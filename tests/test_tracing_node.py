@@ -1,4 +1,4 @@
-"""Issue 34's acceptance: a Node.js publisher's trace continues into our task.
+"""A Node.js publisher's trace continues into our task.
 
 The Node.js producer of the interop tests publishes a plain message with Google's client's
 own OpenTelemetry support on (``enableOpenTelemetryTracing``, the SDK in memory), which

@@ -1,4 +1,4 @@
-"""The transport's spans (issue 34, item 3), against the Pub/Sub emulator, in this process:
+"""The transport's spans, against the Pub/Sub emulator, in this process:
 messaging semantic conventions for gcp_pubsub, trace context in ``googclient_traceparent``
 and in the headers, plain messages from other systems continued, and nothing of
 OpenTelemetry loaded while tracing is off."""
@@ -245,7 +245,7 @@ import json, sys
 import google.pubsub_v1
 google_loaded = {m for m in sys.modules if m.startswith("opentelemetry")}
 import vividly_tasks.transport.transport, vividly_tasks.worker, vividly_tasks.worker.tracing
-import vividly_tasks.product, worker_entry.launcher, vividly_tasks.spans
+import vividly_tasks.lessons.product, worker_entry.launcher, vividly_tasks.spans
 ours = {m for m in sys.modules if m.startswith("opentelemetry")} - google_loaded
 print(json.dumps({"ours": sorted(ours),
                   "spans": "vividly_tasks.transport.messaging_spans" in sys.modules}))

@@ -25,7 +25,7 @@ from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import plain_messages, tracing, wire
+from vividly_tasks.transport import defaults, plain_messages, tracing, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
@@ -112,18 +112,13 @@ class Channel(virtual.Channel):
     #: Bodies travel as text when they are text (see wire.py), base64 only when binary.
     body_encoding = None  # type: ignore[assignment]
 
-    #: Prefix of every topic and subscription id, when neither the ``prefix`` option nor
-    #: ``PUBSUB_PREFIX`` sets one: the product's own default, so every app, worker and
-    #: command of the product names the same topics.
-    default_prefix = "vividly-"
-    #: Create topics and subscriptions on declare; False only verifies that they exist.
-    default_auto_create = True
-    #: Ack deadline of created subscriptions, and the extension step of held leases.
-    default_ack_deadline_seconds = 60
-    #: How long after receipt an unacked message keeps its lease by extension.
-    default_max_lease_seconds = 7200.0
-    #: Pub/Sub dead-letters a message after this many deliveries (5-100).
-    default_max_delivery_attempts = 5
+    #: Options an app may also read from the environment: their defaults (and why) are in
+    #: ``defaults.py``, shared with ``vividly_tasks.settings.PubSubSettings``.
+    default_prefix = defaults.PREFIX
+    default_auto_create = defaults.AUTO_CREATE
+    default_ack_deadline_seconds = defaults.ACK_DEADLINE_SECONDS
+    default_max_lease_seconds = float(defaults.MAX_LEASE_SECONDS)
+    default_max_delivery_attempts = defaults.MAX_DELIVERY_ATTEMPTS
     #: Retry policy of created subscriptions: backoff of a nacked or expired message.
     default_retry_min_backoff_seconds = 1.0
     default_retry_max_backoff_seconds = 600.0
