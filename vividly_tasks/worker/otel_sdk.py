@@ -1,4 +1,5 @@
-"""The OpenTelemetry SDK set up for a prefork worker (imported by ``tracing.configure`` only).
+"""The OpenTelemetry SDK set up for a prefork worker (imported by ``tracing.configure`` only,
+once it checked that the ``tracing`` extra is installed).
 
 A prefork child must not export through its parent's exporter: a gRPC channel, its threads
 and its queue do not survive ``fork()``. ``ProcessTracerProvider`` is the one tracer
@@ -18,15 +19,10 @@ from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
-try:
-    from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-except ImportError as exc:  # pragma: no cover - the extra's own packages
-    raise ImportError(
-        f"tracing needs the 'tracing' extra: pip install 'vividly-tasks[tracing]' ({exc})"
-    ) from exc
+from opentelemetry import trace
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 
 logger = logging.getLogger(__name__)
 

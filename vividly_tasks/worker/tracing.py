@@ -32,6 +32,7 @@ from urllib.parse import urlparse
 from celery.signals import worker_process_init, worker_process_shutdown, worker_shutdown
 
 from vividly_tasks import spans
+from vividly_tasks.extras import require_extra
 from vividly_tasks.transport import tracing as transport_tracing
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 #: grace that ``attach`` gives the child's hooks).
 CHILD_FLUSH_TIMEOUT_MILLIS = 5_000
 TRUE_STRINGS = frozenset({"1", "true", "yes", "on"})
+#: What the ``tracing`` extra installs, by the module each package is imported as.
+EXTRA_MODULES = ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.grpc",
+                 "opentelemetry.instrumentation.celery")
 
 _configured: dict[str, Any] = {}
 
@@ -80,9 +84,10 @@ def configure(
     global provider if one is set already, else one made here and set globally.
     Calling it again reconfigures the pieces; the global provider stays the first one.
     """
+    require_extra("tracing", "tracing", EXTRA_MODULES)
     from opentelemetry import trace  # noqa: PLC0415 - the extra's, only when asked for
 
-    from vividly_tasks.worker import otel_sdk  # noqa: PLC0415 - names the extra if missing
+    from vividly_tasks.worker import otel_sdk  # noqa: PLC0415
 
     unconfigure()
     provider = tracer_provider
@@ -130,11 +135,8 @@ def is_configured() -> bool:
 
 
 def _instrument_celery(provider: Any) -> None:
-    try:
-        from opentelemetry.instrumentation.celery import CeleryInstrumentor  # noqa: PLC0415
-    except ImportError as exc:
-        raise ImportError(f"tracing needs the 'tracing' extra: pip install "
-                          f"'vividly-tasks[tracing]' ({exc})") from exc
+    from opentelemetry.instrumentation.celery import CeleryInstrumentor  # noqa: PLC0415
+
     instrumentor = CeleryInstrumentor()  # type: ignore[no-untyped-call]
     if not instrumentor.is_instrumented_by_opentelemetry:
         instrumentor.instrument(tracer_provider=provider)
