@@ -25,7 +25,7 @@ from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import defaults, plain_messages, tracing, wire
+from vividly_tasks.transport import defaults, plain_messages, receipts, tracing, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
@@ -722,6 +722,9 @@ class Channel(virtual.Channel):
         released = self.pubsub.leases.pop_all(tags)
         limit = self.max_delivery_attempts - 1
         for lease in released:
+            if not lease.started and lease.eta is not None and lease.eta > now:
+                # Work handed to whoever runs when it is due (the worker's summary says so).
+                receipts.for_this_process().add_released_delayed(lease.eta)
             if renew and not lease.started and lease.delivery_attempt >= limit \
                     and self.renew(lease):
                 if lease.span is not None:
