@@ -144,9 +144,9 @@ def test_a_delayed_task_handed_back_by_a_running_execution_runs_on_time(
         dispatcher: DispatchServe) -> None:
     """The worker of an execution started for other work received the delayed task, exited
     idle before it was due and gave it back: its summary says what it gave back and when that
-    is due, and the dispatcher starts the next execution for the due time (it once stayed
-    queued for good)."""
-    from vividly_tasks.product import create_app
+    is due, and the dispatcher starts the next execution for the due time, so it is never left
+    queued."""
+    from vividly_tasks.lessons.product import create_app
 
     settings = Settings()
     app = create_app(settings)
@@ -160,7 +160,7 @@ def test_a_delayed_task_handed_back_by_a_running_execution_runs_on_time(
         app.close()
     assert due <= ran_at < due + 10, ran_at - due
 
-    summaries = wait_for(lambda: (s := worker_summaries(settings)) and len(s) >= 2 and s,
+    summaries = wait_for(lambda: (s := worker_summaries(DispatchSettings())) and len(s) >= 2 and s,
                          30, "two worker processes exited")
     handed_back = [s for s in summaries if s["released_delayed"]]
     assert len(handed_back) == 1, summaries  # the first execution, at its idle exit
