@@ -372,15 +372,15 @@ def scale_section(result: dict[str, Any] | None) -> list[str]:
     for run in result["figures"]["runs"]:
         rates = " ".join(f"{x:.0f}" for x in run.get("rate_curve", []))
         curve = ", ".join(f"{x:.0f}" for x in run["rss_curve_mib"])
-        lines.append(f"- {run['broker']} #{run.get('round', 1)}: rate {rates or '-'}; "
+        lines.append(f"- {run['broker']}, round {run.get('round', 1)}: rate {rates or '-'}; "
                      f"RSS {curve or '-'}")
     for bare in result["figures"].get("bare", []):
         if bare["failure"]:
-            lines.append(f"- bare client #{bare['round']}: failed: {bare['failure'][:120]}")
+            lines.append(f"- bare client, round {bare['round']}: failed: {bare['failure'][:120]}")
             continue
         lines.append(
-            f"- bare client #{bare['round']} (google-cloud-pubsub alone, two threads Pull one "
-            f"and ack): {bare['drain_rate']:,.0f}/s; rate "
+            f"- bare client, round {bare['round']} (google-cloud-pubsub alone, two threads Pull "
+            f"one and ack): {bare['drain_rate']:,.0f}/s; rate "
             f"{' '.join(f'{x:.0f}' for x in bare['rate_curve'])}; emulator CPU per message (ms) "
             f"{' '.join(f'{x:.2f}' for x in bare['server_cpu_curve'])}")
     return lines
@@ -458,7 +458,7 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "Details and analysis: [transport](benchmarks-transport.md), "
         "[job idle exit](entrypoint.md), [content pipeline](benchmarks-content.md).",
         "",
-        "## Chaos soak (issue 8)",
+        "## Chaos soak",
         "",
         "Three `vividly-worker job` workers, restarted in a loop, drain content requests over "
         "the Pub/Sub emulator into PostgreSQL while a killer sends SIGKILL or SIGTERM to a "
@@ -467,7 +467,7 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "",
         *soak_section(results.get("soak")),
         "",
-        "## Memory and scale (issue 8)",
+        "## Memory and scale",
         "",
         f"{scale_tasks(results.get('scale'))} no-op tasks published first, then drained by "
         "one prefork worker (`--concurrency 2`); RSS summed over the worker's process tree.",

@@ -35,10 +35,10 @@ sys.path.insert(0, str(REPO_ROOT))
 from tests.services import start_pubsub_emulator, start_redis  # noqa: E402
 from tests.workers import WorkerProcess  # noqa: E402
 from vividly_tasks import create_app  # noqa: E402
-from vividly_tasks.content.requests import submit  # noqa: E402
-from vividly_tasks.content.services import ContentServices  # noqa: E402
-from vividly_tasks.settings import Settings  # noqa: E402
-from vividly_tasks.tasks import send_generate_content  # noqa: E402
+from vividly_tasks.lessons.requests import submit  # noqa: E402
+from vividly_tasks.lessons.services import ContentServices  # noqa: E402
+from vividly_tasks.lessons.settings import Settings  # noqa: E402
+from vividly_tasks.lessons.tasks import send_generate_content  # noqa: E402
 
 SAMPLE_INTERVAL_SECONDS = 0.02
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024

@@ -49,8 +49,8 @@ from google.cloud import pubsub_v1
 from tests.dispatch_support import free_port
 from tests.services import start_pubsub_emulator
 from vividly_tasks.dispatch.local_runner import LocalRunner
-from vividly_tasks.product import create_app
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.product import create_app
+from vividly_tasks.lessons.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUEUE_TOPIC = "vividly-vividly"

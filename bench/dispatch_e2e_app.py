@@ -9,8 +9,8 @@ import json
 import os
 import time
 
-from vividly_tasks.product import create_app
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.product import create_app
+from vividly_tasks.lessons.settings import Settings
 
 LEDGER_ENV = "DISPATCH_E2E_LEDGER"
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from sqlalchemy import insert, text
 
-from vividly_tasks.content.models import DispatchArrivalRow
 from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
 from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, SqlRecord
-from vividly_tasks.settings import Settings
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.models import DispatchArrivalRow
 
 JOB = "vividly-job"
 
@@ -79,8 +79,8 @@ def measure(name: str, record: SqlRecord, arrivals: int, pushes: int,
             decisions: int) -> dict[str, object]:
     now = time.time()
     fill(record, arrivals, now)
-    dispatcher = Dispatcher(policy=policy_from_settings(Settings()), launcher=InstantRunner(),
-                            backlog=None, record=record)
+    dispatcher = Dispatcher(policy=policy_from_settings(DispatchSettings()),
+                            launcher=InstantRunner(), backlog=None, record=record)
     push_times = []
     for number in range(pushes):
         started = time.perf_counter()

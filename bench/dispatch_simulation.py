@@ -46,7 +46,7 @@ from vividly_tasks.dispatch.inputs import (  # noqa: E402
     Launch,
     RunningExecution,
 )
-from vividly_tasks.settings import Settings  # noqa: E402
+from vividly_tasks.dispatch.settings import DispatchSettings  # noqa: E402
 
 DAY_SECONDS = 86_400
 MAX_RUNTIME_SECONDS = 540
@@ -172,7 +172,7 @@ def pushed_at(submits: list[float], rate: float) -> list[float]:
     return seen
 
 
-def simulate(pattern: str, mode: str, model: Model, settings: Settings,
+def simulate(pattern: str, mode: str, model: Model, settings: DispatchSettings,
              label: str) -> dict[str, object]:
     run = Run(model)
     submits = sorted(arrivals_of(pattern))
@@ -261,8 +261,8 @@ def main() -> None:
     args = parser.parse_args()
     model = Model(args.service, args.start, args.schedule_delay, args.idle_timeout,
                   args.metric_lag, args.push_rate)
-    settings = Settings()
-    wider = Settings(dispatch_max_tasks=100)
+    settings = DispatchSettings()
+    wider = DispatchSettings(dispatch_max_tasks=100)
     schedule = "fixed schedule, 4 tasks every 5 min"
     dispatch = "`vividly dispatch`"
     results = []

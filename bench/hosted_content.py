@@ -56,18 +56,18 @@ from google.cloud import texttospeech  # noqa: E402
 from bench.transport import cpu_model, package_versions  # noqa: E402
 from tests.fake_gemini import CHARS_PER_TOKEN, FakeGemini, lesson_answer  # noqa: E402
 from tests.fake_tts import FakeTextToSpeech, tone_wav  # noqa: E402
-from vividly_tasks.content.gemini import LessonDraft, lesson_from_draft  # noqa: E402
-from vividly_tasks.content.generator import OfflineGenerator  # noqa: E402
-from vividly_tasks.content.lesson import Lesson as LessonContent  # noqa: E402
-from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate  # noqa: E402
-from vividly_tasks.content.services import ContentServices  # noqa: E402
-from vividly_tasks.content.storage import artifact_key  # noqa: E402
-from vividly_tasks.content.validation import LessonSpec, validate  # noqa: E402
-from vividly_tasks.settings import Settings  # noqa: E402
+from vividly_tasks.lessons.gemini import LessonDraft, lesson_from_draft  # noqa: E402
+from vividly_tasks.lessons.generator import OfflineGenerator  # noqa: E402
+from vividly_tasks.lessons.lesson import Lesson as LessonContent  # noqa: E402
+from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate  # noqa: E402
+from vividly_tasks.lessons.services import ContentServices  # noqa: E402
+from vividly_tasks.lessons.settings import Settings  # noqa: E402
+from vividly_tasks.lessons.storage import artifact_key  # noqa: E402
+from vividly_tasks.lessons.validation import LessonSpec, validate  # noqa: E402
 
 TOPIC, SUBJECT, GRADE = "Photosynthesis", "Biology", "7"
 MODALITIES = ("text", "video")
-#: One grade per band, as the issue asks: (band, grade).
+#: One grade per band: (band, grade).
 BANDS = (("early", "K"), ("elementary", "4"), ("middle", "7"), ("high", "11"))
 #: Settings that would change what is measured if this shell happened to export them.
 ENV_PREFIXES = ("CONTENT_", "GEMINI_", "GOOGLE_CLOUD_PROJECT", "DATABASE_URL", "STORAGE_URL",
@@ -429,7 +429,7 @@ def run(args: argparse.Namespace) -> Figures:
                 services.close()
     figures.import_seconds = {
         module: import_seconds(module)
-        for module in ("google.genai", "vividly_tasks.content.cloud_speech")
+        for module in ("google.genai", "vividly_tasks.lessons.cloud_speech")
     }
     figures.load_after = load_average()
     return figures

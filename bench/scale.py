@@ -167,7 +167,7 @@ def tree_rss_mib(root: int) -> float:
 
 def make_app(env: dict[str, str], **transport_options: Any) -> Any:
     from vividly_tasks import create_app
-    from vividly_tasks.settings import Settings
+    from vividly_tasks.lessons.settings import Settings
 
     app = create_app(Settings(broker_url=env["BROKER_URL"], result_backend=env["RESULT_BACKEND"],
                               data_dir=Path(env["VIVIDLY_DATA_DIR"]), log_format="text"))

@@ -62,13 +62,13 @@ from bench.soak_probe import LEDGER_ENV, RUNS_KEY  # noqa: E402
 from tests.services import start_postgres, start_pubsub_emulator, start_redis  # noqa: E402
 from tests.workers import WorkerProcess  # noqa: E402
 from vividly_tasks import create_app  # noqa: E402
-from vividly_tasks.content.models import ContentRequest  # noqa: E402
-from vividly_tasks.content.requests import submit  # noqa: E402
-from vividly_tasks.content.services import ContentServices  # noqa: E402
-from vividly_tasks.content.status import TERMINAL  # noqa: E402
-from vividly_tasks.content.storage import INCOMING_DIR  # noqa: E402
-from vividly_tasks.settings import Settings  # noqa: E402
-from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content  # noqa: E402
+from vividly_tasks.lessons.models import ContentRequest  # noqa: E402
+from vividly_tasks.lessons.requests import submit  # noqa: E402
+from vividly_tasks.lessons.services import ContentServices  # noqa: E402
+from vividly_tasks.lessons.settings import Settings  # noqa: E402
+from vividly_tasks.lessons.status import TERMINAL  # noqa: E402
+from vividly_tasks.lessons.storage import INCOMING_DIR  # noqa: E402
+from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content  # noqa: E402
 from vividly_tasks.transport import wire  # noqa: E402
 from vividly_tasks.transport.clients import clients_for_this_process  # noqa: E402
 from vividly_tasks.transport.naming import (  # noqa: E402

@@ -27,10 +27,12 @@ from tests.services import (
     start_redis,
 )
 from tests.workers import WorkerProcess
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.settings import variables
 
 T = TypeVar("T")
-PRODUCT_ENV_VARS = [environment_variable(name) for name in Settings.model_fields]
+PRODUCT_ENV_VARS = sorted({*variables(Settings), *variables(DispatchSettings)})
 _redis_databases = itertools.count(1)
 
 
@@ -72,7 +74,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's configuration; each gets its own data directory."""
-    for name in [*PRODUCT_ENV_VARS, "PUBSUB_EMULATOR_HOST", "CELERY_BROKER_URL"]:
+    for name in [*PRODUCT_ENV_VARS, "PUBSUB_EMULATOR_HOST", "CELERY_BROKER_URL",
+                 "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
 

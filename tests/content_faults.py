@@ -11,8 +11,8 @@ import fcntl
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from vividly_tasks.content.errors import StorageUnavailable
-from vividly_tasks.content.storage import LocalStorage, Storage, register_backend
+from vividly_tasks.lessons.errors import StorageUnavailable
+from vividly_tasks.lessons.storage import LocalStorage, Storage, register_backend
 
 SCHEME = "flaky+file"
 COUNTER_NAME = ".write-attempts"

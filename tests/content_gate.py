@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from vividly_tasks.content.errors import StorageUnavailable
-from vividly_tasks.content.stages import STAGES_PREFIX
-from vividly_tasks.content.storage import LocalStorage, Storage, register_backend
+from vividly_tasks.lessons.errors import StorageUnavailable
+from vividly_tasks.lessons.stages import STAGES_PREFIX
+from vividly_tasks.lessons.storage import LocalStorage, Storage, register_backend
 
 SCHEME = "gated+file"
 #: A test that never opens the gate fails its task rather than hang the worker.

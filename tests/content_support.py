@@ -14,9 +14,9 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from vividly_tasks.content.models import ContentRequest
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.models import ContentRequest
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 
 T = TypeVar("T")
 

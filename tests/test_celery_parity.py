@@ -1,15 +1,14 @@
-"""Celery features that work on the Redis broker work on ``pubsub://`` (issue 15, item 5).
+"""Celery features that work on the Redis broker work on ``pubsub://``.
 
-Two of Celery's own integration tests failed on Pub/Sub and passed on Redis, each for a cause
-in the transport, fixed there and proven here with a real ``celery worker`` process:
+Two cases from Celery's own integration tests, each with a real ``celery worker`` process:
 
 * a chord whose header message is delivered twice: the test republishes from a
   ``before_task_publish`` handler with ``**kwargs``, which carries Celery's Signal object into
-  the message properties; publishing raised TypeError, so the copy never went out
-  (wire.py now leaves out a property JSON cannot carry, as AMQP does);
+  the message properties, which JSON cannot carry: the copy still goes out (wire.py leaves
+  out such a property, as AMQP does);
 * revoking (by id or by stamped headers) right before publishing the task: Pub/Sub delivers
-  the workers' broadcast subscription and the task queue independently, and the task came
-  first in about half the tries, so it ran (command_fence.py now holds it for the command).
+  the workers' broadcast subscription and the task queue independently, so the task may
+  arrive first; command_fence.py holds it for the command, and it never runs.
 """
 
 from __future__ import annotations

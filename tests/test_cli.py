@@ -35,10 +35,10 @@ from vividly_tasks.cli.exit_codes import (
     RET_UNAVAILABLE,
     RET_USAGE,
 )
-from vividly_tasks.content.models import ContentRequest
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.status import Status
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.models import ContentRequest
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.status import Status
 from vividly_tasks.transport.dead_letter_box import DeadLetter
 
 PREFIX = "vividly-"  # the settings' default prefix

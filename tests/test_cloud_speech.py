@@ -1,4 +1,4 @@
-"""Cloud narration (issue 16, item 2): the real ``google-cloud-texttospeech`` client, over its
+"""Cloud narration: the real ``google-cloud-texttospeech`` client, over its
 real gRPC transport, against a loopback server (tests/fake_tts.py), no network.
 
 Text over the API's 5,000-byte limit is split at sentence ends and the audio joined; the
@@ -30,17 +30,17 @@ from tests.content_support import (
 from tests.fake_tts import Failure, FakeTextToSpeech, running, tone_wav
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.cloud_speech import MAX_REQUEST_BYTES, pcm_frames
-from vividly_tasks.content.errors import (
+from vividly_tasks.lessons.cloud_speech import MAX_REQUEST_BYTES, pcm_frames
+from vividly_tasks.lessons.errors import (
     PermanentFailure,
     ServiceUnavailable,
     TimeLimitExceeded,
     TransientError,
 )
-from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate
-from vividly_tasks.content.storage import artifact_key
-from vividly_tasks.product import VividlyCelery
-from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate
+from vividly_tasks.lessons.product import VividlyCelery
+from vividly_tasks.lessons.storage import artifact_key
+from vividly_tasks.lessons.tasks import submit_content_request
 from worker_entry.exit_codes import RET_OK
 
 SENTENCE_END = re.compile(r"[.!?]$")

@@ -21,11 +21,11 @@ from tests.content_support import (
 )
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.requests import submit
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.storage import GCSStorage, UnsafeKey, artifact_key, open_storage
-from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import send_generate_content
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.storage import GCSStorage, UnsafeKey, artifact_key, open_storage
+from vividly_tasks.lessons.tasks import send_generate_content
 
 
 def test_gcs_storage_writes_lists_and_overwrites_under_its_prefix(

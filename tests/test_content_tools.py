@@ -1,4 +1,4 @@
-"""A worker that lacks a tool refuses work instead of failing it (issue 16, item 3).
+"""A worker that lacks a tool refuses work instead of failing it.
 
 A worker started with video work queued and without ffmpeg (or without espeak-ng, with the
 espeak narrator) on its PATH exits 78 with the reason in its summary line before it takes a
@@ -22,8 +22,8 @@ from tests.content_support import (
 )
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.product import VividlyCelery
-from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.lessons.product import VividlyCelery
+from vividly_tasks.lessons.tasks import submit_content_request
 from worker_entry.exit_codes import RET_CONFIG, RET_OK
 
 TOOLS = ("ffmpeg", "espeak-ng")

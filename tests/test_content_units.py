@@ -22,9 +22,9 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
 from tests.content_support import DATABASES
-from vividly_tasks.content import status as machine
-from vividly_tasks.content.database import ContentDatabase, current_revision
-from vividly_tasks.content.errors import (
+from vividly_tasks.lessons import status as machine
+from vividly_tasks.lessons.database import ContentDatabase, current_revision
+from vividly_tasks.lessons.errors import (
     EnqueueFailed,
     InvalidRequest,
     StorageUnavailable,
@@ -32,17 +32,17 @@ from vividly_tasks.content.errors import (
     ToolMissing,
     TransientError,
 )
-from vividly_tasks.content.generator import ModelUsage, OfflineGenerator, report_usage
-from vividly_tasks.content.lesson import Lesson, render_html, render_markdown
-from vividly_tasks.content.models import Base, ContentRequest, utcnow
-from vividly_tasks.content.narration import ENGINE_SILENCE, Voice, narrate
-from vividly_tasks.content.pipeline import PipelineConfig
-from vividly_tasks.content.repository import ContentRepository
-from vividly_tasks.content.requests import resubmit, submit
-from vividly_tasks.content.runner import ContentRunner, LeaseKeeper
-from vividly_tasks.content.stages import StageStore, stage_prefix
-from vividly_tasks.content.status import Stage, Status
-from vividly_tasks.content.storage import (
+from vividly_tasks.lessons.generator import ModelUsage, OfflineGenerator, report_usage
+from vividly_tasks.lessons.lesson import Lesson, render_html, render_markdown
+from vividly_tasks.lessons.models import Base, ContentRequest, utcnow
+from vividly_tasks.lessons.narration import ENGINE_SILENCE, Voice, narrate
+from vividly_tasks.lessons.pipeline import PipelineConfig
+from vividly_tasks.lessons.repository import ContentRepository
+from vividly_tasks.lessons.requests import resubmit, submit
+from vividly_tasks.lessons.runner import ContentRunner, LeaseKeeper
+from vividly_tasks.lessons.stages import StageStore, stage_prefix
+from vividly_tasks.lessons.status import Stage, Status
+from vividly_tasks.lessons.storage import (
     INCOMING_DIR,
     LocalStorage,
     UnsafeKey,
@@ -50,8 +50,8 @@ from vividly_tasks.content.storage import (
     check_key,
     open_storage,
 )
-from vividly_tasks.content.tools import run_tool
-from vividly_tasks.content.validation import (
+from vividly_tasks.lessons.tools import run_tool
+from vividly_tasks.lessons.validation import (
     GradeBand,
     LessonSpec,
     Modality,
@@ -250,10 +250,10 @@ def test_an_interrupted_write_never_shows_a_partial_file(
         calls.append(fd)
         raise OSError("disk vanished")
 
-    monkeypatch.setattr("vividly_tasks.content.storage.os.fsync", dying_fsync)
+    monkeypatch.setattr("vividly_tasks.lessons.storage.os.fsync", dying_fsync)
     with pytest.raises(StorageUnavailable, match="disk vanished"):
         storage.put_file("req/video.mp4", source, "video/mp4")
-    monkeypatch.setattr("vividly_tasks.content.storage.os.fsync", real_fsync)
+    monkeypatch.setattr("vividly_tasks.lessons.storage.os.fsync", real_fsync)
     assert calls
     assert (tmp_path / "root" / "req" / "video.mp4").read_bytes() == b"v1" * (3 << 20)
     assert storage.list_keys() == ["req/video.mp4"]
@@ -319,7 +319,7 @@ def repository(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Conte
 def test_migrations_match_the_model_and_rerun_as_no_ops(repository: ContentRepository) -> None:
     engine = repository.database.engine
     repository.database.migrate()
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
@@ -431,7 +431,7 @@ def test_the_runner_completes_once_and_redelivery_is_a_no_op(
     row = repository.insert(topic="Magnets", modality="text", grade_level="4")
     runner = _runner(repository, tmp_path)
     seen: list[tuple[str, int]] = []
-    with caplog.at_level(logging.INFO, logger="vividly_tasks.content.runner"):
+    with caplog.at_level(logging.INFO, logger="vividly_tasks.lessons.runner"):
         outcome = runner.run(
             str(row.id), progress=lambda _, stage, pct: seen.append((stage, pct))
         )
@@ -459,7 +459,7 @@ def test_an_attempt_past_its_time_limit_fails(
 
 def test_an_unreachable_database_is_a_transient_error(tmp_path: Path) -> None:
     from tests.services import free_port
-    from vividly_tasks.content.errors import DatabaseUnavailable, TransientError
+    from vividly_tasks.lessons.errors import DatabaseUnavailable, TransientError
 
     database = ContentDatabase(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/none")
     repository = ContentRepository(database)
@@ -488,7 +488,7 @@ def test_the_lease_keeper_renews_a_claim_from_its_thread(repository: ContentRepo
 def test_an_unexpected_error_fails_the_request_instead_of_leaving_it_claimed(
     repository: ContentRepository, tmp_path: Path
 ) -> None:
-    from vividly_tasks.content.errors import PermanentFailure
+    from vividly_tasks.lessons.errors import PermanentFailure
 
     class BrokenGenerator:
         name = "broken"
@@ -508,7 +508,7 @@ def test_an_unexpected_error_fails_the_request_instead_of_leaving_it_claimed(
 def test_a_workers_start_sweeps_partial_copies_a_killed_writer_left(tmp_path: Path) -> None:
     import os
 
-    from vividly_tasks.content.storage import INCOMING_DIR, LocalStorage
+    from vividly_tasks.lessons.storage import INCOMING_DIR, LocalStorage
 
     storage = LocalStorage(tmp_path / "store")
     incoming = storage.root / INCOMING_DIR
@@ -613,7 +613,7 @@ def test_the_retrying_migration_downgrades_and_upgrades_again(
     """Downgraded, a request waiting for its retry shows as it did before: generating."""
     from alembic import command
 
-    from vividly_tasks.content.database import alembic_config
+    from vividly_tasks.lessons.database import alembic_config
 
     row = repository.insert(topic="Fractions", modality="text")
     claim = repository.claim(row.id, holder="a", lease_seconds=60)
@@ -622,13 +622,13 @@ def test_the_retrying_migration_downgrades_and_upgrades_again(
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.downgrade(config, "0004")
-    assert current_revision(engine) == "0004"
+        command.downgrade(config, "0002")
+    assert current_revision(engine) == "0002"
     with engine.connect() as connection:
         assert connection.execute(sqlalchemy.text(
             "SELECT status FROM content_requests")).scalar_one() == "generating"
     repository.database.migrate()
-    assert current_revision(engine) == "0005"
+    assert current_revision(engine) == "0006"
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []

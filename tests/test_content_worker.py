@@ -1,4 +1,4 @@
-"""Issue 5's acceptance, end to end: real workers in real processes, a real broker, SQLite and
+"""The content pipeline end to end: real workers in real processes, a real broker, SQLite and
 PostgreSQL, ffmpeg/espeak-ng, and storage written the way production writes it.
 
 Every test runs on the (broker, database) pairs of ``tests.content_support.matrix_params``:
@@ -33,13 +33,13 @@ from tests.content_support import (
 from tests.services import free_port
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.errors import EnqueueFailed
-from vividly_tasks.content.requests import resubmit, submit
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.storage import INCOMING_DIR, LocalStorage, artifact_key
-from vividly_tasks.product import VividlyCelery
-from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content
+from vividly_tasks.lessons.errors import EnqueueFailed
+from vividly_tasks.lessons.product import VividlyCelery
+from vividly_tasks.lessons.requests import resubmit, submit
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.storage import INCOMING_DIR, LocalStorage, artifact_key
+from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content
 
 VIDEO_STAGES = {"narrate", "slides", "encode"}
 

@@ -1,4 +1,4 @@
-"""Issue 6, acceptance 1: the README's first command (``make demo``) runs the main job on the
+"""The README's first command (``make demo``) runs the main job on the
 embedded defaults (no server: SQLite, local files, the filesystem broker) and every lesson and
 MP4 it prints exists."""
 

@@ -1,4 +1,4 @@
-"""compose.yaml and the Dockerfile (issue 6, acceptance 4).
+"""compose.yaml and the Dockerfile: valid, in dependency order, healthy, non-root.
 
 There is no container engine here: Debian's ``docker-compose`` parses, validates and
 interpolates compose.yaml without one (``config``), and hadolint lints the Dockerfile. What an
@@ -24,7 +24,9 @@ import yaml
 from tests.conftest import require_service
 from tests.services import ServiceUnavailable
 from tests.workers import REPO_ROOT
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.settings import variables
 
 FLOWER_AUTH = "operator:compose-test-secret"
 SERVICES = {"pubsub-emulator", "redis", "postgres", "provision", "worker", "job", "flower"}
@@ -116,17 +118,16 @@ def test_the_job_worker_is_a_profile_and_workers_use_only_known_settings(
     assert [name for name, s in services.items() if "profiles" in s] == ["job"]
     profiles = compose("config", "--profiles", FLOWER_BASIC_AUTH=FLOWER_AUTH)
     assert profiles.stdout.split() == ["job"]
-    known = {environment_variable(name) for name in Settings.model_fields} | CLIENT_VARIABLES
+    known = {*variables(Settings), *variables(DispatchSettings)} | CLIENT_VARIABLES
     for name in ("provision", "worker", "job", "flower"):
         environment = services[name]["environment"]
         assert environment["BROKER_URL"].startswith("pubsub://"), name
         assert environment["PUBSUB_EMULATOR_HOST"] == "pubsub-emulator:8085", name
         unknown = {k for k in environment if not k.startswith("FLOWER_")} - known
         assert not unknown, f"{name} sets variables no setting reads: {unknown}"
-    Settings(**{  # the worker's values are valid settings
-        field: services["worker"]["environment"][environment_variable(field)]
-        for field in Settings.model_fields
-        if environment_variable(field) in services["worker"]["environment"]
+    Settings(_environ={}, **{  # the worker's values are valid settings
+        name: value for name, value in services["worker"]["environment"].items()
+        if name in variables(Settings)
     })
 
 
@@ -196,13 +197,24 @@ def test_dockerignore_sends_only_the_packages_and_their_metadata() -> None:
     assert copied == allowed, "the build stage copies exactly what the context sends"
 
 
-def test_a_fresh_install_has_what_kombus_redis_transport_imports() -> None:
-    """``redis://`` is offered by the README: Kombu's redis transport imports ``packaging``,
-    which Kombu does not declare and only the test tools brought in; we declare it."""
+def test_the_lessons_extra_has_what_kombus_redis_transport_imports() -> None:
+    """``redis://`` is what the lesson app's compose stack and configuration offer: Kombu's redis
+    transport imports ``packaging``, which Kombu does not declare and only the test tools
+    brought in; the lessons extra declares it with redis."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    names = {re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    lessons = project["optional-dependencies"]["lessons"]
+    names = {re.split(r"[<>=\[ ;]", dep, maxsplit=1)[0].lower() for dep in lessons}
     kombu_redis = Path(kombu.transport.redis.__file__).read_text().splitlines()
     imported = {line.split()[1].split(".")[0] for line in kombu_redis
                 if line.startswith(("import ", "from "))}
     assert "packaging" in imported  # still needed by the Kombu we run on
     assert "packaging" in names
+
+
+def test_the_image_installs_the_extras_of_what_it_runs() -> None:
+    """The image's default job runs the lesson app, compose runs the dispatcher's commands and
+    Flower: the slim install alone would refuse them, naming the extra."""
+    install = next(args for keyword, args in dockerfile_stages()[1]
+                   if keyword == "RUN" and "pip install" in args)
+    extras = set(re.search(r'"\.\[([^\]]+)\]"', install)[1].split(","))
+    assert {"lessons", "dispatch", "postgresql", "flower"} <= extras

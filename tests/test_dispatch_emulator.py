@@ -17,9 +17,10 @@ from google.cloud import pubsub_v1
 from tests.content_support import wait_for
 from tests.dispatch_support import DispatchServe
 from vividly_tasks.cli import cli
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.status import Status
-from vividly_tasks.settings import Settings
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.status import Status
 
 pytestmark = pytest.mark.slow
 
@@ -58,7 +59,7 @@ def dispatcher(loop_env: str, tmp_path: Path) -> Iterator[DispatchServe]:
         subscriber.close()
 
 
-def worker_summaries(settings: Settings) -> list[dict[str, object]]:
+def worker_summaries(settings: DispatchSettings) -> list[dict[str, object]]:
     folder = settings.effective_dispatch_record_path.parent / "workers"
     summaries = []
     for log in sorted(folder.glob("*.log")):
@@ -70,7 +71,7 @@ def worker_summaries(settings: Settings) -> list[dict[str, object]]:
 
 def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
         dispatcher: DispatchServe) -> None:
-    settings = Settings()
+    settings = DispatchSettings()
     time.sleep(3)  # nothing submitted: nothing starts
     assert dispatcher.decisions() == []
     assert worker_summaries(settings) == []
@@ -82,7 +83,7 @@ def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
         assert result.exit_code == 0, result.output
         ids.append(result.stdout.strip())
 
-    services = ContentServices.from_settings(settings)
+    services = ContentServices.from_settings(Settings())
     try:
         def all_completed() -> bool:
             rows = [services.repository.get(request_id) for request_id in ids]
@@ -107,14 +108,14 @@ def test_thirty_requests_wake_the_dispatcher_and_are_drained_by_local_jobs(
     assert sum(int(str(s["succeeded"])) for s in summaries) == 30  # each exactly once
 
 
-#: The issue's "due in 2 minutes": long enough for several decision windows and re-checks to
+#: "Due in 2 minutes": long enough for several decision windows and re-checks to
 #: pass while the task waits (one xdist worker idles meanwhile; the other runs on).
 DUE_IN_SECONDS = 120
 
 
 def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
         dispatcher: DispatchServe) -> None:
-    from vividly_tasks.product import create_app
+    from vividly_tasks.lessons.product import create_app
 
     app = create_app(Settings())
     try:
@@ -125,7 +126,7 @@ def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
         app.close()
     launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
     early = [d for d in launches if float(str(d["decided_at"])) < due - 3 - 1]
-    assert len(early) == 0, early  # none before the start lead (the issue allows two)
+    assert len(early) == 0, early  # none before the start lead (two would be allowed)
     assert len(launches) == 1
     assert due <= ran_at < due + 10, ran_at - due
     # The wake-up's own decision saw the task as delayed and said when to look again.
@@ -143,9 +144,9 @@ def test_a_delayed_task_handed_back_by_a_running_execution_runs_on_time(
         dispatcher: DispatchServe) -> None:
     """The worker of an execution started for other work received the delayed task, exited
     idle before it was due and gave it back: its summary says what it gave back and when that
-    is due, and the dispatcher starts the next execution for the due time (it once stayed
-    queued for good)."""
-    from vividly_tasks.product import create_app
+    is due, and the dispatcher starts the next execution for the due time, so it is never left
+    queued."""
+    from vividly_tasks.lessons.product import create_app
 
     settings = Settings()
     app = create_app(settings)
@@ -159,7 +160,7 @@ def test_a_delayed_task_handed_back_by_a_running_execution_runs_on_time(
         app.close()
     assert due <= ran_at < due + 10, ran_at - due
 
-    summaries = wait_for(lambda: (s := worker_summaries(settings)) and len(s) >= 2 and s,
+    summaries = wait_for(lambda: (s := worker_summaries(DispatchSettings())) and len(s) >= 2 and s,
                          30, "two worker processes exited")
     handed_back = [s for s in summaries if s["released_delayed"]]
     assert len(handed_back) == 1, summaries  # the first execution, at its idle exit

@@ -21,7 +21,7 @@ from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
 from vividly_tasks.dispatch.errors import DispatchConfigError
 from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates, Launch
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, SqlRecord
-from vividly_tasks.settings import Settings
+from vividly_tasks.dispatch.settings import DispatchSettings
 
 
 def push_body(task_id: str, eta: str | None = None, *, publish_time: str) -> bytes:
@@ -195,10 +195,10 @@ def test_the_settings_choose_the_record(tmp_path: Path, monkeypatch: pytest.Monk
 
     monkeypatch.delenv("PUBSUB_EMULATOR_HOST", raising=False)
     common = {"DISPATCH_RUNNER": "local", "VIVIDLY_DATA_DIR": str(tmp_path)}
-    chosen = build_dispatcher(Settings(**common)).record
+    chosen = build_dispatcher(DispatchSettings(**common)).record
     assert isinstance(chosen, FileRecord)
     assert chosen.path == tmp_path / "dispatch" / "record.sqlite"
-    chosen = build_dispatcher(Settings(**common, DISPATCH_RECORD="database",
+    chosen = build_dispatcher(DispatchSettings(**common, DISPATCH_RECORD="database",
                                        DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite'}")
                               ).record
     assert isinstance(chosen, DatabaseRecord) and chosen.key == "vividly-job"
@@ -226,7 +226,7 @@ def test_a_forged_eta_or_publish_time_cannot_keep_an_arrival_in_the_record(
     in the future as now: the arrival is gone ``max_delay`` plus the retention later."""
     clock = [1_000_000.0]
     record = FileRecord(tmp_path / "record.sqlite", retention_seconds=3600)
-    dispatcher = Dispatcher(policy=policy_from_settings(Settings()), launcher=_NoLauncher(),
+    dispatcher = Dispatcher(policy=policy_from_settings(DispatchSettings()), launcher=_NoLauncher(),
                             backlog=None, record=record, clock=lambda: clock[0],
                             max_delay_seconds=86400)
     year_2999 = 32503680000.0

@@ -1,6 +1,6 @@
 """When the worker cannot work at all it says why in one line and exits non-zero.
 
-Issue 4's acceptance item 7 (broker unreachable, bounded retry) and bad configuration, over
+A broker that stays unreachable (a bounded retry, then a reason) and bad configuration, over
 Redis and Pub/Sub; plus the flags-over-environment rule of the command line.
 """
 
@@ -94,7 +94,7 @@ def test_an_unreachable_content_database_exits_69_with_the_reason_and_no_passwor
     worker = start_entrypoint()
     assert worker.wait(timeout=60) == RET_CONNECT
     summary = worker.summary()
-    assert summary["exit_reason"] == "content_store_unusable"
+    assert summary["exit_reason"] == "startup_refused"
     assert "content database" in summary["detail"]
     assert str(dead_port) in summary["detail"]
     assert "hunter2" not in worker.logs()

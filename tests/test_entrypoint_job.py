@@ -1,7 +1,9 @@
 """``python -m worker_entry job`` as real processes: idle exit, max tasks, a shared backlog, ETAs.
 
-Issue 4's acceptance items 1, 2, 3, 6 and 9, over Redis and Pub/Sub (and 1 and 3 over the
-embedded filesystem broker too). The Redis ledger (tests.worker_tasks) counts every run.
+Exit on an empty queue, exactly N tasks, a backlog shared by three jobs, a countdown beyond the
+idle timeout and the JSON summary, over Redis and Pub/Sub (the empty queue and the shared
+backlog over the embedded filesystem broker too). The Redis ledger (tests.worker_tasks)
+counts every run.
 """
 
 from __future__ import annotations

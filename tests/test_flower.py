@@ -1,4 +1,4 @@
-"""Flower against a Pub/Sub-backed worker (issue 6, acceptance 3).
+"""Flower against a Pub/Sub-backed worker: it shows the worker, its queues and a task's progress.
 
 A real Flower process (``celery -A vividly_tasks flower``, basic auth, loopback) and a real
 service-mode worker on the Pub/Sub emulator. A text content request is held at its store stage
@@ -33,10 +33,10 @@ from tests.content_support import wait_for
 from tests.services import ServiceProcess, ServiceUnavailable, free_port
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.requests import submit
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import GENERATE_CONTENT, send_generate_content
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.tasks import GENERATE_CONTENT, send_generate_content
 
 FLOWER_USER, FLOWER_PASSWORD = "operator", "flower-test-secret"
 WORKER_NAME = "content@flower-test"

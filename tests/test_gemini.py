@@ -1,4 +1,4 @@
-"""The hosted-model generator (issue 16, item 1): the real google-genai SDK against a server on
+"""The hosted-model generator: the real google-genai SDK against a server on
 loopback that speaks ``generateContent`` (tests/fake_gemini.py), answering from a script."""
 
 from __future__ import annotations
@@ -13,19 +13,19 @@ from types import SimpleNamespace
 import pytest
 
 from tests.fake_gemini import MODEL_VERSION, FakeGemini, lesson_answer
-from vividly_tasks.content.errors import PermanentFailure, ServiceUnavailable, TransientError
-from vividly_tasks.content.gemini import (
+from vividly_tasks.lessons.errors import PermanentFailure, ServiceUnavailable, TransientError
+from vividly_tasks.lessons.gemini import (
     GeminiConfig,
     GeminiGenerator,
     LessonDraft,
     lesson_from_draft,
     retry_after_seconds,
 )
-from vividly_tasks.content.generator import ModelUsage, OfflineGenerator, usage_reported_to
-from vividly_tasks.content.services import make_generator, missing_configuration
-from vividly_tasks.content.validation import LessonSpec, Modality
-from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import transient_countdown
+from vividly_tasks.lessons.generator import ModelUsage, OfflineGenerator, usage_reported_to
+from vividly_tasks.lessons.services import make_generator, missing_configuration
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.tasks import transient_countdown
+from vividly_tasks.lessons.validation import LessonSpec, Modality
 
 TOPIC = "Photosynthesis"
 
@@ -144,7 +144,7 @@ def test_an_unavailable_or_refusing_service_is_transient(
 
 
 def test_a_403_on_vertex_ai_names_the_role() -> None:
-    from vividly_tasks.content.gemini import api_error
+    from vividly_tasks.lessons.gemini import api_error
 
     exc = SimpleNamespace(code=403, status="PERMISSION_DENIED", message="denied", details=None)
     error = api_error(exc, GeminiConfig(project="p"))

@@ -36,10 +36,10 @@ from tests.pubsub_helpers import list_subscriptions
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.cli import cli
-from vividly_tasks.content.narration import PAUSE_AFTER_SECTION_SECONDS
-from vividly_tasks.content.storage import LocalStorage, artifact_key
-from vividly_tasks.product import VividlyCelery
-from vividly_tasks.tasks import submit_content_request
+from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS
+from vividly_tasks.lessons.product import VividlyCelery
+from vividly_tasks.lessons.storage import LocalStorage, artifact_key
+from vividly_tasks.lessons.tasks import submit_content_request
 from vividly_tasks.worker.redaction import MASK
 from worker_entry.exit_codes import RET_OK
 

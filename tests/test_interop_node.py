@@ -1,4 +1,4 @@
-"""Issue 7's acceptance: a producer in another language (Node.js, Google's Pub/Sub client)
+"""A producer in another language (Node.js, Google's Pub/Sub client)
 publishes plain messages to bound queues and a Celery task laid out per docs/wire-format.md;
 a real worker runs them, and bad plain messages reach the dead-letter topic with the reason."""
 
@@ -24,9 +24,9 @@ from tests.services import ServiceUnavailable
 from tests.worker_tasks import PLAIN_MESSAGES_KEY
 from tests.workers import REPO_ROOT, WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.content.status import Status
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.status import Status
 
 NODE_PRODUCER = REPO_ROOT / "tests" / "interop_node" / "publish.js"
 PREFIX = "vividly-"

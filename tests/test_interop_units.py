@@ -17,13 +17,13 @@ from hypothesis import strategies as st
 
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.status import Status
-from vividly_tasks.plain_message_tasks import check_arguments, check_bindings
-from vividly_tasks.product import consumed_queues
-from vividly_tasks.settings import Settings
-from vividly_tasks.tasks import content_services
+from vividly_tasks.lessons.product import consumed_queues
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.status import Status
+from vividly_tasks.lessons.tasks import content_services
 from vividly_tasks.transport import plain_messages
 from vividly_tasks.transport.poison import PoisonMessage
+from vividly_tasks.worker.plain_message_tasks import check_arguments, check_bindings
 
 TASK = "tests.record_plain_message"
 

@@ -25,7 +25,7 @@ from tests.pubsub_helpers import dead_letters
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
 from vividly_tasks.cli.errors import CliError
-from vividly_tasks.settings import Settings, secret_values
+from vividly_tasks.lessons.settings import Settings, secret_values
 from vividly_tasks.worker import attach, detach
 from vividly_tasks.worker.logs import LogFormat, apply_format
 from vividly_tasks.worker.redaction import (

@@ -36,23 +36,23 @@ from kombu.serialization import prepare_accept_content
 from kombu.transport.virtual import Message as VirtualMessage
 
 import tests.worker_tasks  # noqa: F401  (registers the tests.* tasks)
-import vividly_tasks.tasks  # noqa: F401  (registers the vividly.* tasks, as a worker does)
+import vividly_tasks.lessons.tasks  # noqa: F401  (registers the vividly.* tasks, as a worker does)
 from vividly_tasks import create_app
-from vividly_tasks.content.database import ContentDatabase
-from vividly_tasks.content.errors import InvalidRequest
-from vividly_tasks.content.repository import ContentRepository
-from vividly_tasks.content.requests import submit
-from vividly_tasks.content.status import Status
-from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey, check_key
-from vividly_tasks.content.validation import validate
-from vividly_tasks.plain_message_tasks import check_arguments
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.database import ContentDatabase
+from vividly_tasks.lessons.errors import InvalidRequest
+from vividly_tasks.lessons.repository import ContentRepository
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.status import Status
+from vividly_tasks.lessons.storage import GCSStorage, LocalStorage, UnsafeKey, check_key
+from vividly_tasks.lessons.validation import validate
 from vividly_tasks.transport import limits, plain_messages, wire
 from vividly_tasks.transport.inbound import eta_timestamp
 from vividly_tasks.transport.poison import PoisonMessage
 from vividly_tasks.transport.provisioning import SubscriptionSpec
 from vividly_tasks.transport.routing import QueueRoute
 from vividly_tasks.worker.guarded_consumer import task_message_problem
+from vividly_tasks.worker.plain_message_tasks import check_arguments
 
 #: A few hundred examples in the suite in all; no deadline (a loaded 2-core box is slow).
 PROPERTY = settings(

@@ -1,5 +1,5 @@
 """Generated hostile messages through the emulator to a real worker: each is dead-lettered with
-a reason, the worker stays up and runs the next normal task (issue 8, property tests). Both
+a reason, the worker stays up and runs the next normal task (property tests). Both
 kinds of queue: a task queue (Kombu envelopes only) and a queue bound to a task (plain JSON)."""
 
 from __future__ import annotations

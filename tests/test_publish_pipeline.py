@@ -1,4 +1,4 @@
-"""Pipelined publishing (issue 18): ``publish_in_flight`` over the emulator, with real producer
+"""Pipelined publishing: ``publish_in_flight`` over the emulator, with real producer
 processes that exit at once or are killed, a topic deleted under a publisher, and the bound on
 unconfirmed messages read from the transport's own counter."""
 

@@ -80,7 +80,7 @@ os.environ = environ.real
 from kombu.transport import TRANSPORT_ALIASES, resolve_transport
 print(json.dumps({
     "before": before, "after": after, "environment_read": environ.read,
-    "product_app_built": "vividly_tasks.product" in sys.modules,
+    "product_app_built": "vividly_tasks.lessons.product" in sys.modules,
     "resolved": "pubsub" in TRANSPORT_ALIASES and resolve_transport("pubsub").__module__,
 }))
 """

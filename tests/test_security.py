@@ -23,10 +23,10 @@ from tests.services import ServiceProcess
 from tests.test_properties import MarkerWhenUnpickled
 from tests.workers import WorkerProcess
 from vividly_tasks import create_app
-from vividly_tasks.content.errors import InvalidRequest
-from vividly_tasks.content.storage import GCSStorage, LocalStorage, UnsafeKey
-from vividly_tasks.content.validation import validate
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.errors import InvalidRequest
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.storage import GCSStorage, LocalStorage, UnsafeKey
+from vividly_tasks.lessons.validation import validate
 from vividly_tasks.transport import wire
 from vividly_tasks.transport.poison import PoisonMessage
 

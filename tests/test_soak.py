@@ -1,4 +1,4 @@
-"""Issue 8's chaos soak, short version: real job workers killed at random while they drain
+"""The chaos soak, short version: real job workers killed at random while they drain
 content requests over Pub/Sub, on PostgreSQL; nothing may be lost or completed twice.
 
 The orchestration lives in bench/soak.py (the long run is its command line); this test runs

@@ -19,9 +19,9 @@ import pytest
 
 from tests.content_support import ContentEnv, pubsub_sqlite_env
 from tests.workers import WorkerProcess
-from vividly_tasks.content.credentials import CREDENTIALS_CHECK_TIMEOUT_SECONDS
-from vividly_tasks.content.services import missing_configuration
-from vividly_tasks.settings import Settings
+from vividly_tasks.lessons.credentials import CREDENTIALS_CHECK_TIMEOUT_SECONDS
+from vividly_tasks.lessons.services import missing_configuration
+from vividly_tasks.lessons.settings import Settings
 from worker_entry.exit_codes import RET_CONFIG
 
 #: What the measurement may add to the bound on a loaded 2-core machine.

@@ -52,3 +52,56 @@ def test_without_an_app_the_kit_says_how_to_name_one(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "pubsub_celery_app = module:app" in result.stdout + result.stderr
+
+
+def test_the_celery_setup_vendor_runs_the_emulator_its_container_runs(tmp_path: Path) -> None:
+    """pytest-celery's broker vendor: the container's command, ready prompt and broker URL,
+    run here without Docker (on loopback), carry a message over ``pubsub://``; its image is
+    the one compose.yaml runs."""
+    import os
+    import re
+    import signal
+    import time
+
+    from kombu import Connection
+
+    import vividly_tasks.transport  # noqa: F401 - registers pubsub://
+    from tests.services import free_port
+    from vividly_tasks.testing.celery_setup import (
+        PUBSUB_PORT,
+        PUBSUB_READY_PROMPT,
+        PubSubContainer,
+    )
+
+    compose = (REPO_ROOT / "compose.yaml").read_text()
+    assert re.search(r"PUBSUB_EMULATOR_IMAGE:-([^}]+)}", compose)[1] == PubSubContainer.image()
+
+    port = free_port()
+    command = [part.replace(f"0.0.0.0:{PUBSUB_PORT}", f"127.0.0.1:{port}")
+               for part in PubSubContainer.command()]
+    assert command != PubSubContainer.command()
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"),
+           "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    log = tmp_path / "emulator.log"
+    with log.open("wb") as output:
+        emulator = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while PUBSUB_READY_PROMPT not in log.read_text():
+            assert emulator.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        url = f"{PubSubContainer.prefix()}celery-setup"
+        os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{port}"
+        with Connection(url) as connection:
+            queue = connection.SimpleQueue("celery-setup")
+            queue.put({"hello": "vendor"})
+            message = queue.get(timeout=30)
+            message.ack()
+            assert message.payload == {"hello": "vendor"}
+            queue.close()
+    finally:
+        os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        os.killpg(emulator.pid, signal.SIGKILL)
+        emulator.wait(10)

@@ -1,4 +1,5 @@
-"""Celery over the Pub/Sub transport, with real worker processes (issue 3, acceptance 2-10)."""
+"""Celery over the Pub/Sub transport, with real worker processes: results, canvas, remote
+control, events, leases, shutdown and kills, delayed tasks, dead letters, an emulator restart."""
 
 from __future__ import annotations
 

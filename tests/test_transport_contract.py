@@ -1,4 +1,4 @@
-"""Kombu's contract, kept by the transport (issue 15, item 4), on the Pub/Sub emulator.
+"""Kombu's contract, kept by the transport, on the Pub/Sub emulator.
 
 What a producer sends arrives as sent (any serializer, headers, properties), with Pub/Sub's
 metadata in ``delivery_info``; the consumer's accept list decides what is deserialized.

@@ -1,4 +1,5 @@
-"""The transport at Kombu level, against the Pub/Sub emulator (issue 3, acceptance 1)."""
+"""The transport at Kombu level, against the Pub/Sub emulator: publish and consume, routing,
+requeue and reject, dead letters, verify-only provisioning, size limits, connection errors."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from vividly_tasks.product import VividlyCelery, create_app
+    from vividly_tasks.lessons.product import VividlyCelery, create_app
 
 __all__ = ["app", "create_app"]
 
@@ -26,7 +26,7 @@ _build_lock = threading.Lock()
 def __getattr__(name: str) -> Any:
     """``app`` (the product app, built once) and ``create_app``, on first use (PEP 562)."""
     if name == "create_app":
-        from vividly_tasks.product import create_app  # noqa: PLC0415 - lazily, on first use
+        from vividly_tasks.lessons.product import create_app  # noqa: PLC0415 - lazily
 
         return create_app
     if name != "app":
@@ -34,7 +34,7 @@ def __getattr__(name: str) -> Any:
     with _build_lock:
         built: VividlyCelery | None = globals().get("app")
         if built is None:
-            from vividly_tasks.product import create_app  # noqa: PLC0415 - lazily, on first use
+            from vividly_tasks.lessons.product import create_app  # noqa: PLC0415 - lazily
 
             built = create_app()
             globals()["app"] = built

@@ -1,4 +1,5 @@
-"""``vividly-worker job|service``: options from the environment (Settings), flags override.
+"""``vividly-worker job|service``: options from the environment (``WorkerSettings``), flags
+override.
 
 Every option defaults to "unset", so the environment variable of the same setting applies
 unless the flag is given; the merged values are validated once, by the settings object.
@@ -13,13 +14,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
-from vividly_tasks.settings import Settings, environment_variable
+from vividly_tasks.settings import SettingsError
 from vividly_tasks.worker.logs import configure_process_logging
 from worker_entry.exit_codes import RET_CONFIG
 from worker_entry.launcher import WorkerOptions, run_worker
 from worker_entry.run import ExitReason, Limits, Mode, WorkerRun, process_age_seconds
+from worker_entry.settings import WorkerSettings
 from worker_entry.summary import log_summary
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -31,7 +32,8 @@ def worker_options(command: F) -> F:
     decorators = [
         click.option("--app", "-A", default=None,
                      help="Celery app to run, as `celery -A` takes it (module or module:attr) "
-                          "[env WORKER_APP; default: vividly_tasks, the product app]."),
+                          "[env WORKER_APP; default: vividly_tasks, the lesson app (the lessons "
+                          "extra)]."),
         click.option("--concurrency", "-c", type=int, default=None,
                      help="Pool processes [env WORKER_CONCURRENCY; default: one per CPU]."),
         click.option("--pool", "-P", type=click.Choice(POOLS), default="prefork",
@@ -115,30 +117,24 @@ OVERRIDES = {
 }
 
 
-def load_settings(options: dict[str, Any], started_at: float, mode: Mode) -> Settings:
+def load_settings(options: dict[str, Any], started_at: float, mode: Mode) -> WorkerSettings:
     """The environment's settings with the given flags on top; exit RET_CONFIG if invalid."""
     overrides = {
         field: options[option] for option, field in OVERRIDES.items()
         if options.get(option) is not None
     }
     try:
-        return Settings(**overrides)
-    except ValidationError as exc:
+        return WorkerSettings(**overrides)
+    except SettingsError as exc:
         configure_process_logging("json", "INFO")
-        problems = "; ".join(
-            f"{environment_variable(str(error['loc'][0]))}: {error['msg']}"
-            if error["loc"] and str(error["loc"][0]) in Settings.model_fields
-            else error["msg"]
-            for error in exc.errors()
-        )
         log_summary(WorkerRun(mode, Limits(), started_at=started_at),
                     reason=ExitReason.BAD_CONFIGURATION, exit_code=RET_CONFIG,
-                    detail=f"invalid configuration: {problems}")
+                    detail=str(exc))
         logging.shutdown()
         sys.exit(RET_CONFIG)
 
 
-def common_options(mode: Mode, limits: Limits, settings: Settings,
+def common_options(mode: Mode, limits: Limits, settings: WorkerSettings,
                    options: dict[str, Any]) -> WorkerOptions:
     return WorkerOptions(
         mode=mode,

@@ -24,10 +24,11 @@ from celery.utils.nodenames import default_nodename, host_format
 from kombu.exceptions import OperationalError
 
 from vividly_tasks import transport, worker
-from vividly_tasks.product import create_app
-from vividly_tasks.settings import Settings, mask_url_password, secret_values
 from vividly_tasks.transport.transport import Transport as PubSubTransport
+from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
+from vividly_tasks.worker.redaction import mask_url_password
+from vividly_tasks.worker.startup_checks import refusal_of
 from worker_entry.exit_codes import RET_CONFIG, RET_CONNECT, RET_ERROR, RET_OK
 from worker_entry.health_server import ConsumingFlag, HealthConfig, HealthServer, HealthState
 from worker_entry.job_limits import JobLimits
@@ -39,6 +40,7 @@ from worker_entry.run import (
     Mode,
     WorkerRun,
 )
+from worker_entry.settings import WorkerSettings
 from worker_entry.summary import log_summary
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,10 @@ PROBE_TIMEOUT_SECONDS = 3.0
 STOP_SIGNALS = {"SIGTERM": ExitReason.SIGTERM, "SIGINT": ExitReason.SIGINT}
 
 
+#: Where ``-A`` finds the lesson workload's app, built on first use (``vividly_tasks.app``).
+LESSON_APP = "vividly_tasks"
+
+
 @dataclass(frozen=True)
 class WorkerOptions:
     """What the command line chose; everything else comes from the settings."""
@@ -61,7 +67,7 @@ class WorkerOptions:
     limits: Limits
     connect_timeout_seconds: float
     #: The Celery app to run, as ``celery -A`` takes it; the product app by default.
-    app: str = "vividly_tasks"
+    app: str = LESSON_APP
     pool: str = "prefork"
     queues: Sequence[str] = ()
     include: Sequence[str] = ()
@@ -70,24 +76,19 @@ class WorkerOptions:
     port: int = 8080
 
 
-#: ``-A`` values that name the product app: built here, from this run's settings.
-PRODUCT_APP_NAMES = frozenset({"vividly_tasks", "vividly_tasks:app", "vividly_tasks.app"})
-
-
 class AppNotLoaded(Exception):
     """The ``-A`` app could not be imported or is not a Celery app."""
 
 
-def load_app(name: str, settings: Settings) -> Celery:
-    """The app to run: ours from ``settings``, or the named one on its own configuration.
+def load_app(name: str, settings: WorkerSettings) -> Celery:
+    """The named app, on its own configuration.
 
-    Another app keeps its broker, backend, queues and routes; it gets the ``pubsub://``
-    scheme and, unless its owner attached or detached them, the worker behaviours
-    (``vividly_tasks.worker.attach``, which leaves its own ``worker_consumer`` alone) with
-    LOG_FORMAT; none of the product's settings, checks or migrations.
+    The app keeps its broker, backend, queues, routes and start-up checks; it gets the
+    ``pubsub://`` scheme and, unless its owner attached or detached them, the worker
+    behaviours (``vividly_tasks.worker.attach``, which leaves its own ``worker_consumer``
+    alone) with LOG_FORMAT. The default, ``vividly_tasks``, is the lesson workload's app,
+    which configures itself from its own settings.
     """
-    if name in PRODUCT_APP_NAMES:
-        return create_app(settings)
     transport.register()
     try:
         app = find_app(name, symbol_by_name=symbol_by_name, imp=import_from_cwd)
@@ -96,15 +97,22 @@ def load_app(name: str, settings: Settings) -> Celery:
     if not isinstance(app, Celery):
         raise AppNotLoaded(f"{name!r} is a {type(app).__name__}, not a Celery app")
     if not worker.was_attached(app):  # the app's owner chose; else the entrypoint's own
-        worker.attach(app, log_format=settings.log_format, secrets=secret_values(settings))
+        worker.attach(app, log_format=settings.log_format)
     return app
 
 
-def build_app(settings: Settings, mode: Mode, name: str = "vividly_tasks") -> Celery:
+def build_app(settings: WorkerSettings, mode: Mode, name: str = LESSON_APP) -> Celery:
     app = load_app(name, settings)
     app.conf.update(
         broker_connection_max_retries=JOB_RECONNECT_MAX_RETRIES if mode == "job" else None,
     )
+    if settings.worker_prefetch_multiplier is not None:
+        app.conf.worker_prefetch_multiplier = settings.worker_prefetch_multiplier
+    # OTEL_TRACES_EXPORTER set (not "none"): OpenTelemetry for this worker and its children.
+    try:
+        tracing.configure_if_requested(app)
+    except ImportError as exc:  # the extra is missing, or the exporter named is
+        raise AppNotLoaded(f"tracing cannot start: {exc}") from exc
     app.set_default()
     # What exists now lives as long as the worker: out of the cyclic collector's reach, the
     # prefork children stop writing to the pages they share with this process (Python's own
@@ -155,10 +163,9 @@ def broker_error_kind(app: Celery, exc: Exception) -> ExitReason:
     return ExitReason.BAD_CONFIGURATION
 
 
-def run_worker(options: WorkerOptions, settings: Settings, *, started_at: float) -> int:
+def run_worker(options: WorkerOptions, settings: WorkerSettings, *, started_at: float) -> int:
     """Run one worker to its end; log the summary line; return the exit code."""
-    configure_process_logging(settings.log_format, settings.log_level,
-                              secret_values(settings))
+    configure_process_logging(settings.log_format, settings.log_level)
     run = WorkerRun(options.mode, options.limits, started_at=started_at)
     try:
         app = build_app(settings, options.mode, options.app)
@@ -258,7 +265,7 @@ def exit_overdue(run: WorkerRun) -> None:
 
 
 def worker_kwargs(
-    app: Celery, options: WorkerOptions, run: WorkerRun, settings: Settings
+    app: Celery, options: WorkerOptions, run: WorkerRun, settings: WorkerSettings
 ) -> dict[str, Any]:
     """Arguments for ``app.Worker``; the ``vividly_*`` ones reach our bootsteps."""
     app.steps["consumer"].add(JobLimits)
@@ -310,12 +317,12 @@ def outcome(
                 f"{', '.join(run.missing_queues)}; check the queue names and PUBSUB_PREFIX"
             )
         return RET_OK, run.stop_reason, None
-    startup_failure: str | None = getattr(app, "startup_failure", None)
-    if startup_failure is not None:
-        code = worker_exitcode if worker_exitcode in (RET_CONFIG, RET_CONNECT) else RET_ERROR
+    refusal = refusal_of(app)
+    if refusal is not None:
+        code = refusal.exit_code if refusal.exit_code in (RET_CONFIG, RET_CONNECT) else RET_ERROR
         reason = (ExitReason.BAD_CONFIGURATION if code == RET_CONFIG
-                  else ExitReason.CONTENT_STORE_UNUSABLE)
-        return code, reason, startup_failure
+                  else ExitReason.STARTUP_REFUSED)
+        return code, reason, refusal.detail
     if worker_exitcode in (0, None):
         # Celery stopped itself cleanly (e.g. ``celery control shutdown``).
         return RET_OK, ExitReason.SHUTDOWN, None

@@ -73,8 +73,9 @@ class ExitReason(enum.StrEnum):
     SIGTERM = "sigterm"
     SIGINT = "sigint"
     BROKER_UNREACHABLE = "broker_unreachable"
-    #: The content database or artifact storage could not be used at start.
-    CONTENT_STORE_UNUSABLE = "content_store_unusable"
+    #: A start-up check of the app refused: a service it needs did not answer
+    #: (``vividly_tasks.worker.startup_checks``; a configuration refusal is BAD_CONFIGURATION).
+    STARTUP_REFUSED = "startup_refused"
     BAD_CONFIGURATION = "bad_configuration"
     WORKER_ERROR = "worker_error"
     #: Celery stopped by itself without error, e.g. ``celery control shutdown``.

@@ -1,37 +1,23 @@
-"""What every command needs, built once per invocation and only when asked for: the settings
-(invalid ones exit ``RET_CONFIG``), the Celery app, the content services, Pub/Sub access."""
+"""What the operator commands need, built once per invocation and only when asked for: the
+Celery app (``-A``, or the lesson app by default) and Pub/Sub access through its broker URL."""
 
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, TypeVar
 
 import click
-from pydantic import ValidationError
 
 from vividly_tasks.cli.errors import cli_error, config_error
-from vividly_tasks.content.services import ContentServices
-from vividly_tasks.product import create_app
-from vividly_tasks.settings import Settings, environment_variable, secret_values
 from vividly_tasks.transport.channel import Channel as PubSubChannel
 from vividly_tasks.worker.logs import configure_process_logging
 
-
-def describe_validation_error(exc: ValidationError) -> str:
-    """``VAR: problem; ...`` naming the environment variables, as people set them."""
-    return "; ".join(
-        f"{environment_variable(str(error['loc'][0]))}: {error['msg']}"
-        if error["loc"] and str(error["loc"][0]) in Settings.model_fields
-        else error["msg"]
-        for error in exc.errors()
-    )
-
-
 F = TypeVar("F", bound=Callable[..., Any])
+#: The app of a command run without ``-A``: the lesson workload's (the lessons extra).
+DEFAULT_APP = "vividly_tasks"
 
 
 @dataclass
@@ -39,53 +25,38 @@ class CliContext:
     """Lazily built resources of one ``vividly`` invocation (``click`` passes it down).
 
     ``app_path`` (``-A``): the operator commands work on that Celery app (its broker, queues,
-    exchanges and bindings) and never read the product's settings, so nothing of the product
-    is configured, opened or written for it.
+    exchanges and bindings), on its own configuration, so nothing else is configured, opened
+    or written for it.
     """
 
     app_path: str | None = None
 
     @cached_property
-    def settings(self) -> Settings:
-        try:
-            settings = Settings()
-        except ValidationError as exc:
-            raise config_error(f"invalid configuration: {describe_validation_error(exc)}") from None
-        # Library warnings still reach people, as plain text: the CLI's own output is prose.
-        configure_process_logging("text", "WARNING", secret_values(settings))
-        if settings.uses_embedded_broker:
-            # Kombu warns that filesystem:// names no host; it needs none.
-            logging.getLogger("kombu.connection").setLevel(logging.ERROR)
-        return settings
-
-    @cached_property
     def app(self) -> Any:
-        """The ``-A`` app, or the product's."""
-        if self.app_path is None:
-            return create_app(self.settings)
-        from celery.app.utils import find_app  # noqa: PLC0415 - only for -A
+        """The ``-A`` app, or the lesson app."""
+        from celery.app.utils import find_app  # noqa: PLC0415 - only when a command needs it
 
-        import vividly_tasks.transport  # noqa: F401, PLC0415 - registers pubsub://
+        import vividly_tasks  # noqa: PLC0415
+        import vividly_tasks.transport  # noqa: PLC0415 - registers pubsub://
 
+        # Library warnings still reach people, as plain text: the CLI's own output is prose.
         configure_process_logging("text", "WARNING", ())
+        path = self.app_path or DEFAULT_APP
         try:
-            return find_app(self.app_path)
-        except Exception as exc:  # an import error of theirs, or no app there
-            raise config_error(f"cannot load the Celery app {self.app_path!r}: {exc!r}") from None
+            # The lesson app is built for this command (``vividly_tasks.app`` is built once
+            # per process, and a test runs many commands in one).
+            app = find_app(path) if self.app_path else vividly_tasks.create_app()
+            # Its settings are read now, so a bad one is this command's error, said once.
+            app.conf.broker_url  # noqa: B018
+        except click.ClickException:
+            raise
+        except Exception as exc:  # an import error of theirs, bad settings, or no app there
+            raise config_error(f"cannot load the Celery app {path!r}: {exc}") from None
+        return app
 
     @property
     def broker_url(self) -> str:
-        if self.app_path is None:
-            return self.settings.effective_broker_url
         return str(self.app.conf.broker_url or "")
-
-    @cached_property
-    def services(self) -> ContentServices:
-        settings = self.settings
-        try:
-            return ContentServices.from_settings(settings)
-        except Exception as exc:
-            raise cli_error(exc) from exc
 
     @contextlib.contextmanager
     def pubsub_channel(self) -> Iterator[PubSubChannel]:
@@ -110,8 +81,6 @@ class CliContext:
             raise cli_error(exc) from exc
 
     def close(self) -> None:
-        if "services" in self.__dict__:
-            self.services.close()
         if "app" in self.__dict__:
             self.app.close()
 
@@ -129,6 +98,6 @@ def app_option(command: F) -> F:
 
     return click.option(
         "--app", "-A", default=None, expose_value=False, is_eager=True, callback=remember,
-        help="Celery app (module or module:attr, as celery -A) [default: the product app].",
+        help="Celery app (module or module:attr, as celery -A) [default: the lesson app].",
     )(command)
 

@@ -15,11 +15,11 @@ from types import FrameType
 
 import click
 
-from vividly_tasks.cli.context import CliContext, pass_context
-from vividly_tasks.cli.errors import CliError
+from vividly_tasks.cli.errors import CliError, config_error
 from vividly_tasks.cli.exit_codes import RET_CONFIG, RET_FAILED, RET_UNAVAILABLE
 from vividly_tasks.dispatch.errors import DispatchConfigError, DispatchError, DispatchUnavailable
-from vividly_tasks.settings import secret_values
+from vividly_tasks.dispatch.settings import DispatchSettings
+from vividly_tasks.settings import SettingsError, secret_values
 from vividly_tasks.worker.logs import configure_process_logging
 
 
@@ -39,9 +39,8 @@ def dispatch_errors() -> Iterator[None]:
 @click.group(invoke_without_command=True)
 @click.option("--dry-run", is_flag=True,
               help="Print the decision and every input it used; start nothing.")
-@pass_context
 @click.pass_context
-def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
+def dispatch(ctx: click.Context, dry_run: bool) -> None:
     """Decide once whether to start an execution of the job, and with how many tasks.
 
     Prints the decision as one JSON line (also logged); exits 78 when the deployment is wrong
@@ -51,9 +50,7 @@ def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
         return
     from vividly_tasks.dispatch.dispatcher import build_dispatcher  # noqa: PLC0415
 
-    settings = context.settings
-    configure_process_logging(settings.log_format, settings.log_level,
-                              secret_values(settings))
+    settings = dispatch_settings()
     with dispatch_errors():
         record = build_dispatcher(settings).decide_once(dry_run=dry_run, trigger="command")
     click.echo(json.dumps(record))
@@ -65,8 +62,7 @@ def dispatch(ctx: click.Context, context: CliContext, dry_run: bool) -> None:
 @click.option("--port", type=int, default=None, help="Port [default: PORT].")
 @click.option("--check-every", type=float, default=None,
               help="Also decide every this many seconds (a local safety net).")
-@pass_context
-def serve(context: CliContext, host: str | None, port: int | None,
+def serve(host: str | None, port: int | None,
           check_every: float | None) -> None:
     """Serve the wake-up push subscription's endpoint (POST /push), POST /check and
     GET /healthz until SIGTERM or SIGINT.
@@ -78,9 +74,7 @@ def serve(context: CliContext, host: str | None, port: int | None,
     from vividly_tasks.dispatch.push_auth import push_verifier  # noqa: PLC0415
     from vividly_tasks.dispatch.server import DispatchServer, dispatch_limits  # noqa: PLC0415
 
-    settings = context.settings
-    configure_process_logging(settings.log_format, settings.log_level,
-                              secret_values(settings))
+    settings = dispatch_settings()
     host = host or settings.dispatch_host
     with dispatch_errors():
         verifier = push_verifier(settings, host=host)
@@ -101,3 +95,13 @@ def serve(context: CliContext, host: str | None, port: int | None,
     click.echo(f"dispatch: serving on {host}:{server.port} "
                f"(push auth: {settings.dispatch_push_auth})", err=True)
     server.serve_forever()
+
+
+def dispatch_settings() -> DispatchSettings:
+    """The dispatcher's settings (exit 78 if invalid), and this process's logging."""
+    try:
+        settings = DispatchSettings()
+    except SettingsError as exc:
+        raise config_error(str(exc)) from None
+    configure_process_logging(settings.log_format, settings.log_level, secret_values(settings))
+    return settings

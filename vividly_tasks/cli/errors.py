@@ -13,12 +13,10 @@ from kombu.exceptions import OperationalError
 from vividly_tasks.cli.exit_codes import (
     RET_CONFIG,
     RET_FAILED,
-    RET_INVALID,
     RET_NO_PERMISSION,
     RET_NOT_FOUND,
     RET_UNAVAILABLE,
 )
-from vividly_tasks.content.errors import DatabaseUnavailable, EnqueueFailed, InvalidRequest
 from vividly_tasks.transport.errors import (
     PermissionDenied,
     PubSubChannelError,
@@ -46,27 +44,18 @@ ERROR_KINDS: tuple[tuple[tuple[type[BaseException], ...], int, str], ...] = (
      "no Google Cloud credentials (for the emulator, set PUBSUB_EMULATOR_HOST): "),
     ((PermissionDenied, ResourceNotFound), RET_NO_PERMISSION, ""),
     ((PubSubChannelError,), RET_FAILED, ""),
-    ((PubSubConnectionError, ConnectionError, OperationalError, DatabaseUnavailable),
-     RET_UNAVAILABLE, "unavailable: "),
+    ((PubSubConnectionError, ConnectionError, OperationalError), RET_UNAVAILABLE, "unavailable: "),
 )
 
 
 def cli_error(exc: BaseException) -> CliError:
-    """The CLI's error for a domain, transport or connection error (ours pass as they are)."""
+    """The CLI's error for a transport or connection error (ours pass as they are)."""
     if isinstance(exc, CliError):
         return exc
-    # A failed enqueue names the request it left pending; the cause decides the exit code.
-    cause, context = exc, ""
-    if isinstance(exc, EnqueueFailed) and exc.__cause__ is not None:
-        cause = exc.__cause__
-        context = (f"request {exc.request_id} is saved as pending but was not enqueued "
-                   f"(send it again: vividly resubmit {exc.request_id}): ")
-    if isinstance(cause, InvalidRequest):
-        return CliError(f"invalid request: {cause.reason}", RET_INVALID)
     for kinds, code, label in ERROR_KINDS:
-        if isinstance(cause, kinds):
-            return CliError(f"{context}{label}{cause}", code)
-    return CliError(f"{context}{type(cause).__name__}: {cause}", RET_FAILED)
+        if isinstance(exc, kinds):
+            return CliError(f"{label}{exc}", code)
+    return CliError(f"{type(exc).__name__}: {exc}", RET_FAILED)
 
 
 def not_found(what: str) -> CliError:

@@ -38,7 +38,7 @@ from vividly_tasks.dispatch.inputs import (
     as_json,
 )
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, Record
-from vividly_tasks.settings import Settings
+from vividly_tasks.dispatch.settings import DispatchSettings
 
 logger = logging.getLogger(__name__)
 # Each decision is the line operators read and alert on: keep it even at LOG_LEVEL=WARNING.
@@ -63,14 +63,14 @@ class BacklogSource(Protocol):
         """The newest backlog sample, or None when there is none."""
 
 
-def job_idle_timeout(settings: Settings) -> float:
+def job_idle_timeout(settings: DispatchSettings) -> float:
     """What a job task waits before its idle exit, as the dispatcher must assume it."""
     if settings.dispatch_job_idle_timeout_seconds is not None:
         return settings.dispatch_job_idle_timeout_seconds
     return settings.worker_idle_timeout
 
 
-def check_start_lead(settings: Settings) -> None:
+def check_start_lead(settings: DispatchSettings) -> None:
     """An execution started ``DISPATCH_START_LEAD_SECONDS`` before a delayed task is due
     receives it, holds it, and exits idle ``WORKER_IDLE_TIMEOUT`` after receiving it: with a
     lead longer than that, it hands the task back before it is due, every time."""
@@ -85,7 +85,7 @@ def check_start_lead(settings: Settings) -> None:
         )
 
 
-def policy_from_settings(settings: Settings) -> Policy:
+def policy_from_settings(settings: DispatchSettings) -> Policy:
     return Policy(
         messages_per_task=settings.dispatch_messages_per_task,
         max_tasks=settings.dispatch_max_tasks,
@@ -228,7 +228,7 @@ def decision_record(
     }
 
 
-def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) -> Dispatcher:
+def build_dispatcher(settings: DispatchSettings, *, launcher: Launcher | None = None) -> Dispatcher:
     """The dispatcher the settings describe (``DISPATCH_*``)."""
     from vividly_tasks.dispatch.local_runner import LocalRunner  # noqa: PLC0415
 
@@ -261,7 +261,7 @@ def build_dispatcher(settings: Settings, *, launcher: Launcher | None = None) ->
                       backlog=backlog, record=record, max_delay_seconds=max_delay)
 
 
-def _cloud_run_job(settings: Settings, project: str | None) -> Launcher:
+def _cloud_run_job(settings: DispatchSettings, project: str | None) -> Launcher:
     from vividly_tasks.dispatch.cloud_run import CloudRunJob  # noqa: PLC0415
 
     missing = [name for name, value in (("GOOGLE_CLOUD_PROJECT (or BROKER_URL=pubsub://PROJECT)",

@@ -13,7 +13,7 @@ that service account. ``DISPATCH_PUSH_AUTH`` says how much of it this process ch
 - ``cloud-run``: behind Cloud Run with IAM (``--no-allow-unauthenticated``), which has verified
   the signature and the caller's ``run.invoker`` role before the request reaches the container,
   and then replaces the token's signature with ``SIGNATURE_REMOVED_BY_GOOGLE``. The claims are
-  decoded without a signature and checked as above (issuer, audience, expiry, account); a token
+  decoded without a signature and checked as above (the issuer, audience, expiry, account); a token
   that still has a signature is verified in full.
 - ``none``: no check at all, accepted only on a loopback listener (the emulator's pushes carry
   no token).
@@ -38,8 +38,8 @@ from google.auth.transport.requests import Request
 from google.oauth2 import id_token
 
 from vividly_tasks.dispatch.errors import DispatchConfigError
+from vividly_tasks.dispatch.settings import DispatchSettings
 from vividly_tasks.http_server import is_loopback
-from vividly_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _check_issuer(claims: Mapping[str, Any]) -> None:
         raise PushUnauthenticated(f"token issuer {claims.get('iss')!r} is not Google")
 
 
-def push_verifier(settings: Settings, *, host: str) -> PushVerifier:
+def push_verifier(settings: DispatchSettings, *, host: str) -> PushVerifier:
     """The verifier ``DISPATCH_PUSH_*`` describe for a listener on ``host``; refuses (exit 78)
     a configuration that would let anyone in."""
     mode = settings.dispatch_push_auth

@@ -13,9 +13,10 @@ is deleted once (bench/dispatch_record.py measures it at 100,000 arrivals).
   own (``DISPATCH_RECORD_PATH``, only the dispatcher's tables, created on first use); shared
   by the dispatchers of one machine (two ``serve`` processes, the local runner and
   ``vividly dispatch`` at once).
-- ``DatabaseRecord`` (``DISPATCH_RECORD=database``): the same tables in the product's database
-  (``DATABASE_URL``, created by its migrations); shared by dispatchers on any number of
-  machines or Cloud Run instances, and by the safety-net schedule's ``vividly dispatch``.
+- ``DatabaseRecord`` (``DISPATCH_RECORD=database``): the same tables in the database at
+  ``DATABASE_URL`` (created by the record's own migrations, ``vividly_tasks.dispatch.schema``,
+  beside whatever else that database holds); shared by dispatchers on any number of machines or
+  Cloud Run instances, and by the safety-net schedule's ``vividly dispatch``.
 
 Times are ``time.time()`` seconds, compared with the runner's and Monitoring's times, never
 with the database's clock.
@@ -36,24 +37,26 @@ from sqlalchemy import Connection, Engine, delete, func, insert, literal, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DatabaseError, OperationalError
 
-from vividly_tasks.content.database import make_engine, migrate, translate_errors
-from vividly_tasks.content.models import (
-    Base,
-    DispatchArrivalRow,
-    DispatchLaunchRow,
-    DispatchRecordRow,
-    utcnow,
-)
+from vividly_tasks.databases import make_engine
 from vividly_tasks.dispatch.decision import ArrivalCounts
 from vividly_tasks.dispatch.errors import DispatchConfigError
 from vividly_tasks.dispatch.inputs import Arrival, Launch
+from vividly_tasks.dispatch.schema import (
+    DispatchArrivalRow,
+    DispatchBase,
+    DispatchLaunchRow,
+    DispatchRecordRow,
+    migrate,
+    translate_errors,
+    utcnow,
+)
 
 logger = logging.getLogger(__name__)
 
 _ARRIVAL = DispatchArrivalRow
 _LAUNCH = DispatchLaunchRow
 #: The file record holds the dispatcher's tables only, not the product's.
-_FILE_TABLES = [Base.metadata.tables[row.__tablename__]
+_FILE_TABLES = [DispatchBase.metadata.tables[row.__tablename__]
                 for row in (DispatchRecordRow, DispatchArrivalRow, DispatchLaunchRow)]
 _SETUP_ATTEMPTS = 5
 #: A launch's columns in ``Launch``'s order.
@@ -279,7 +282,7 @@ class FileRecord(SqlRecord):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for attempt in range(1, _SETUP_ATTEMPTS + 1):
             try:
-                Base.metadata.create_all(self.engine, tables=_FILE_TABLES)
+                DispatchBase.metadata.create_all(self.engine, tables=_FILE_TABLES)
                 return
             except OperationalError as exc:
                 # Another dispatcher created a table between the check and the CREATE, or
@@ -297,8 +300,8 @@ class FileRecord(SqlRecord):
 
 
 class DatabaseRecord(SqlRecord):
-    """The record of job ``key`` in the product's database at ``url`` (migrated on first
-    use, like the workers do)."""
+    """The record of job ``key`` in the database at ``url`` (its tables migrated on first
+    use)."""
 
     def __init__(self, url: str, key: str, *, retention_seconds: float) -> None:
         super().__init__(make_engine(url), key, retention_seconds=retention_seconds)

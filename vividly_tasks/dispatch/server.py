@@ -45,8 +45,8 @@ from vividly_tasks.dispatch.arrivals import (
 from vividly_tasks.dispatch.dispatcher import Dispatcher
 from vividly_tasks.dispatch.errors import DispatchError
 from vividly_tasks.dispatch.push_auth import PushAuthError, PushVerifier
+from vividly_tasks.dispatch.settings import DispatchSettings
 from vividly_tasks.http_server import EdgeLimits, EdgeServer, json_response
-from vividly_tasks.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ PUSH_THREADS = 128
 MAX_CONNECTIONS = 2000
 
 
-def dispatch_limits(settings: Settings) -> EdgeLimits:
+def dispatch_limits(settings: DispatchSettings) -> EdgeLimits:
     return EdgeLimits(max_body_bytes=settings.dispatch_max_push_bytes,
                       request_timeout_seconds=settings.dispatch_request_timeout_seconds,
                       threads=PUSH_THREADS, connection_limit=MAX_CONNECTIONS)

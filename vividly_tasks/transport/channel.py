@@ -25,7 +25,7 @@ from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import plain_messages, receipts, wire
+from vividly_tasks.transport import defaults, plain_messages, receipts, tracing, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
@@ -112,18 +112,13 @@ class Channel(virtual.Channel):
     #: Bodies travel as text when they are text (see wire.py), base64 only when binary.
     body_encoding = None  # type: ignore[assignment]
 
-    #: Prefix of every topic and subscription id, when neither the ``prefix`` option nor
-    #: ``PUBSUB_PREFIX`` sets one: the product's own default, so every app, worker and
-    #: command of the product names the same topics.
-    default_prefix = "vividly-"
-    #: Create topics and subscriptions on declare; False only verifies that they exist.
-    default_auto_create = True
-    #: Ack deadline of created subscriptions, and the extension step of held leases.
-    default_ack_deadline_seconds = 60
-    #: How long after receipt an unacked message keeps its lease by extension.
-    default_max_lease_seconds = 7200.0
-    #: Pub/Sub dead-letters a message after this many deliveries (5-100).
-    default_max_delivery_attempts = 5
+    #: Options an app may also read from the environment: their defaults (and why) are in
+    #: ``defaults.py``, shared with ``vividly_tasks.settings.PubSubSettings``.
+    default_prefix = defaults.PREFIX
+    default_auto_create = defaults.AUTO_CREATE
+    default_ack_deadline_seconds = defaults.ACK_DEADLINE_SECONDS
+    default_max_lease_seconds = float(defaults.MAX_LEASE_SECONDS)
+    default_max_delivery_attempts = defaults.MAX_DELIVERY_ATTEMPTS
     #: Retry policy of created subscriptions: backoff of a nacked or expired message.
     default_retry_min_backoff_seconds = 1.0
     default_retry_max_backoff_seconds = 600.0
@@ -646,6 +641,8 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             self.pubsub.background.ack(lease.subscription, lease.ack_id)
+            if lease.span is not None:
+                settled(lease, "ack")
         self._refill_soon()
 
     def _refill_soon(self) -> None:
@@ -662,14 +659,19 @@ class Channel(virtual.Channel):
         if lease is not None:
             if requeue:
                 self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, 0)
+                if lease.span is not None:
+                    settled(lease, "nack", deadline_seconds=0)
             else:
                 route = self._route_of_subscription(lease.subscription)
                 received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
                 task = lease.original.attributes.get("task") if lease.original else None
-                self.inbound.dead_letter(route, received, reason or (
+                reason = reason or (
                     f"rejected without requeue by the consumer (task {task or 'unknown'}; "
                     "the worker log says why)"
-                ))
+                )
+                self.inbound.dead_letter(route, received, reason)
+                if lease.span is not None:
+                    settled(lease, "dead letter", reason=reason)
         self._refill_soon()
 
     def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:
@@ -725,10 +727,13 @@ class Channel(virtual.Channel):
                 receipts.for_this_process().add_released_delayed(lease.eta)
             if renew and not lease.started and lease.delivery_attempt >= limit \
                     and self.renew(lease):
+                if lease.span is not None:
+                    settled(lease, "renew")
                 continue
-            self.pubsub.background.set_deadline(
-                lease.subscription, lease.ack_id, 0 if at_once else lease.release_deadline(now)
-            )
+            deadline = 0 if at_once else lease.release_deadline(now)
+            self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, deadline)
+            if lease.span is not None:
+                settled(lease, "nack", deadline_seconds=deadline)
         if released:
             logger.info("released %d unstarted message(s) back to Pub/Sub", len(released))
 
@@ -800,6 +805,14 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
+
+
+def settled(lease: Lease, outcome: str, **details: Any) -> None:
+    """End a settled message's receive span (tracing.py): how it was settled."""
+    spans = tracing.hooks
+    if spans is not None:
+        spans.settled(lease.span, outcome, **details)
+    lease.span = None
 
 
 def listed(value: Any) -> list[str]:

@@ -11,7 +11,7 @@ Producers that cannot speak Celery (an API in another language that publishes
 
 On an unbound queue every message must be a Kombu envelope, as before. Whether the arguments
 fit the task's signature is checked where the task is known, in the worker
-(``vividly_tasks.plain_message_tasks``); the checks here need only the bytes. Like
+(``vividly_tasks.worker.plain_message_tasks``); the checks here need only the bytes. Like
 ``wire.decode``, ``decode`` is total: any data and attributes give a payload or
 ``PoisonMessage`` with the reason.
 """

@@ -24,7 +24,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
-from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, quote_plus, unquote, urlsplit, urlunsplit
 
 MASK = "****"
 #: Shortest value masked wherever it appears (see the module doc).
@@ -52,6 +52,29 @@ def url_secrets(url: Any) -> list[str]:
     found += [value for name, value in parse_qsl(parts.query, keep_blank_values=True)
               if SECRET_QUERY_NAME.search(name)]
     return [value for secret in found if secret for value in {secret, unquote(secret)}]
+
+
+def mask_url_password(value: Any) -> Any:
+    """``scheme://user:secret@host?password=secret`` becomes
+    ``scheme://user:****@host?password=****``; other values pass unchanged."""
+    if not isinstance(value, str) or "://" not in value:
+        return value
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:  # not a URL we can read: show none of it
+        return f"{value.partition('://')[0]}://{MASK}"
+    pairs = parts.query.split("&") if parts.query else []
+    secret_pairs = [p for p in pairs if SECRET_QUERY_NAME.search(p.partition("=")[0])]
+    if not password and not secret_pairs:
+        return value
+    if password:
+        host = parts.netloc.rpartition("@")[2]
+        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
+    query = "&".join(
+        f"{p.partition('=')[0]}={MASK}" if p in secret_pairs else p for p in pairs
+    )
+    return urlunsplit(parts._replace(query=query))
 
 
 def app_url_secrets(app: Any) -> list[str]:

@@ -1,0 +1,1 @@
+"""The dispatchers' record's migrations (Alembic; ``vividly_tasks.dispatch.schema.migrate``)."""
