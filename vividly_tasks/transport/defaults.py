@@ -19,4 +19,4 @@ MAX_DELIVERY_ATTEMPTS = 5
 #: Messages per prefetch slot that a channel may lease and hold beyond its prefetch count
 #: while a backlog exists, so that a freed slot's next task does not wait for a Pull's round
 #: trip (the transport's ``pull_ahead.py``); 0 turns it off.
-PULL_AHEAD = 4
+PULL_AHEAD = 8
