@@ -24,13 +24,14 @@ Features
   tens of ms per freed slot: while a backlog exists a channel leases a few messages beyond its
   prefetch, sized from running averages so that each is expected to start within half a
   second, and holds them in the transport until a slot frees; one that finds no free slot
-  within ``pull_ahead_hold_seconds`` goes back to Pub/Sub for another worker. Chosen over a
-  Pull kept open while slots are busy (it leases only when a message arrives, but then still
-  one round trip per task once the backlog is steady) and over StreamingPull (measured: its
-  flow control also waits an ack's round trip per slot, 0.38x of its loopback no-op rate at
-  20 ms). At a 20 ms round trip (bench/cloud_distance.py, concurrency 2, prefetch 2) the no-op
-  drain went from 74 to 496 tasks/s and 50 ms tasks from 25.6 to 36.3/s (the pool's ceiling
-  is 40/s); see docs/benchmarks-cloud-distance.md
+  within ``pull_ahead_hold_seconds`` goes back to Pub/Sub for another worker. A Pull kept
+  open while the slots are busy is the same thing under a backlog (Pub/Sub answers it at once):
+  what decides is how many are held, and for how long. StreamingPull under the same flow
+  control does no better than today's Pull (0.38x of its loopback no-op rate at 20 ms: the
+  server waits for an ack's round trip per slot). At a 20 ms round trip (bench/cloud_distance.py,
+  concurrency 2, prefetch 2) the no-op drain went from 74 to about 500 tasks/s and 50 ms tasks
+  from 25.6 to 36-37/s (the pool's ceiling is 40/s); figures in pull_ahead.py and
+  docs/benchmarks-cloud-distance.md
 * ack -> acknowledge; requeue -> nack (the same message again, never a copy);
   reject -> a copy on the queue's dead-letter topic with the reason, then ack
 * Close releases every unstarted message at once; a delayed task comes back near its ETA;
@@ -68,9 +69,10 @@ thread; ``channel.py`` the AMQP method surface, delegating to: ``routing.py`` an
 ``bindings.py`` (which messages are a queue's), ``publishing.py`` (confirmed or background
 publishes), ``confirms.py`` (pipelined publishes), ``inbound.py`` (what a received message is:
 leased, dropped, dead-lettered, renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the
-Pull loop), ``pull_ahead.py`` (messages held ahead of the prefetch), ``leases.py`` (leases and their extension), ``command_fence.py`` (commands before
-work), ``provisioning.py`` (topics and subscriptions), ``background.py`` (batched calls),
-``wire.py`` (the message format).
+Pull loop), ``pull_ahead.py`` (messages held ahead of the prefetch), ``leases.py`` (leases
+and their extension), ``command_fence.py`` (commands before work), ``provisioning.py``
+(topics and subscriptions), ``background.py`` (batched calls), ``wire.py`` (the message
+format).
 
 Registration
 ============

@@ -19,6 +19,20 @@ What keeps this honest (the reasons prefetch = concurrency exists):
   or renewed when one delivery short of the dead-letter limit), so another worker runs it
   within about a second, and pulling ahead pauses for ``PAUSE_AFTER_EXPIRY_SECONDS``.
 * Held messages are leased like any other (leases.py) and released on close and cancel.
+
+Why this design, measured by bench/cloud_distance.py (a latency proxy between every client and
+the emulator; a prefork worker, concurrency 2, prefetch 2; a shared 2-core machine, medians of
+2-3 rounds): without it a 20 ms round trip cut the no-op drain to 74 tasks/s (0.15x of its
+loopback rate) and 50 ms tasks to 25.6/s (0.72x). Google's StreamingPull with the same flow
+control did no better (0.38x, 0.72x): the server sends the next message an ack's round trip
+after the slot freed. A Pull kept open while the slots are busy is, under a backlog, the same
+as holding its messages ahead (Pub/Sub answers it at once), so the choice is how many to hold
+and for how long. A fixed count is too few for short tasks and too many for long ones
+(``--prefetch-multiplier 2`` / ``4``, i.e. 2 / 6 ahead: 137 / 288 no-op tasks/s), hence the
+sizing from averages. At 20 ms, 4 per slot: 315 no-op tasks/s, 37.1/s for 50 ms tasks; 8 per
+slot (the default): 496/s and 36.3/s, at or above the same runs' loopback figures, while on
+loopback itself the averages ask for one or two ahead (no regression there, see
+docs/benchmarks-cloud-distance.md for the A/B with ``--pull-ahead 0``).
 """
 
 from __future__ import annotations
