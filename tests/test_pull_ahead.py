@@ -29,7 +29,7 @@ def ahead(*, per_slot: int = 8, hold_seconds: float = 1.0,
 
 def learned(pull: PullAhead, *, task_seconds: float, pull_seconds: float) -> PullAhead:
     pull.task_seconds, pull.pull_seconds = task_seconds, pull_seconds
-    pull.note_pull(1, pull_seconds)
+    pull.note_pull(1, 1, pull_seconds)
     return pull
 
 
@@ -39,7 +39,13 @@ def test_nothing_is_held_ahead_before_the_averages_exist_or_without_a_backlog() 
     assert pull.allowance(2) == 0  # nothing learned yet
     learned(pull, task_seconds=0.005, pull_seconds=0.025)
     assert pull.allowance(2) > 0
-    pull.note_pull(0, 1.1)  # an empty Pull: no backlog
+    pull.note_pull(2, 0, 1.1)  # an empty Pull: no backlog
+    assert pull.allowance(2) == 0
+    pull.note_pull(2, 1, 0.4)  # a message reached an idle worker: no backlog either
+    assert pull.allowance(2) == 0
+    pull.note_pull(1, 1, 0.025)  # a full Pull: a backlog
+    assert pull.allowance(2) > 0
+    pull.note_pull(1, 1, 0.4)  # full, but it waited on the server for a publish: idle
     assert pull.allowance(2) == 0
     assert ahead(per_slot=0).allowance(2) == 0  # turned off
 

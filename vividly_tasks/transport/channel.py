@@ -571,8 +571,8 @@ class Channel(virtual.Channel):
             self.max_outstanding_messages
         return self._room.reserve(limit, consumers, holding)
 
-    def note_pull(self, got: int, seconds: float) -> None:
-        self.pull_ahead.note_pull(got, seconds)
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        self.pull_ahead.note_pull(asked, got, seconds)
 
     @cached_property
     def pull_ahead(self) -> PullAhead:

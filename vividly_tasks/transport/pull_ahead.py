@@ -13,8 +13,9 @@ What keeps this honest (the reasons prefetch = concurrency exists):
   half of ``hold_seconds`` (``affordable``: slots freeing every task-time / slots), and no more
   are held than a Pull's latency needs (``needed``), nor than ``per_slot`` times the slots. A
   worker of long tasks (a task-time of seconds) holds none.
-* Only while a backlog exists: a Pull that comes back empty stops it until one brings
-  messages again, so an idle worker keeps one Pull waiting, as before.
+* Only while a backlog exists: a Pull that comes back with fewer messages than it asked for
+  stops it until one comes back full, so an idle worker keeps one Pull waiting, as before,
+  and a message reaching an idle worker does not make it pull a burst for itself.
 * Bounded in time: a message held ``hold_seconds`` without a slot freeing is released (nacked,
   or renewed when one delivery short of the dead-letter limit), so another worker runs it
   within about a second, and pulling ahead pauses for ``PAUSE_AFTER_EXPIRY_SECONDS``.
@@ -47,6 +48,10 @@ from typing import Any
 
 #: Weight of a new sample in the running averages (task time, Pull latency).
 SMOOTHING = 0.2
+#: A full Pull back within this factor of the fastest (plus the margin) found a backlog;
+#: a slower one waited on the server for a publish.
+FAST_PULL_FACTOR = 2.0
+FAST_PULL_MARGIN_SECONDS = 0.005
 #: After a held message expired, no pulling ahead for this long: the averages misled.
 PAUSE_AFTER_EXPIRY_SECONDS = 10.0
 
@@ -76,15 +81,25 @@ class PullAhead:
         self.task_seconds: float | None = None  # handed over -> settled
         self.pull_seconds: float | None = None  # a Pull that brought messages, issued -> done
         self._backlog = False
+        self._fastest: float | None = None  # the fastest full Pull: about one round trip
         self._paused_until = 0.0
         self._timer: threading.Timer | None = None
 
     # --- sizing ----------------------------------------------------------------------------
-    def note_pull(self, got: int, seconds: float) -> None:
-        """A task-queue Pull finished: ``got`` messages after ``seconds``."""
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        """A task-queue Pull for ``asked`` messages brought ``got`` after ``seconds``.
+
+        Only a full Pull that came back about as fast as the fastest says a backlog exists:
+        one that waited on the server for a publish (an idle worker's) does not, and only the
+        time of the first kind is a round trip."""
         with self._lock:
-            self._backlog = got > 0
-            if got:
+            full = 0 < asked <= got
+            if got:  # any Pull that brought messages bounds the round trip from above
+                self._fastest = seconds if self._fastest is None else min(self._fastest,
+                                                                          seconds)
+            self._backlog = full and seconds <= (
+                FAST_PULL_FACTOR * (self._fastest or 0.0) + FAST_PULL_MARGIN_SECONDS)
+            if self._backlog:
                 self.pull_seconds = smoothed(self.pull_seconds, seconds)
 
     def allowance(self, slots: int) -> int:

@@ -64,8 +64,9 @@ class PullHost(Protocol):
     def unreserve(self, count: int) -> None:
         """Give back room a Pull reserved and did not fill."""
 
-    def note_pull(self, got: int, seconds: float) -> None:
-        """A task-queue Pull brought ``got`` messages, ``seconds`` after it was issued."""
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        """A task-queue Pull for ``asked`` messages brought ``got``, ``seconds`` after it was
+        issued."""
 
     def kick_pullers(self, skip: Any = None) -> None:
         """Let every consumer of the channel pull again (there may be room)."""
@@ -177,7 +178,7 @@ class Puller:
             return 0
         received = list(future.result().received_messages)
         if not self.no_ack and issued is not None:
-            self.channel.note_pull(len(received), time.monotonic() - issued)
+            self.channel.note_pull(reserved, len(received), time.monotonic() - issued)
         try:
             self.channel.on_pulled(self, received, stopped=stopped)
         except Exception:
