@@ -29,9 +29,9 @@ Features
   what decides is how many are held, and for how long. StreamingPull under the same flow
   control does no better than today's Pull (0.38x of its loopback no-op rate at 20 ms: the
   server waits for an ack's round trip per slot). At a 20 ms round trip (bench/cloud_distance.py,
-  concurrency 2, prefetch 2) the no-op drain went from 74 to about 500 tasks/s and 50 ms tasks
-  from 25.6 to 36-37/s (the pool's ceiling is 40/s); figures in pull_ahead.py and
-  docs/benchmarks-cloud-distance.md
+  concurrency 2, prefetch 2) the no-op drain went from 71 to 473 tasks/s (0.18x -> 0.84x of
+  its loopback rate) and 50 ms tasks from 24.9 to 36.3/s (0.71x -> 0.99x; the pool's ceiling
+  is 40/s); figures in pull_ahead.py and docs/benchmarks-cloud-distance.md
 * ack -> acknowledge; requeue -> nack (the same message again, never a copy);
   reject -> a copy on the queue's dead-letter topic with the reason, then ack
 * Close releases every unstarted message at once; a delayed task comes back near its ETA;

@@ -31,9 +31,10 @@ as holding its messages ahead (Pub/Sub answers it at once), so the choice is how
 and for how long. A fixed count is too few for short tasks and too many for long ones
 (``--prefetch-multiplier 2`` / ``4``, i.e. 2 / 6 ahead: 137 / 288 no-op tasks/s), hence the
 sizing from averages. At 20 ms, 4 per slot: 315 no-op tasks/s, 37.1/s for 50 ms tasks; 8 per
-slot (the default): 496/s and 36.3/s, at or above the same runs' loopback figures, while on
-loopback itself the averages ask for one or two ahead (no regression there, see
-docs/benchmarks-cloud-distance.md for the A/B with ``--pull-ahead 0``).
+slot (the default), in runs alternated with ``--pull-ahead 0``: no-op 473 vs 71 tasks/s
+(0.84x vs 0.18x of loopback), 50 ms tasks 36.3 vs 24.9/s, and at 50 ms 256 vs 35 and 35.2 vs
+18.3/s. On loopback the averages ask for one or two ahead: bench/scale.py and
+bench/transport.py show no regression (docs/benchmarks-cloud-distance.md).
 """
 
 from __future__ import annotations
