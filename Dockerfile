@@ -16,8 +16,10 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY vividly_tasks ./vividly_tasks
 COPY worker_entry ./worker_entry
-# PostgreSQL's driver for DATABASE_URL=postgresql+psycopg://..., Flower for compose's dashboard.
-RUN /opt/venv/bin/pip install --no-cache-dir ".[postgresql,flower]"
+# What the image runs: the lesson workload (the default app), the dispatcher, tracing when
+# OTEL_TRACES_EXPORTER asks for it, PostgreSQL's driver for DATABASE_URL=postgresql+psycopg://...,
+# Flower for compose's dashboard.
+RUN /opt/venv/bin/pip install --no-cache-dir ".[lessons,dispatch,tracing,postgresql,flower]"
 
 # --- runtime: Python, ffmpeg and espeak-ng for the videos, the virtualenv, a non-root user ---
 FROM ${PYTHON_IMAGE} AS runtime

@@ -3,18 +3,25 @@ the local runner starting real ``vividly-worker job`` processes, an operator's d
 
 1. **Trickle** for ``--minutes``: a request every 10-90 s (``--quick``: 10-30 s), so each
    mostly finds nothing running; with it, delayed tasks due in 1-5 minutes (``--quick``:
-   1-2) and two poison messages (not task messages) on the queue.
+   1-2): four sent at the start, and one a second after every fifth request, which the
+   execution started for that request receives and hands back at its idle exit; and two
+   poison messages (not task messages) on the queue.
 2. **Burst of 60**, then, once drained, a **burst of 300** during which three delayed tasks
    due in 45-75 s are sent (a running execution receives them and hands them back at its idle
    exit) and the dispatcher is killed (SIGKILL) half-way and restarted 2 s later on its port.
+3. **Two dispatchers**: a second ``vividly dispatch serve`` with a wake-up subscription of its
+   own (so both are woken by every task and decide on it at once) sharing the first one's
+   record and runner; a burst of 60, then a short trickle with two delayed tasks.
 
 It reports executions started, executions that received no message, submit -> task start
-(p50 / p95; the trickle alone too), delayed task start vs due (max), tasks per burst vs
+(p50 / p95; the trickle alone too), delayed task start vs due (max), the delayed tasks the
+workers handed back (their summaries' ``released_delayed``), tasks per burst vs
 ceil(N / DISPATCH_MESSAGES_PER_TASK) (capped by DISPATCH_MAX_TASKS) and the time from the
-burst's last arrival to reaching it, tasks lost and tasks run twice; one JSON object.
+burst's last arrival to reaching it, tasks lost and tasks run twice, and the machine's load
+(``uptime``) before and after; one JSON object.
 
-    .venv/bin/python -m bench.dispatch_e2e --quick          # ~7 min
-    .venv/bin/python -m bench.dispatch_e2e --minutes 20     # the full trickle, ~27 min
+    .venv/bin/python -m bench.dispatch_e2e --quick          # ~9 min
+    .venv/bin/python -m bench.dispatch_e2e --minutes 20     # the full trickle, ~33 min
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -139,16 +147,25 @@ class Bench:
         while time.monotonic() < deadline and runner.executions().running:
             time.sleep(0.5)
 
-    def trickle(self, minutes: float, gap: tuple[float, float]) -> None:
+    def trickle(self, minutes: float, gap: tuple[float, float],
+                delayed_due: tuple[float, float], *, phase: str = "trickle") -> None:
+        """A request every ``gap`` seconds; a second after every fifth, a delayed task that
+        the execution started for the request receives and hands back at its idle exit."""
         end = time.monotonic() + minutes * 60
+        number = 0
         while True:
             pause = self.rng.uniform(*gap)
             if time.monotonic() + pause > end:
                 break
             time.sleep(pause)
-            self.submit("trickle")
+            self.submit(phase)
+            number += 1
+            if number % 5 == 0:
+                time.sleep(1.0)
+                self.submit(f"{phase}-delayed", countdown=self.rng.uniform(*delayed_due))
 
-    def burst(self, size: int, dispatcher: Dispatcher | None = None) -> None:
+    def burst(self, size: int, dispatcher: Dispatcher | None = None,
+              label: str | None = None) -> None:
         started = time.time()
         tokens_before = set(self.sent)
         for number in range(size):
@@ -161,7 +178,8 @@ class Bench:
         last = time.time()
         tokens = {t for t in self.sent if t not in tokens_before
                   and self.sent[t][3] == f"burst-{size}"}
-        self.burst_windows.append({"size": size, "started": started, "last_arrival": last})
+        self.burst_windows.append({"size": size, "label": label or f"burst of {size}",
+                                   "started": started, "last_arrival": last})
         self.wait_ran(tokens, 300)
         self.burst_windows[-1]["drained"] = time.time()
 
@@ -182,6 +200,21 @@ def worker_summaries(folder: Path) -> list[dict[str, Any]]:
     return summaries
 
 
+def load() -> dict[str, Any]:
+    """The machine's load as ``uptime`` prints it (other work shares the cores)."""
+    text = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout
+    return {"uptime": text.strip(), "loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()],
+            "cpus": os.cpu_count()}
+
+
+def phase_of(decided_at: float, phases: list[tuple[str, float]]) -> str:
+    name = phases[0][0]
+    for phase, began in phases:
+        if decided_at >= began:
+            name = phase
+    return name
+
+
 def percentile(values: list[float], fraction: float) -> float | None:
     if not values:
         return None
@@ -190,7 +223,7 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespace,
-           wall_seconds: float) -> dict[str, Any]:
+           wall_seconds: float, phases: list[tuple[str, float]]) -> dict[str, Any]:
     runs = bench.runs()
     starts: dict[str, list[float]] = {}
     for run in runs:
@@ -208,7 +241,7 @@ def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespa
             late.append(first - due)
         else:
             latency["all"].append(first - submitted)
-            if phase == "trickle":
+            if phase.startswith("trickle"):
                 latency["trickle"].append(first - submitted)
     summaries = worker_summaries(bench.workers)
     received: Counter[str] = Counter()
@@ -216,6 +249,13 @@ def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespa
         received[str(summary.get("cloud_run_execution"))] += int(summary.get("received", 0))
     launches = [d for d in decisions if d["action"] == "launch"]
     executions = {str(d["execution"]) for d in launches}
+    per_phase: dict[str, dict[str, int]] = {}
+    for launch in launches:
+        counts = per_phase.setdefault(phase_of(launch["decided_at"], phases),
+                                      {"executions": 0, "tasks": 0, "with_no_message": 0})
+        counts["executions"] += 1
+        counts["tasks"] += int(launch["task_count"])
+        counts["with_no_message"] += received[str(launch["execution"])] == 0
     bursts = []
     for window in bench.burst_windows:
         target = min(math.ceil(window["size"] / MESSAGES_PER_TASK), MAX_TASKS)
@@ -226,6 +266,7 @@ def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespa
                 if reached is None and total >= target:
                     reached = launch["decided_at"]
         bursts.append({
+            "burst": window["label"],
             "size": window["size"], "target_tasks": target, "tasks_started": total,
             "seconds_from_last_arrival_to_target": (
                 None if reached is None else round(reached - window["last_arrival"], 1)),
@@ -238,6 +279,7 @@ def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespa
         "poison_messages": 2,
         "executions_started": len(executions),
         "executions_with_no_message": sorted(e for e in executions if received[e] == 0),
+        "by_phase": per_phase,
         "submit_to_start_seconds": {
             "p50": percentile(latency["all"], 0.5), "p95": percentile(latency["all"], 0.95),
             "trickle_p50": percentile(latency["trickle"], 0.5),
@@ -247,11 +289,66 @@ def report(bench: Bench, decisions: list[dict[str, Any]], args: argparse.Namespa
         "delayed_start_after_due_seconds": {
             "max": percentile(late, 1.0), "min": percentile(late, 0.0) if late else None,
             "samples": len(late)},
+        # Given back unstarted at an idle exit by an execution that ran before they were due.
+        "delayed_handed_back": {
+            "releases": sum(int(s.get("released_delayed") or 0) for s in summaries),
+            "by_executions": len({s.get("cloud_run_execution") for s in summaries
+                                  if s.get("released_delayed")})},
         "bursts": bursts,
         "lost": len(lost), "run_twice": len(twice),
         "worker_exit_codes": dict(Counter(s.get("exit_code") for s in summaries)),
         "decisions": len(decisions),
+        "decisions_by_dispatcher_pid": dict(Counter(str(d.get("dispatcher_pid"))
+                                                     for d in decisions)),
     }
+
+
+def run_phases(bench: Bench, args: argparse.Namespace, project: str,
+               dispatchers: list[Dispatcher]) -> list[tuple[str, float]]:
+    """The day's phases (see the module docstring); when each began."""
+    subscriber = pubsub_v1.SubscriberClient()
+
+    def wake_up(name: str, target: Dispatcher) -> None:
+        subscriber.create_subscription(request={
+            "name": subscriber.subscription_path(project, name),
+            "topic": f"projects/{project}/topics/{QUEUE_TOPIC}",
+            "push_config": {"push_endpoint": f"{target.url}/push"},
+        })
+
+    gap = (10.0, 30.0) if args.quick else (10.0, 90.0)
+    delayed_due = (60.0, 120.0) if args.quick else (60.0, 300.0)
+    first = dispatchers[0]
+    wake_up("vividly-wake-up", first)
+    phases = [("trickle", time.time())]
+    for _ in range(4):
+        bench.submit("trickle-delayed", countdown=bench.rng.uniform(*delayed_due))
+    threading.Timer(20.0, publish_poison, args=(project, 2)).start()
+    bench.trickle(args.minutes, gap, delayed_due)
+    bench.wait_ran(set(bench.sent), delayed_due[1] + 60)
+    bench.wait_quiet(120)
+    phases.append(("burst of 60", time.time()))
+    bench.burst(60)
+    bench.wait_quiet(120)
+    phases.append(("burst of 300, dispatcher killed", time.time()))
+    bench.burst(300, first)
+    bench.wait_ran(set(bench.sent), 150)
+    bench.wait_quiet(120)
+    # The second dispatcher: its own wake-up subscription, the same record and runner.
+    second = Dispatcher({**bench.env, "DISPATCH_WAKE_UP_SUBSCRIPTION": "vividly-wake-up-2"},
+                        first.log_path.with_name("dispatch-2.log"))
+    dispatchers.append(second)
+    second.start()
+    wake_up("vividly-wake-up-2", second)
+    phases.append(("two dispatchers", time.time()))
+    bench.burst(60, label="burst of 60, two dispatchers")
+    bench.wait_quiet(120)
+    bench.trickle(1.0 if args.quick else 3.0, (10.0, 30.0), (45.0, 75.0),
+                  phase="trickle-two-dispatchers")
+    bench.submit("trickle-two-dispatchers-delayed", countdown=45)
+    bench.wait_ran(set(bench.sent), 150)
+    bench.wait_quiet(120)
+    subscriber.close()
+    return phases
 
 
 def main() -> None:
@@ -261,16 +358,17 @@ def main() -> None:
                         help="a 2-minute trickle of a request every 10-30 s, delayed tasks "
                         "due in 1-2 minutes")
     parser.add_argument("--json", type=Path, help="also write the report here")
+    parser.add_argument("--keep", type=Path,
+                        help="copy the logs (dispatchers', workers', ledger) into this folder")
     args = parser.parse_args()
     if args.quick:
         args.minutes = min(args.minutes, 2.0)
-    gap = (10.0, 30.0) if args.quick else (10.0, 90.0)
-    delayed_due = (60.0, 120.0) if args.quick else (60.0, 300.0)
     rng = random.Random(6)  # noqa: S311 - a repeatable schedule, not a secret
+    load_before = load()
     with tempfile.TemporaryDirectory(prefix="dispatch-e2e-") as folder:
         workdir = Path(folder)
         emulator = start_pubsub_emulator(workdir)
-        dispatcher = None
+        dispatchers: list[Dispatcher] = []
         try:
             project = f"dispatch-e2e-{uuid.uuid4().hex[:8]}"
             env = {**os.environ,
@@ -287,33 +385,23 @@ def main() -> None:
             os.environ.update(env)
             subprocess.run([sys.executable, "-m", "vividly_tasks.cli", "provision"],
                            env=env, cwd=REPO_ROOT, check=True, capture_output=True)
-            dispatcher = Dispatcher(env, workdir / "dispatch.log")
-            dispatcher.start()
-            subscriber = pubsub_v1.SubscriberClient()
-            subscriber.create_subscription(request={
-                "name": subscriber.subscription_path(project, "vividly-wake-up"),
-                "topic": f"projects/{project}/topics/{QUEUE_TOPIC}",
-                "push_config": {"push_endpoint": f"{dispatcher.url}/push"},
-            })
+            dispatchers.append(Dispatcher(env, workdir / "dispatch.log"))
+            dispatchers[0].start()
             bench = Bench(env, workdir, rng)
             began = time.time()
-            for _ in range(4):
-                bench.submit("trickle-delayed", countdown=rng.uniform(*delayed_due))
-            threading.Timer(20.0, publish_poison, args=(project, 2)).start()
-            bench.trickle(args.minutes, gap)
-            bench.wait_ran(set(bench.sent), delayed_due[1] + 60)
-            bench.wait_quiet(120)
-            bench.burst(60)
-            bench.wait_quiet(120)
-            bench.burst(300, dispatcher)
-            bench.wait_ran(set(bench.sent), 150)
-            bench.wait_quiet(120)
-            result = report(bench, dispatcher.decisions(), args, time.time() - began)
+            phases = run_phases(bench, args, project, dispatchers)
+            decisions = sorted((d for each in dispatchers for d in each.decisions()),
+                               key=lambda d: d["decided_at"])
+            result = report(bench, decisions, args, time.time() - began, phases)
         finally:
-            if dispatcher is not None:
-                dispatcher.stop()
+            for each in dispatchers:
+                each.stop()
             LocalRunner(log_dir=workdir / "dispatch" / "workers").wait(30)
             emulator.stop()
+            if args.keep is not None:
+                shutil.copytree(workdir, args.keep, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("*.sqlite*", "emulator*"))
+    result["load_before"], result["load_after"] = load_before, load()
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

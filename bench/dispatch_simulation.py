@@ -7,7 +7,9 @@ requests at once) go through two ways of starting the Cloud Run job, second by s
 - **dispatch**: ``vividly_tasks.dispatch.decision.decide`` with the default ``DISPATCH_*``
   settings, woken by each arrival (after the gather), at the ``next_check_at`` it asks for,
   and by the 10-minute safety net; Cloud Monitoring's backlog is sampled every minute and
-  shown ``--metric-lag`` seconds later, as it is.
+  shown ``--metric-lag`` seconds later, as it is. The wake-ups reach it at most
+  ``--push-rate`` a second (push concurrency: a burst is seen over seconds, not at once),
+  so a burst's launches grow as its arrivals are seen.
 
 The job's tasks are modelled, not run: an execution starts ``--schedule-delay`` s after it is
 asked for (Cloud Run places it; not billed), a task's worker is up ``--start`` s later, takes
@@ -52,6 +54,9 @@ SAFETY_NET_SECONDS = 600
 SCHEDULE_EVERY_SECONDS = 300
 SCHEDULE_TASKS = 4
 MONITORING_PERIOD_SECONDS = 60
+#: Wake-ups a second: bench/dispatch_e2e.py's bursts on the emulator (2 pushes in flight)
+#: were seen by the dispatcher at about this pace.
+PUSH_RATE = 60.0
 BEGIN = "<!-- dispatch-simulation:begin -->"
 END = "<!-- dispatch-simulation:end -->"
 
@@ -63,6 +68,8 @@ class Model:
     schedule_delay_seconds: float
     idle_timeout_seconds: float
     metric_lag_seconds: float
+    #: Wake-ups delivered a second at most (what push concurrency lets through).
+    push_rate: float = math.inf
 
 
 @dataclass
@@ -157,10 +164,20 @@ def arrivals_of(pattern: str) -> list[float]:
     return [3600.0] * 5000  # burst
 
 
+def pushed_at(submits: list[float], rate: float) -> list[float]:
+    """When each wake-up reaches the dispatcher: in order, at most ``rate`` a second."""
+    seen: list[float] = []
+    for submitted in submits:
+        seen.append(max(submitted, seen[-1] + 1 / rate) if seen else submitted)
+    return seen
+
+
 def simulate(pattern: str, mode: str, model: Model, settings: DispatchSettings,
              label: str) -> dict[str, object]:
     run = Run(model)
     submits = sorted(arrivals_of(pattern))
+    pushes = pushed_at(submits, model.push_rate)
+    next_push = 0
     policy = policy_from_settings(settings)
     gather = settings.dispatch_gather_seconds
     arrivals: list[Arrival] = []
@@ -172,9 +189,11 @@ def simulate(pattern: str, mode: str, model: Model, settings: DispatchSettings,
         now = float(second)
         while next_submit < len(submits) and submits[next_submit] <= now:
             run.queue.append((next_submit, submits[next_submit]))
-            arrivals.append(Arrival(str(next_submit), submits[next_submit]))
-            decide_at.add(math.ceil(submits[next_submit] + gather))
             next_submit += 1
+        while next_push < len(pushes) and pushes[next_push] <= now:
+            arrivals.append(Arrival(str(next_push), submits[next_push]))
+            decide_at.add(math.ceil(pushes[next_push] + gather))
+            next_push += 1
         if second % MONITORING_PERIOD_SECONDS == 0:
             samples.append((now, run.backlog()))
         if mode == "schedule":
@@ -222,7 +241,8 @@ def table(results: list[dict[str, object]], model: Model) -> str:
         f"{model.start_seconds:g} s worker start-up (billed), "
         f"{model.schedule_delay_seconds:g} s for Cloud Run to place an execution (not billed), "
         f"`WORKER_IDLE_TIMEOUT` {model.idle_timeout_seconds:g} s, Monitoring "
-        f"{model.metric_lag_seconds:g} s behind; default `DISPATCH_*` settings."
+        f"{model.metric_lag_seconds:g} s behind, wake-ups pushed at most "
+        f"{model.push_rate:g} a second; default `DISPATCH_*` settings."
     )
     return "\n".join(lines)
 
@@ -235,10 +255,12 @@ def main() -> None:
                         help="Cloud Run placing an execution, not billed")
     parser.add_argument("--idle-timeout", type=float, default=10.0)
     parser.add_argument("--metric-lag", type=float, default=120.0)
+    parser.add_argument("--push-rate", type=float, default=PUSH_RATE,
+                        help="wake-ups a second at most (push concurrency)")
     parser.add_argument("--output", type=Path, help="a Markdown file with the markers")
     args = parser.parse_args()
     model = Model(args.service, args.start, args.schedule_delay, args.idle_timeout,
-                  args.metric_lag)
+                  args.metric_lag, args.push_rate)
     settings = DispatchSettings()
     wider = DispatchSettings(dispatch_max_tasks=100)
     schedule = "fixed schedule, 4 tasks every 5 min"

@@ -10,6 +10,11 @@ publish -> delivery floor on the same emulator. Writes docs/benchmarks-transport
 the table. Not a timed test:
 
     .venv/bin/python bench/transport.py [--quick] [--brokers ours gcpubsub redis] [--no-write]
+                                        [--tracing]
+
+``--tracing`` adds a column: ours with OpenTelemetry on (``vividly_tasks.worker.tracing``) in
+the publishing process and the worker, every span exported over OTLP/gRPC to a loopback
+receiver in a process of its own (tests/otlp_receiver.py), for the overhead of tracing.
 
 Workers import this module (``--include bench.transport``) for its two tasks; everything the
 harness needs is imported inside ``main()`` so that the worker pays nothing for it.
@@ -29,12 +34,13 @@ from typing import Any, TypeVar
 
 import redis
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_init, worker_ready
 
 LEDGER_ENV = "BENCH_LEDGER_URL"
 DONE_KEY = "bench:done"  # one completion time (time.time()) per no-op task
 STAMP_KEY = "bench:stamps"  # [token, start time] per latency sample
 READY_KEY = "bench:ready"  # time.time() of the worker's worker_ready signal
+TRACING_ENV = "BENCH_TRACING"  # set: the worker traces (--tracing)
 
 
 @functools.cache
@@ -66,6 +72,17 @@ def stamp(token: str) -> None:
     """Records the time it started (the latency sample's end)."""
     started = time.time()
     ledger().rpush(STAMP_KEY, json.dumps([token, started]))
+
+
+@worker_init.connect(weak=False)
+def _trace_if_asked(sender: Any = None, **_: Any) -> None:
+    """``--tracing``: the worker's tracing, as ``vividly-worker`` sets it up from the
+    environment (OTEL_TRACES_EXPORTER), before the pool forks. (``worker_init``: the first
+    signal after Celery imported ``--include``'s modules, this one among them.)"""
+    if os.environ.get(TRACING_ENV) and sender is not None:
+        from vividly_tasks.worker import tracing
+
+        tracing.configure(sender.app)
 
 
 @worker_ready.connect(weak=False)
@@ -108,6 +125,10 @@ def markers(prefetch_multiplier: int) -> tuple[str, str]:
 
 
 BROKERS = ("ours", "gcpubsub", "redis")
+#: ``--tracing``'s column: ours with tracing on.
+TRACED = "traced"
+#: Brokers that are ours, which measure pipelined publishing too.
+OURS = frozenset({"ours", TRACED})
 #: Pipelined publishing's bound on unconfirmed messages; the queue the extra publish figures
 #: go to; and which of another broker's figures each pipelined one is compared with.
 PIPELINED_IN_FLIGHT = 1000
@@ -117,8 +138,9 @@ PIPELINED_AGAINST = {"publish_pipelined": "publish",
 #: Kombu's in-memory transport: no broker at all, so its publish rate is Celery's own cost of
 #: an ``apply_async`` (message building, routing, events, the result subscription).
 CELERY_ONLY = "memory"
-COLUMNS = (*BROKERS, CELERY_ONLY)
-TITLES = {"ours": "ours (`pubsub://`)", "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis",
+COLUMNS = ("ours", TRACED, "gcpubsub", "redis", CELERY_ONLY)
+TITLES = {"ours": "ours (`pubsub://`)", TRACED: "ours, tracing on (OTLP)",
+          "gcpubsub": "Kombu `gcpubsub://`", "redis": "Redis",
           CELERY_ONLY: "Kombu `memory://` (Celery alone)"}
 PACKAGES = ("celery", "kombu", "google-cloud-pubsub", "grpcio", "google-cloud-monitoring",
             "redis", "protobuf")
@@ -417,6 +439,26 @@ class BrokerRun:
     figures: Figures = field(default_factory=Figures)
     worker: Any = None
     app: Any = None
+    #: The OTLP endpoint this run's spans are exported to (``--tracing``), or None.
+    otlp_endpoint: str | None = None
+
+    @contextlib.contextmanager
+    def tracing(self) -> Iterator[None]:
+        """Tracing on in this (the publishing) process for the block, when the run traces."""
+        if self.otlp_endpoint is None:
+            yield
+            return
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        from vividly_tasks.worker import tracing
+
+        endpoint = self.otlp_endpoint
+        tracing.configure(self.app, exporters=[
+            lambda: OTLPSpanExporter(endpoint=endpoint, insecure=True)])
+        try:
+            yield
+        finally:
+            tracing.unconfigure()
 
     @property
     def ledger(self) -> redis.Redis:
@@ -626,8 +668,10 @@ class BrokerRun:
 def run_broker(run: BrokerRun) -> Figures:
     figures = run.figures
     print(f"== {run.name}: {run.env['BROKER_URL']} (load {load_average()})", flush=True)
+    stack = contextlib.ExitStack()
     try:
         run.app = run.make_app()
+        stack.enter_context(run.tracing())
         # The backlog the worker drains; the publish figures come from publish_rounds().
         published = figures.measure("publish_backlog", run.publish)
         figures.measure("start_ready", run.start_worker)
@@ -656,6 +700,7 @@ def run_broker(run: BrokerRun) -> Figures:
                          "shutdown"):
                 figures.failures[name] = "no worker"
     finally:
+        stack.close()
         run.close()
     return figures
 
@@ -677,9 +722,11 @@ def publish_rounds(runs: list[BrokerRun], rounds: int) -> None:
         for run in order:
             print(f"  {run.name}", flush=True)
             for key, options in PUBLISH_MEASURES.items():
-                if options["pipelined"] and run.name != "ours":
+                if options["pipelined"] and run.name not in OURS:
                     continue
-                run.figures.measure_round(key, functools.partial(run.publish_aside, **options))
+                with run.tracing():
+                    run.figures.measure_round(key, functools.partial(run.publish_aside,
+                                                                     **options))
 
 
 def declare_task_queue(app: Any) -> None:
@@ -739,8 +786,10 @@ def cell(figures: Figures | None, key: str, scale: float, fmt: str) -> str:
     return f"failed: {figures.failures[key]}"
 
 
-def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
-    against = PIPELINED_AGAINST.get(key)
+def ratio(a: Figures | None, b: Figures | None, key: str, *, same_key: bool = False) -> str:
+    """``a``'s figure over ``b``'s; a pipelined publish against ``b``'s plain one unless
+    ``same_key`` (tracing on against off)."""
+    against = None if same_key else PIPELINED_AGAINST.get(key)
     if against is not None and a is not None and b is not None:
         if key not in a.values or against not in b.values:
             return "-"
@@ -750,6 +799,15 @@ def ratio(a: Figures | None, b: Figures | None, key: str) -> str:
     if key == "latency_over_floor" or b.values[key] == 0:
         return "-"
     return f"{a.values[key] / b.values[key]:.2f}x"
+
+
+def ratios(results: dict[str, Figures], key: str) -> list[str]:
+    """The ratio columns of a row: ours to Redis and to gcpubsub; tracing on to off."""
+    ours = results.get("ours")
+    cells = [ratio(ours, results.get("redis"), key), ratio(ours, results.get("gcpubsub"), key)]
+    if TRACED in results:
+        cells.append(ratio(results[TRACED], ours, key, same_key=True))
+    return cells
 
 
 def publish_round_lines(results: dict[str, Figures], names: list[str], sizes: Sizes) -> list[str]:
@@ -939,13 +997,14 @@ def render(results: dict[str, Figures], floors: dict[str, dict[str, list[float]]
             )
     names = [b for b in COLUMNS if b in results]
     header = ("| measure | " + " | ".join(TITLES[n] for n in names)
-              + " | ours / Redis | ours / gcpubsub |")
-    lines = [header, "|---" * (len(names) + 3) + "|"]
+              + " | ours / Redis | ours / gcpubsub |"
+              + (" tracing on / off |" if TRACED in results else ""))
+    lines = [header, "|---" * (len(names) + 3 + (TRACED in results)) + "|"]
     ours = results.get("ours")
     for key, template, scale, fmt, _ in ROWS:
         label = template.format(tasks=sizes.tasks, idle=sizes.idle_seconds, pings=sizes.pings)
         cells = [cell(results.get(n), key, scale, fmt) for n in names]
-        cells += [ratio(ours, results.get("redis"), key), ratio(ours, results.get("gcpubsub"), key)]
+        cells += ratios(results, key)
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     floor_lines = []
     for kind, title in (("pull", "unary Pull waiting"), ("streaming", "StreamingPull open")):
@@ -1047,7 +1106,7 @@ def replace_block(path: Path, begin: str, end: str, block: str, *, header: str) 
 
 # --- main --------------------------------------------------------------------------------
 def broker_url(name: str, project: str, redis_port: int) -> str:
-    if name == "ours":
+    if name in OURS:
         return f"pubsub://{project}"
     if name == "gcpubsub":
         return f"gcpubsub://projects/{project}"
@@ -1112,6 +1171,23 @@ def started_services(workdir: Path) -> Iterator[tuple[Any, Any]]:
             service.stop()
 
 
+@contextlib.contextmanager
+def otlp_receiver(wanted: bool) -> Iterator[int | None]:
+    """``--tracing``: a loopback OTLP/gRPC receiver in a process of its own (its port), so
+    that what receiving spans costs is not in the figures; stopped by PID at the end."""
+    if not wanted:
+        yield None
+        return
+    process = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver"], cwd=REPO_ROOT,
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield int(process.stdout.readline())
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small N: a smoke run")
@@ -1119,6 +1195,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prefetch-multiplier", type=int, default=1,
                         help="the same for every broker (the product's default is 1)")
     parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--tracing", action="store_true",
+                        help="also ours with OpenTelemetry on, spans exported over OTLP/gRPC "
+                        "to a loopback receiver (the overhead of tracing)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file "
                         "(bench/all.py reads it)")
     parser.add_argument("--describe", help="what code is measured, for the doc "
@@ -1142,7 +1221,8 @@ def main() -> None:
     floors: dict[str, dict[str, list[float]]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-transport-") as tmp:
         workdir = Path(tmp)
-        with started_services(workdir) as (redis_server, emulator):
+        with started_services(workdir) as (redis_server, emulator), \
+                otlp_receiver(args.tracing) as receiver_port:
             os.environ["PUBSUB_EMULATOR_HOST"] = f"127.0.0.1:{emulator.port}"
             print(f"emulator on {emulator.port}, redis on {redis_server.port}; "
                   f"load {loads[0]}", flush=True)
@@ -1151,19 +1231,25 @@ def main() -> None:
             # The worker's prefetch: concurrency 2 times the multiplier.
             ceiling_round(floors, run_id, sizes, 2 * args.prefetch_multiplier)
             runs = []
-            for index, name in enumerate(args.brokers):
+            brokers = [*args.brokers, *([TRACED] if args.tracing else [])]
+            for index, name in enumerate(brokers):
                 project = f"bench-{run_id}-{index}"
                 env = broker_env(name, index, project, redis_server.port, workdir,
                                  args.prefetch_multiplier)
                 server = (redis_server if name == "redis" else emulator).process
                 run = BrokerRun(name, env, env[LEDGER_ENV], workdir, sizes,
                                 args.prefetch_multiplier, server_pid=server.pid if server else None)
+                if name == TRACED:
+                    run.otlp_endpoint = f"http://127.0.0.1:{receiver_port}"
+                    env.update({TRACING_ENV: "1", "OTEL_TRACES_EXPORTER": "otlp",
+                                "OTEL_EXPORTER_OTLP_ENDPOINT": run.otlp_endpoint,
+                                "OTEL_EXPORTER_OTLP_INSECURE": "true"})
                 runs.append(run)
                 try:
                     run_broker(run)
                 except Exception as exc:
                     run.figures.notes.append(f"run aborted: {type(exc).__name__}: {exc}")
-            alone_env = broker_env(CELERY_ONLY, len(args.brokers), "", redis_server.port,
+            alone_env = broker_env(CELERY_ONLY, len(brokers), "", redis_server.port,
                                    workdir, args.prefetch_multiplier)
             runs.append(BrokerRun(CELERY_ONLY, alone_env, alone_env[LEDGER_ENV], workdir, sizes,
                                   args.prefetch_multiplier))

@@ -74,7 +74,8 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test sees the developer's configuration; each gets its own data directory."""
-    for name in [*PRODUCT_ENV_VARS, "PUBSUB_EMULATOR_HOST", "CELERY_BROKER_URL"]:
+    for name in [*PRODUCT_ENV_VARS, "PUBSUB_EMULATOR_HOST", "CELERY_BROKER_URL",
+                 "OTEL_TRACES_EXPORTER", "OTEL_SDK_DISABLED"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("VIVIDLY_DATA_DIR", str(tmp_path / "data"))
 

@@ -198,7 +198,7 @@ def test_dockerignore_sends_only_the_packages_and_their_metadata() -> None:
 
 
 def test_the_lessons_extra_has_what_kombus_redis_transport_imports() -> None:
-    """``redis://`` is what the lesson app's compose stack and README offer: Kombu's redis
+    """``redis://`` is what the lesson app's compose stack and configuration offer: Kombu's redis
     transport imports ``packaging``, which Kombu does not declare and only the test tools
     brought in; the lessons extra declares it with redis."""
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
@@ -209,3 +209,12 @@ def test_the_lessons_extra_has_what_kombus_redis_transport_imports() -> None:
                 if line.startswith(("import ", "from "))}
     assert "packaging" in imported  # still needed by the Kombu we run on
     assert "packaging" in names
+
+
+def test_the_image_installs_the_extras_of_what_it_runs() -> None:
+    """The image's default job runs the lesson app, compose runs the dispatcher's commands and
+    Flower: the slim install alone would refuse them, naming the extra."""
+    install = next(args for keyword, args in dockerfile_stages()[1]
+                   if keyword == "RUN" and "pip install" in args)
+    extras = set(re.search(r'"\.\[([^\]]+)\]"', install)[1].split(","))
+    assert {"lessons", "dispatch", "postgresql", "flower"} <= extras

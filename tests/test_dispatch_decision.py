@@ -252,3 +252,13 @@ def test_counts_stopped_at_the_limit_decide_the_same() -> None:
                     second.reason, second.task_count), (ready, backlog, launches)
                 checked += first.launch
     assert checked  # some of them launch, at the limit and beyond
+
+
+def test_a_launch_asks_to_look_again_a_window_later() -> None:
+    """A burst longer than the runtime budget: once a launch's executions stopped at the
+    budget with work left, the next launch waited for the safety net (10 minutes a round in
+    the day simulation), as no wake-up comes for messages already there."""
+    arrivals = [Arrival(f"t{i}", published_at=NOW - 1) for i in range(500)]
+    decision = decide(NOW, POLICY, backlog=None, arrivals=arrivals, running=[], launches=[])
+    assert (decision.reason, decision.task_count) == (Reason.BACKLOG, 8)
+    assert decision.next_check_at == NOW + POLICY.decision_window_seconds

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,49 @@ def test_a_task_due_later_starts_nothing_early_and_runs_on_time(
     first = dispatcher.decisions()[0]
     assert (first["reason"], first["delayed"]) == ("nothing_waiting", 1)
     assert abs(float(str(first["next_check_at"])) - (due - 3)) < 2
+
+
+#: Long enough for the first execution to start, run the task due now and exit idle (its
+#: WORKER_IDLE_TIMEOUT is 3 s) well before the delayed task's start lead.
+HANDED_BACK_DUE_IN_SECONDS = 40
+
+
+def test_a_delayed_task_handed_back_by_a_running_execution_runs_on_time(
+        dispatcher: DispatchServe) -> None:
+    """The worker of an execution started for other work received the delayed task, exited
+    idle before it was due and gave it back: its summary says what it gave back and when that
+    is due, and the dispatcher starts the next execution for the due time, so it is never left
+    queued."""
+    from vividly_tasks.lessons.product import create_app
+
+    settings = Settings()
+    app = create_app(settings)
+    try:
+        now = app.send_task("vividly.health_check")
+        due = time.time() + HANDED_BACK_DUE_IN_SECONDS
+        delayed = app.send_task("vividly.health_check", countdown=HANDED_BACK_DUE_IN_SECONDS)
+        now.get(timeout=60)
+        ran_at = float(delayed.get(timeout=HANDED_BACK_DUE_IN_SECONDS + 45)["time"])
+    finally:
+        app.close()
+    assert due <= ran_at < due + 10, ran_at - due
+
+    summaries = wait_for(lambda: (s := worker_summaries(DispatchSettings())) and len(s) >= 2 and s,
+                         30, "two worker processes exited")
+    handed_back = [s for s in summaries if s["released_delayed"]]
+    assert len(handed_back) == 1, summaries  # the first execution, at its idle exit
+    [first] = handed_back
+    assert (first["exit_reason"], first["succeeded"], first["released_delayed"]) == (
+        "idle", 1, 1)
+    first_due = datetime.fromisoformat(str(first["released_delayed_first_due"])).timestamp()
+    assert abs(first_due - due) < 1
+    [runner] = [s for s in summaries if s["cloud_run_execution"]
+                != first["cloud_run_execution"] and s["succeeded"]]
+    assert (runner["received"], runner["released_delayed"]) == (1, 0)
+
+    launches = [d for d in dispatcher.decisions() if d["action"] == "launch"]
+    assert [d["execution"] for d in launches] == [first["cloud_run_execution"],
+                                                  runner["cloud_run_execution"]]
+    # The second launch came at the start lead (3 s) before the due time, not before.
+    assert due - 3 - 1 <= float(str(launches[1]["decided_at"])) < due, (
+        float(str(launches[1]["decided_at"])) - due)

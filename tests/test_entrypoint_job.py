@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.pubsub_helpers import dead_letters
+from tests.pubsub_helpers import dead_letters, publish_raw
 from tests.worker_tasks import LEDGER_KEY
 from tests.workers import WorkerProcess, broker_params
 from vividly_tasks import create_app
@@ -218,3 +218,23 @@ def test_a_task_cancelled_at_every_stop_still_reaches_the_dead_letter_topic(
     assert dead.message.attributes["CloudPubSubDeadLetterSourceDeliveryCount"] == "5"
     assert "kombu-releases" not in dead.message.attributes  # never renewed
     assert runs(ledger) == []
+
+
+@pytest.mark.parametrize("broker", broker_params("pubsub"), indirect=True)
+def test_a_message_dead_lettered_unread_keeps_the_job_for_its_idle_timeout(
+    broker: str, pubsub_project: str, start_entrypoint: Callable[..., WorkerProcess],
+) -> None:
+    """An idle exit means nothing received for the idle timeout; the dispatcher reads it as
+    proof that what was published before (exit - timeout) was taken. A message the transport
+    dead-lettered before Celery saw it counted for nothing, so the job left 2 s after taking
+    poison and the dispatcher started an execution for a message already settled."""
+    declare_queue()
+    worker = start_entrypoint(extra_args=["--idle-timeout", "8"])
+    worker.wait_ready(timeout=30)
+    time.sleep(3)
+    publish_raw(pubsub_project, "vividly-", "vividly", b"not a task message")
+    published = time.monotonic()
+    assert worker.wait(timeout=30) == 0
+    assert time.monotonic() - published >= 7.9
+    summary = worker.summary()
+    assert (summary["exit_reason"], summary["received"], summary["refused"]) == ("idle", 1, 1)

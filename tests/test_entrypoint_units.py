@@ -84,3 +84,16 @@ def test_the_summary_counts_what_the_transport_settled_during_the_run() -> None:
         counts.add(name)
     record = summary_record(run, reason=ExitReason.IDLE, exit_code=0)
     assert (record["received"], record["refused"], record["unmatched"]) == (5, 3, 2)
+
+
+def test_the_summary_reports_the_delayed_tasks_given_back_and_the_first_due() -> None:
+    counts = receipts.for_this_process()
+    counts.add_released_delayed(1000.0)  # before the run: not this run's
+    run = WorkerRun("job", Limits())
+    assert summary_record(run, reason=ExitReason.IDLE, exit_code=0)[
+        "released_delayed_first_due"] is None
+    counts.add_released_delayed(1_700_000_060.5)
+    counts.add_released_delayed(1_700_000_030.25)
+    record = summary_record(run, reason=ExitReason.IDLE, exit_code=0)
+    assert record["released_delayed"] == 2
+    assert record["released_delayed_first_due"] == "2023-11-14T22:13:50.250+00:00"

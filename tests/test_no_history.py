@@ -14,12 +14,9 @@ from pathlib import Path
 
 ROOT = next(p for p in Path(__file__).resolve().parents if (p / "pyproject.toml").is_file())
 
-#: Files this test does not read, with the reason. CHANGELOG.md is where history goes. README.md
-#: is excluded only until its rewrite as the front door: it still names tracker items and
-#: numbered diary sections; take it off this list then.
+#: Files this test does not read, with the reason: CHANGELOG.md is where history goes.
 EXCLUDED = {
     "CHANGELOG.md": "the changelog is where history belongs",
-    "README.md": "still names tracker items and diary sections until its rewrite",
 }
 
 #: (what it is, pattern), matched case-insensitively. The character classes keep these lines

@@ -5,14 +5,17 @@ version table. Needs SQLAlchemy and Alembic, which those parts' extras install.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 logger = logging.getLogger(__name__)
 
@@ -63,3 +66,17 @@ def upgrade(engine: Engine, config: Config, *, lock_key: int) -> None:
             time.sleep(0.2 * attempt)
         finally:
             config.attributes.pop("connection", None)
+
+
+@contextlib.contextmanager
+def unavailable_as(error: Callable[[str], Exception], what: str) -> Iterator[None]:
+    """Connection loss, timeouts and lock contention raised as ``error`` ("``what``
+    unavailable: ..."), the caller's own exception; other database errors pass."""
+    try:
+        yield
+    except (OperationalError, DisconnectionError, PoolTimeoutError) as exc:
+        raise error(f"{what} unavailable: {exc}") from exc
+    except DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise error(f"{what}: connection lost: {exc}") from exc
+        raise

@@ -59,6 +59,8 @@ class JobLimits(bootsteps.StartStopStep):  # type: ignore[misc]
         self.received = 0
         self.taking_work = True
         self.last_activity = time.monotonic()
+        #: Messages the transport settled on its own (``WorkerRun.transport_receipts``).
+        self.settled_unseen = 0
         self._tick_entry: Any = None
         super().__init__(c, **kwargs)
 
@@ -107,7 +109,13 @@ class JobLimits(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         now = time.monotonic()
         busy = has_work_at_hand(time.time())
-        if busy:
+        # A message the transport settled without Celery seeing it (dead-lettered unread,
+        # unmatched) was received too: an idle exit means nothing received for the timeout,
+        # which the dispatcher reads as proof that what was published before was taken.
+        receipts = self.run.transport_receipts()
+        settled = receipts["dead_lettered"] + receipts["dropped"] + receipts["unmatched"]
+        if busy or settled != self.settled_unseen:
+            self.settled_unseen = settled
             self.last_activity = now
         limits = self._limits
         if (

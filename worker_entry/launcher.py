@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError
 
 from vividly_tasks import transport, worker
 from vividly_tasks.transport.transport import Transport as PubSubTransport
+from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
 from vividly_tasks.worker.redaction import mask_url_password
 from vividly_tasks.worker.startup_checks import refusal_of
@@ -107,6 +108,11 @@ def build_app(settings: WorkerSettings, mode: Mode, name: str = LESSON_APP) -> C
     )
     if settings.worker_prefetch_multiplier is not None:
         app.conf.worker_prefetch_multiplier = settings.worker_prefetch_multiplier
+    # OTEL_TRACES_EXPORTER set (not "none"): OpenTelemetry for this worker and its children.
+    try:
+        tracing.configure_if_requested(app)
+    except ImportError as exc:  # the extra is missing, or the exporter named is
+        raise AppNotLoaded(f"tracing cannot start: {exc}") from exc
     app.set_default()
     # What exists now lives as long as the worker: out of the cyclic collector's reach, the
     # prefork children stop writing to the pages they share with this process (Python's own

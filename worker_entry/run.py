@@ -206,6 +206,12 @@ class WorkerRun:
         now = receipts.for_this_process().snapshot()
         return {name: count - self._receipts_at_start[name] for name, count in now.items()}
 
+    def first_released_due_at(self) -> float | None:
+        """The earliest ETA (``time.time()``) of the delayed tasks this run gave back
+        unstarted, None if it gave none back."""
+        return receipts.for_this_process().first_released_due_at(
+            self._receipts_at_start["released_delayed"])
+
     def request_stop(self, reason: ExitReason, *, nothing_at_hand: bool = False) -> bool:
         """Stop the worker the way Celery's own signal handlers do.
 

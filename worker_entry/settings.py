@@ -24,7 +24,7 @@ class WorkerSettings(LogSettings):
     worker_prefetch_multiplier: int | None = setting(
         None, "Messages leased per pool process; unset means the app's setting (the lesson "
         "app's is 1).", kind=click.IntRange(min=1))
-    # Job-mode defaults for Cloud Run (see the README): an empty queue costs ~10 s since
+    # Job-mode defaults for Cloud Run (see docs/entrypoint.md): an empty queue costs ~10 s since
     # delivery is event-driven; the runtime budget ends a backlog run cleanly before Cloud
     # Run's default 600 s task timeout would kill and retry it.
     worker_idle_timeout: float = setting(

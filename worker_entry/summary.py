@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import UTC, datetime
 from typing import Any
 
 from worker_entry.run import ExitReason, WorkerRun
@@ -32,7 +33,10 @@ def summary_record(
     matched them (AMQP drops those unrouted). ``processed`` counts task runs that finished
     here: succeeded, failed, or ended in a retry (the retry is a new message, run later).
     ``success_rate`` is over final outcomes only, succeeded / (succeeded + failed), and null
-    when there were none.
+    when there were none. ``released_delayed`` counts the delayed tasks (ETA or countdown
+    still ahead) given back unstarted at the stop, to come back near their ETA for whoever
+    runs then; ``released_delayed_first_due`` is the earliest of those ETAs (ISO 8601, UTC),
+    null when none.
     """
     counts = run.counters.snapshot()
     transport = run.transport_receipts()
@@ -46,6 +50,8 @@ def summary_record(
         "received": run.counters.received + unread,
         "refused": run.counters.refused + unread,
         "unmatched": transport["unmatched"],
+        "released_delayed": transport["released_delayed"],
+        "released_delayed_first_due": _iso(run.first_released_due_at()),
         "processed": final + counts["retried"],
         **counts,
         "success_rate": round(counts["succeeded"] / final, 4) if final else None,
@@ -60,6 +66,12 @@ def summary_record(
         if value is not None:
             record[name.lower()] = int(value) if value.isdigit() else value
     return record
+
+
+def _iso(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="milliseconds")
 
 
 def log_summary(

@@ -7,6 +7,9 @@
 //    "exchange": E, "routing_key": R}]}
 // stdout: one JSON array, per message {"message_id": ..., "task_id": ... (tasks only)}.
 // The emulator is used when PUBSUB_EMULATOR_HOST is set (the client reads it).
+// With "opentelemetry": true in stdin, the client's own OpenTelemetry support is on (with the
+// SDK, spans kept in memory): it writes each message's trace context into its attributes
+// (googclient_traceparent), and stdout is {"results": [...], "spans": [...]}.
 'use strict';
 
 const crypto = require('node:crypto');
@@ -37,11 +40,28 @@ function celeryTask({task, args = [], kwargs = {}, exchange, routing_key: routin
   };
 }
 
+// The OpenTelemetry SDK, its finished spans kept in memory and listed by spans().
+function startTracing() {
+  const {
+    BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor,
+  } = require('@opentelemetry/sdk-trace-base');
+  const exporter = new InMemorySpanExporter();
+  const provider = new BasicTracerProvider({spanProcessors: [new SimpleSpanProcessor(exporter)]});
+  provider.register();
+  return {
+    spans: () => exporter.getFinishedSpans().map((span) => ({
+      name: span.name, trace_id: span.spanContext().traceId, span_id: span.spanContext().spanId,
+      parent_id: span.parentSpanId || null, attributes: span.attributes,
+    })),
+  };
+}
+
 async function main() {
   const chunks = [];
   for await (const chunk of process.stdin) chunks.push(chunk);
   const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-  const pubsub = new PubSub({projectId: request.project});
+  const tracing = request.opentelemetry ? startTracing() : null;
+  const pubsub = new PubSub({projectId: request.project, enableOpenTelemetryTracing: !!tracing});
   const results = [];
   try {
     for (const spec of request.messages) {
@@ -59,7 +79,8 @@ async function main() {
   } finally {
     await pubsub.close();
   }
-  process.stdout.write(JSON.stringify(results) + '\n');
+  const output = tracing ? {results, spans: tracing.spans()} : results;
+  process.stdout.write(JSON.stringify(output) + '\n');
 }
 
 main().catch((error) => {

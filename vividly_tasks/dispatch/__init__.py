@@ -13,27 +13,10 @@ extra.
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+from vividly_tasks.extras import require_extra
 
-#: What the ``dispatch`` extra installs, by the module each package is imported as.
-EXTRA_MODULES = ("sqlalchemy", "alembic", "google.cloud.monitoring_v3", "google.cloud.run_v2",
-                 "requests", "cachecontrol")
-
-
-def _missing_extra() -> list[str]:
-    missing = []
-    for name in EXTRA_MODULES:
-        try:
-            found = find_spec(name) is not None
-        except ModuleNotFoundError:  # its parent package is missing
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
-
-
-if missing := _missing_extra():
-    raise ImportError(
-        "the dispatcher needs the dispatch extra: pip install 'vividly-tasks[dispatch]' "
-        f"(missing: {', '.join(missing)})"
-    )
+require_extra(
+    "dispatch", "the dispatcher",
+    ("sqlalchemy", "alembic", "google.cloud.monitoring_v3", "google.cloud.run_v2",
+     "requests", "cachecontrol"),
+)

@@ -251,8 +251,9 @@ def decide_on_counts(
     uncovered = waiting - covered
     if waiting == 0:
         return result(Reason.NOTHING_WAITING)
-    # While executions run, look again a window later: they may stop (runtime budget) with
-    # work left, and no wake-up would come for messages that were already there.
+    # While executions run (those of this launch too), look again a window later: they may
+    # stop (runtime budget) with work left, and no wake-up would come for messages that were
+    # already there.
     recheck = now + policy.decision_window_seconds
     if uncovered <= 0:
         return result(Reason.COVERED, check_at=recheck)
@@ -267,7 +268,7 @@ def decide_on_counts(
                       check_at=last.launched_at + policy.decision_window_seconds)
     tasks = min(math.ceil(uncovered / policy.messages_per_task),
                 policy.max_tasks - running_tasks)
-    return result(Reason.BACKLOG, task_count=tasks)
+    return result(Reason.BACKLOG, task_count=tasks, check_at=recheck)
 
 
 def active_executions(

@@ -8,12 +8,9 @@ Database errors that mean "unavailable or busy" become ``DispatchUnavailable`` h
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from sqlalchemy import Boolean, DateTime, Double, Engine, Index, Integer, Text
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from vividly_tasks import databases
@@ -85,14 +82,6 @@ def migrate(engine: Engine) -> None:
         databases.upgrade(engine, config, lock_key=MIGRATION_LOCK_KEY)
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors() -> contextlib.AbstractContextManager[None]:
     """Connection loss, timeouts and lock contention become ``DispatchUnavailable``."""
-    try:
-        yield
-    except (OperationalError, DisconnectionError, PoolTimeoutError) as exc:
-        raise DispatchUnavailable(f"the dispatchers' record is unavailable: {exc}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise DispatchUnavailable(f"the dispatchers' record: connection lost: {exc}") from exc
-        raise
+    return databases.unavailable_as(DispatchUnavailable, "the dispatchers' record")

@@ -10,27 +10,10 @@ video, storage, the Celery tasks (``tasks``) and the app that runs them (``produ
 
 from __future__ import annotations
 
-from importlib.util import find_spec
+from vividly_tasks.extras import require_extra
 
-#: What the ``lessons`` extra installs, by the module each package is imported as.
-EXTRA_MODULES = ("sqlalchemy", "alembic", "pydantic", "PIL", "google.genai",
-                 "google.cloud.storage", "google.cloud.texttospeech")
-
-
-def _missing_extra() -> list[str]:
-    missing = []
-    for name in EXTRA_MODULES:
-        try:
-            found = find_spec(name) is not None
-        except ModuleNotFoundError:  # its parent package is missing
-            found = False
-        if not found:
-            missing.append(name)
-    return missing
-
-
-if missing := _missing_extra():
-    raise ImportError(
-        "the lesson workload needs the lessons extra: pip install 'vividly-tasks[lessons]' "
-        f"(missing: {', '.join(missing)})"
-    )
+require_extra(
+    "lessons", "the lesson workload",
+    ("sqlalchemy", "alembic", "pydantic", "PIL", "google.genai", "google.cloud.storage",
+     "google.cloud.texttospeech"),
+)

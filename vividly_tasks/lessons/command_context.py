@@ -20,6 +20,7 @@ from vividly_tasks.lessons.product import VividlyCelery, create_app
 from vividly_tasks.lessons.services import ContentServices
 from vividly_tasks.lessons.settings import Settings, secret_values
 from vividly_tasks.settings import SettingsError
+from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
 
 R = TypeVar("R")
@@ -45,7 +46,12 @@ class LessonContext:
 
     @cached_property
     def app(self) -> VividlyCelery:
-        return create_app(self.settings)
+        app = create_app(self.settings)
+        try:  # OTEL_TRACES_EXPORTER set: the submit is traced (docs/tracing.md)
+            tracing.configure_if_requested(app)
+        except ImportError as exc:  # the extra is missing, or the exporter named is
+            raise config_error(f"tracing cannot start: {exc}") from None
+        return app
 
     @cached_property
     def services(self) -> ContentServices:

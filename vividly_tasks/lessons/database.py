@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from vividly_tasks import databases
@@ -52,17 +51,9 @@ class ContentDatabase:
         self.engine.dispose()
 
 
-@contextlib.contextmanager
-def translate_errors() -> Iterator[None]:
+def translate_errors() -> contextlib.AbstractContextManager[None]:
     """Connection loss, timeouts and lock contention become ``DatabaseUnavailable``."""
-    try:
-        yield
-    except (OperationalError, DisconnectionError, PoolTimeoutError) as exc:
-        raise DatabaseUnavailable(f"content database unavailable: {exc}") from exc
-    except DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise DatabaseUnavailable(f"content database connection lost: {exc}") from exc
-        raise
+    return databases.unavailable_as(DatabaseUnavailable, "content database")
 
 
 def alembic_config() -> Config:

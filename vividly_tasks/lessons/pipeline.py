@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from vividly_tasks import spans
 from vividly_tasks.lessons.errors import TimeLimitExceeded
 from vividly_tasks.lessons.generator import (
     NO_USAGE,
@@ -46,6 +47,9 @@ STAGE_PERCENT: dict[Modality, dict[Stage, int]] = {
         Stage.ENCODE: 50, Stage.STORE: 85, Stage.COMPLETE: 100,
     },
 }
+#: The span of each stage when tracing is on (vividly_tasks.spans).
+STAGE_SPANS = {Stage.SCRIPT: "generate", Stage.NARRATE: "narrate", Stage.SLIDES: "render",
+               Stage.ENCODE: "encode", Stage.STORE: "store"}
 #: Stages a text request skips (the saving is logged at completion).
 VIDEO_ONLY_STAGES = frozenset(
     STAGE_PERCENT[Modality.VIDEO].keys() - STAGE_PERCENT[Modality.TEXT].keys()
@@ -112,6 +116,7 @@ class _Clock:
         return left
 
 
+@spans.staged
 def run_pipeline(
     request: RequestFields, *, config: PipelineConfig, generator: LessonGenerator,
     storage: Storage, reporter: ProgressReporter, workdir: Path,
@@ -132,6 +137,8 @@ def run_pipeline(
     def enter(stage: Stage) -> None:
         clock.remaining()
         reporter.stage(stage, percent[stage])
+        spans.stage(STAGE_SPANS[stage], **{"vividly.stage": stage.value,
+                                           "vividly.request_id": str(request.id)})
 
     kept = StageStore(storage, request.id, workdir)
     enter(Stage.SCRIPT)
@@ -141,8 +148,11 @@ def run_pipeline(
         nonlocal spent
         spent += usage
         reporter.usage(usage)
+        spans.add_usage(model=usage.model, prompt_tokens=usage.prompt_tokens,
+                        output_tokens=usage.output_tokens, calls=usage.calls)
 
     lesson, writer = _lesson(request, spec, generator, kept, count)
+    spans.annotate(**{"vividly.generator": writer})
     files = {
         "lesson.md": _write(workdir / "lesson.md", render_markdown(lesson)),
         "lesson.html": _write(workdir / "lesson.html", render_html(lesson)),

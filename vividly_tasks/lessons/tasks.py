@@ -37,6 +37,7 @@ from celery.exceptions import Reject
 from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 
+from vividly_tasks import spans
 from vividly_tasks.lessons.errors import (
     EnqueueFailed,
     InvalidRequest,
@@ -208,13 +209,16 @@ def submit_content_request(
     """The Python submit API: create the request row and enqueue its generation."""
     settings: Settings = app.settings
     services = content_services(settings)
-    return submit(
-        services.repository,
-        functools.partial(send_generate_content, app),
-        topic=topic, modality=modality, subject=subject, grade_level=grade_level,
-        max_topic_chars=settings.content_max_topic_chars,
-        max_field_chars=settings.content_max_field_chars, request_id=request_id,
-    )
+    with spans.span("submit", **{"vividly.modality": modality}):
+        row = submit(
+            services.repository,
+            functools.partial(send_generate_content, app),
+            topic=topic, modality=modality, subject=subject, grade_level=grade_level,
+            max_topic_chars=settings.content_max_topic_chars,
+            max_field_chars=settings.content_max_field_chars, request_id=request_id,
+        )
+        spans.annotate(**{"vividly.request_id": str(row.id)})
+        return row
 
 
 @shared_task(bind=True, name="vividly.submit_content")

@@ -26,7 +26,7 @@ from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import defaults, plain_messages, wire
+from vividly_tasks.transport import defaults, plain_messages, receipts, tracing, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
@@ -674,6 +674,8 @@ class Channel(virtual.Channel):
         lease = self._settle(delivery_tag)
         if lease is not None:
             self.pubsub.background.ack(lease.subscription, lease.ack_id)
+            if lease.span is not None:
+                settled(lease, "ack")
         self._refill_soon()
 
     def _refill_soon(self) -> None:
@@ -690,14 +692,19 @@ class Channel(virtual.Channel):
         if lease is not None:
             if requeue:
                 self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, 0)
+                if lease.span is not None:
+                    settled(lease, "nack", deadline_seconds=0)
             else:
                 route = self._route_of_subscription(lease.subscription)
                 received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
                 task = lease.original.attributes.get("task") if lease.original else None
-                self.inbound.dead_letter(route, received, reason or (
+                reason = reason or (
                     f"rejected without requeue by the consumer (task {task or 'unknown'}; "
                     "the worker log says why)"
-                ))
+                )
+                self.inbound.dead_letter(route, received, reason)
+                if lease.span is not None:
+                    settled(lease, "dead letter", reason=reason)
         self._refill_soon()
 
     def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:
@@ -761,12 +768,18 @@ class Channel(virtual.Channel):
         released = self.pubsub.leases.pop_all(tags)
         limit = self.max_delivery_attempts - 1
         for lease in released:
+            if not lease.started and lease.eta is not None and lease.eta > now:
+                # Work handed to whoever runs when it is due (the worker's summary says so).
+                receipts.for_this_process().add_released_delayed(lease.eta)
             if renew and not lease.started and lease.delivery_attempt >= limit \
                     and self.renew(lease):
+                if lease.span is not None:
+                    settled(lease, "renew")
                 continue
-            self.pubsub.background.set_deadline(
-                lease.subscription, lease.ack_id, 0 if at_once else lease.release_deadline(now)
-            )
+            deadline = 0 if at_once else lease.release_deadline(now)
+            self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, deadline)
+            if lease.span is not None:
+                settled(lease, "nack", deadline_seconds=deadline)
         if released:
             logger.info("released %d unstarted message(s) back to Pub/Sub", len(released))
 
@@ -840,6 +853,14 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
+
+
+def settled(lease: Lease, outcome: str, **details: Any) -> None:
+    """End a settled message's receive span (tracing.py): how it was settled."""
+    spans = tracing.hooks
+    if spans is not None:
+        spans.settled(lease.span, outcome, **details)
+    lease.span = None
 
 
 def listed(value: Any) -> list[str]:

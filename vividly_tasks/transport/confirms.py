@@ -22,6 +22,7 @@ A process killed outright (SIGKILL) loses what was queued or in flight and not y
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.api_core import exceptions as google_errors
 
+from vividly_tasks.transport import tracing
 from vividly_tasks.transport.errors import TRANSIENT_ERRORS, PubSubChannelError, translate
 from vividly_tasks.transport.naming import short_name
 
@@ -78,6 +80,8 @@ class Pending:
     #: The publishing connection's ``on_publish_confirmed`` hook, told the labels confirmed.
     on_confirmed: Callable[[list[str]], None] | None = None
     recreated: bool = False
+    #: Its ``create`` span when tracing is on (tracing.py), ended when it is settled.
+    span: Any = None
 
 
 @dataclass
@@ -123,14 +127,14 @@ class PublishPipeline:
     def submit(
         self, topic: str, message: Any, *, timeout_seconds: float,
         recreate_topic: Callable[[str], None] | None = None,
-        on_confirmed: Callable[[list[str]], None] | None = None,
+        on_confirmed: Callable[[list[str]], None] | None = None, span: Any = None,
     ) -> None:
         """Queue ``message``; blocks while ``max_in_flight`` are unconfirmed. Raises the
         failures of earlier publishes first."""
         self.raise_failures()
         item = Pending(topic, message, label_of(message.attributes, topic),
                        time.monotonic() + timeout_seconds, message.ByteSize(),
-                       recreate_topic, on_confirmed)
+                       recreate_topic, on_confirmed, span=span)
         with self._condition:
             while self.in_flight >= self.max_in_flight:
                 self._condition.wait()
@@ -247,15 +251,18 @@ class PublishPipeline:
             except Exception as exc:  # reported with the messages it stops
                 self._finish_failed(items, f"the topic could not be recreated: {exc}")
                 return
-        try:
-            self.data_plane().publish(
-                topic, [item.message for item in items],
-                timeout=max(1.0, max(item.deadline for item in items) - time.monotonic()),
-            )
-        except Exception as exc:
-            self._after_error(topic, items, exc)
-        else:
-            self._finish_confirmed(items)
+        spans = tracing.hooks
+        traced = [item.span for item in items if item.span is not None] if spans else []
+        with spans.batch(topic, traced) if spans and traced else contextlib.nullcontext():
+            try:
+                message_ids = self.data_plane().publish(
+                    topic, [item.message for item in items],
+                    timeout=max(1.0, max(item.deadline for item in items) - time.monotonic()),
+                )
+            except Exception as exc:
+                self._after_error(topic, items, exc)
+            else:
+                self._finish_confirmed(items, message_ids)
 
     def _after_error(self, topic: str, items: list[Pending], error: Exception) -> None:
         now = time.monotonic()
@@ -284,7 +291,14 @@ class PublishPipeline:
                 self._retries.append(_Retry(due, items))
                 self._work.notify()
 
-    def _finish_confirmed(self, items: list[Pending]) -> None:
+    def _finish_confirmed(self, items: list[Pending], message_ids: Any = ()) -> None:
+        spans = tracing.hooks
+        if spans is not None:
+            ids = list(message_ids or ())
+            ids = ids if len(ids) == len(items) else [None] * len(items)
+            for item, message_id in zip(items, ids, strict=True):
+                if item.span is not None:
+                    spans.confirmed(item.span, message_id)
         with self._condition:
             self.in_flight -= len(items)
             self.confirmed += len(items)
@@ -302,9 +316,12 @@ class PublishPipeline:
     def _finish_failed(self, items: list[Pending], reason: str) -> None:
         if not items:
             return
+        spans = tracing.hooks
         for item in items:
             logger.error("publish of %s failed, not sent: %s", item.label, reason,
                          extra={"task": item.label})
+            if spans is not None and item.span is not None:
+                spans.failed(item.span, reason)
         with self._condition:
             self.in_flight -= len(items)
             self._failures.extend((item.label, reason) for item in items)

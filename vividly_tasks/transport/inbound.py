@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from vividly_tasks.transport import plain_messages, receipts, wire
+from vividly_tasks.transport import plain_messages, receipts, tracing, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.leases import Lease
@@ -127,6 +127,10 @@ class Inbound:
             max_lease_seconds=self.max_lease_seconds,
             eta=eta_timestamp(headers.get("eta")), original=message, delivery_attempt=attempt,
         )
+        spans = tracing.hooks
+        if spans is not None:
+            lease.span = spans.start_receive(subscription, route.spec.topic, received, payload,
+                                             attempt)
         self.on_leased(tag)
         self.pubsub.leases.add(tag, lease)
         return payload
@@ -152,6 +156,9 @@ class Inbound:
         """Settle a message that could not be read: ``dead_letter``, counted (receipts.py)."""
         counted = "dropped" if route.spec.dead_letter_topic is None else "dead_lettered"
         receipts.for_this_process().add(counted)
+        spans = tracing.hooks
+        if spans is not None:
+            spans.refused(route.spec.path, route.spec.topic, received, reason)
         self.dead_letter(route, received, reason)
 
     def drop_unmatched(self, route: QueueRoute, received: Any, exchange: str,

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from vividly_tasks.transport import tracing
 from vividly_tasks.transport.background import BackgroundCalls
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Lease:
     #: The consumer began working on it (the worker behaviours say so: a task handed to the
     #: pool). A release of a message that never started is not a failed attempt.
     started: bool = False
+    #: Its receive span while tracing is on (tracing.py), ended when it is settled.
+    span: Any = None
 
     def next_extension(self) -> float:
         """time.monotonic() at which this lease's next extension is due."""
@@ -120,8 +123,12 @@ class LeaseBook:
                     "its lease, so Pub/Sub will redeliver it",
                     lease.message_id, lease.max_lease_seconds,
                 )
+                if lease.span is not None and (spans := tracing.hooks) is not None:
+                    spans.settled(lease.span, "lease expired")
             elif lease.extension_due(now):
                 lease.extended_at = now
                 self.calls.set_deadline(
                     lease.subscription, lease.ack_id, lease.ack_deadline_seconds
                 )
+                if lease.span is not None and (spans := tracing.hooks) is not None:
+                    spans.extended(lease.span, lease.ack_deadline_seconds)

@@ -18,7 +18,7 @@ from typing import Any
 
 from google.api_core import exceptions as google_errors
 
-from vividly_tasks.transport import wire
+from vividly_tasks.transport import tracing, wire
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import RECENT_COMMANDS
 from vividly_tasks.transport.confirms import PublishPipeline
@@ -49,6 +49,25 @@ class Publisher:
     on_confirmed: Callable[[list[str]], None] | None = None
 
     def publish(self, message: dict[str, Any], exchange: str, routing_key: str) -> None:
+        spans = tracing.hooks
+        if spans is None:
+            self._publish(message, exchange, routing_key, None)
+            return
+        properties = message.setdefault("properties", {})
+        if self.fire_and_forget(exchange, properties):  # events: lossy, and never traced
+            self._publish(message, exchange, routing_key, None)
+            return
+        pipelined = self.pipeline is not None and not self.is_command(exchange)
+        span = spans.start_publish(message.setdefault("headers", {}), pipelined=pipelined)
+        try:
+            self._publish(message, exchange, routing_key, span)
+        except BaseException as exc:
+            spans.failed(span, exc)
+            raise
+
+    def _publish(self, message: dict[str, Any], exchange: str, routing_key: str,
+                 span: Any) -> None:
+        """``publish``, with the message's producer span (tracing.py) or None."""
         body, body_encoding = wire.text_body(message["body"], message.get("content-encoding"))
         message["body"] = body
         properties = message.setdefault("properties", {})
@@ -67,11 +86,18 @@ class Publisher:
             )
         topic = self.topic_for(exchange, routing_key)
         pubsub_message = PubsubMessage(data=envelope.data, attributes=envelope.attributes)
-        if self.fire_and_forget(exchange, properties):
+        if span is None and self.fire_and_forget(exchange, properties):
             self.pubsub.background.publish(topic, pubsub_message)
             return
+        pipelined = self.pipeline is not None and not self.is_command(exchange)
+        if span is not None:
+            spans = tracing.hooks
+            if spans is not None:
+                spans.prepared(span, topic, pubsub_message, pipelined=pipelined)
         if self.is_command(exchange):
-            RECENT_COMMANDS.note(self.publish_confirmed(topic, pubsub_message))
+            message_id = self.publish_confirmed(topic, pubsub_message)
+            RECENT_COMMANDS.note(message_id)
+            self._confirmed(span, message_id)
             return
         marker = RECENT_COMMANDS.marker()
         if marker is not None:
@@ -80,10 +106,15 @@ class Publisher:
             self.pipeline.submit(
                 topic, pubsub_message, timeout_seconds=self.timeout_seconds,
                 recreate_topic=self.recreate_topic if self.auto_create else None,
-                on_confirmed=self.on_confirmed,
+                on_confirmed=self.on_confirmed, span=span,
             )
             return
-        self.publish_confirmed(topic, pubsub_message)
+        self._confirmed(span, self.publish_confirmed(topic, pubsub_message))
+
+    @staticmethod
+    def _confirmed(span: Any, message_id: str) -> None:
+        if span is not None and (spans := tracing.hooks) is not None:
+            spans.confirmed(span, message_id)
 
     def fire_and_forget(self, exchange: str, properties: dict[str, Any]) -> bool:
         """Whether a publish may return before Pub/Sub has it: only Celery's events and its

@@ -19,6 +19,7 @@ from celery import current_task
 from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_init
 from pythonjsonlogger.json import JsonFormatter
 
+from vividly_tasks import spans
 from vividly_tasks.worker.redaction import Redact, Redactor
 from vividly_tasks.worker.safe_text import printable
 
@@ -28,7 +29,9 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class TaskContextFilter(logging.Filter):
-    """Adds the running Celery task's id and name to records logged while it runs."""
+    """Adds the running Celery task's id and name to records logged while it runs, and, when
+    tracing is on (``tracing.py``) and a span is active, Cloud Logging's trace fields
+    (``logging.googleapis.com/trace``, ``.../spanId``, ``.../trace_sampled``)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         task = current_task
@@ -36,6 +39,9 @@ class TaskContextFilter(logging.Filter):
         if request_id and not hasattr(record, "task_id"):
             record.task_id = request_id
             record.task_name = task.name
+        trace_fields = spans.trace_log_fields()
+        if trace_fields is not None:
+            record.__dict__.update(trace_fields)
         return True
 
 
