@@ -12,6 +12,7 @@ its clients), measured once per round. Rounds interleave the brokers in a rotati
 each figure is the median of its rounds. Not a timed test::
 
     .venv/bin/python bench/cloud_distance.py [--quick] [--rtt-ms 0 10 20 50] [--rounds 3]
+                                             [--pull-ahead N]
 
 Writes docs/benchmarks-cloud-distance.md and bench/results/cloud_distance.json. The harness
 (workers, brokers' settings, figures) is bench/transport.py's; its workers load its tasks.
@@ -56,6 +57,8 @@ STREAMING = "streaming"
 LOOPBACK = "redis"
 NAP_SECONDS = 0.05
 JOB_IDLE_SECONDS = 1.0
+#: The product's setting of our transport's ``pull_ahead`` option (``--pull-ahead``).
+PULL_AHEAD_VARIABLE = "PUBSUB_PULL_AHEAD"
 CLI_TIMEOUT_SECONDS = 60.0
 
 
@@ -349,7 +352,9 @@ def render(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes, load
         "no delay (one more loopback hop than bench/transport.py)",
         f"- workers: prefork `celery worker --concurrency 2 --prefetch-multiplier "
         f"{args.prefetch_multiplier} -E`, acks late, results in Redis (loopback); a fresh "
-        "emulator project per broker and round",
+        "emulator project per broker and round; our transport's pull-ahead: "
+        + ("the default" if args.pull_ahead is None else f"`{PULL_AHEAD_VARIABLE}="
+           f"{args.pull_ahead}`" + (" (off)" if args.pull_ahead == 0 else "")),
         *([f"- {TITLES[STREAMING]}: the client's `subscribe()` with `FlowControl(max_messages="
            f"{2 * args.prefetch_multiplier})` (the workers' prefetch) and as many callback "
            "threads, each sleeping the task's time before its ack (acks in the client's own "
@@ -440,6 +445,8 @@ def variant(args: argparse.Namespace) -> str:
         parts.append("--brokers " + " ".join(args.brokers))
     if args.prefetch_multiplier != 1:
         parts.append(f"--prefetch-multiplier {args.prefetch_multiplier}")
+    if args.pull_ahead is not None:
+        parts.append(f"--pull-ahead {args.pull_ahead}")
     return " ".join(parts)
 
 
@@ -472,6 +479,9 @@ def parse_args() -> argparse.Namespace:
                         help="Redis on loopback beside them (none: --loopback)")
     parser.add_argument("--prefetch-multiplier", type=int, default=1,
                         help="every broker's (the product's default is 1)")
+    parser.add_argument("--pull-ahead", type=int, default=None,
+                        help="our transport's pull_ahead (PUBSUB_PULL_AHEAD) for every process "
+                        "of the run; 0 turns it off (default: the transport's own)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     # A run with other --brokers or --prefetch-multiplier writes its own doc block and entry.
     parser.add_argument("--json", type=Path, default=None,
@@ -487,6 +497,10 @@ def main() -> None:
     command = shlex.join([".venv/bin/python", "bench/cloud_distance.py", *sys.argv[1:]])
     for name in harness.PRODUCT_ENV:
         os.environ.pop(name, None)
+    if args.pull_ahead is not None:  # read by every app's settings, the workers' included
+        os.environ[PULL_AHEAD_VARIABLE] = str(args.pull_ahead)
+    else:
+        os.environ.pop(PULL_AHEAD_VARIABLE, None)
     loads = [harness.load_average()]
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:

@@ -256,6 +256,11 @@ class PubSubSettings(EnvSettings):
     pubsub_max_delivery_attempts: int = setting(
         defaults.MAX_DELIVERY_ATTEMPTS, "Delivery attempts before Pub/Sub dead-letters.",
         kind=click.IntRange(5, 100))
+    pubsub_pull_ahead: int = setting(
+        defaults.PULL_AHEAD,
+        "Messages per prefetch slot a worker may hold ahead while a backlog exists, hiding a "
+        "Pull's round trip; each starts within about a second or goes back. 0: off.",
+        kind=click.IntRange(min=0))
     pubsub_plain_message_tasks: tuple[tuple[str, str], ...] = setting(
         (), "JSON object queue -> task: each plain (non-Celery) message on the queue runs the "
         "task with the message's JSON object as keyword arguments (see docs/wire-format.md).",
@@ -275,6 +280,7 @@ class PubSubSettings(EnvSettings):
             "max_lease_seconds": self.pubsub_max_lease_seconds,
             "max_delivery_attempts": self.pubsub_max_delivery_attempts,
             "plain_message_tasks": self.plain_message_tasks,
+            "pull_ahead": self.pubsub_pull_ahead,
         }
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property, partial
@@ -43,6 +44,7 @@ from vividly_tasks.transport.naming import resource_id, short_name, topic_path
 from vividly_tasks.transport.prefetch import PrefetchRoom
 from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
 from vividly_tasks.transport.publishing import Publisher
+from vividly_tasks.transport.pull_ahead import PullAhead
 from vividly_tasks.transport.receiver import (
     CONNECTION_CODES,
     QUIET_CODES,
@@ -133,6 +135,12 @@ class Channel(virtual.Channel):
     default_broadcast_pull_timeout_seconds = 30.0
     #: Outstanding messages per channel when the consumer sets no prefetch count.
     default_max_outstanding_messages = 100
+    #: Pull-ahead (pull_ahead.py): at most this many messages per prefetch slot leased and
+    #: held beyond the prefetch count while a backlog exists, so a freed slot starts its next
+    #: task without a Pull's round trip; 0 turns it off. A held message that finds no free
+    #: slot within ``pull_ahead_hold_seconds`` is released for another worker.
+    default_pull_ahead = defaults.PULL_AHEAD
+    default_pull_ahead_hold_seconds = 1.0
     #: Seconds that basic_get (SimpleQueue.get_nowait) waits for a message.
     default_get_timeout_seconds = 1.0
     #: Deadline of a confirmed publish, retries included.
@@ -536,11 +544,13 @@ class Channel(virtual.Channel):
             if puller is not None:
                 puller.stop()
                 self._stopping.append(puller)
+            self._release(self.pull_ahead.take(queue), renew=True)  # held for the consumer
         return result
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
                   apply_global: bool = False) -> None:
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
+        self._hand_over(self.pull_ahead.due(self.qos.prefetch_count))
         self.kick_pullers()
 
     def kick_pullers(self, skip: Puller | None = None) -> None:
@@ -556,8 +566,24 @@ class Channel(virtual.Channel):
         if no_ack:
             return NO_ACK_PULL_SIZE
         consumers = sum(1 for puller in self._pullers.values() if not puller.no_ack)
-        limit = self.qos.prefetch_count or self.max_outstanding_messages
+        slots = self.qos.prefetch_count
+        limit = slots + self.pull_ahead.allowance(slots) if slots else \
+            self.max_outstanding_messages
         return self._room.reserve(limit, consumers, holding)
+
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        self.pull_ahead.note_pull(asked, got, seconds)
+
+    @cached_property
+    def pull_ahead(self) -> PullAhead:
+        return PullAhead(per_slot=self.connection.option("pull_ahead", int),
+                         hold_seconds=self.connection.option("pull_ahead_hold_seconds", float),
+                         release=self._release_held)
+
+    def _hand_over(self, deliveries: list[tuple[str, dict[str, Any], str | None]]) -> None:
+        """To the consumer: messages of task queues that have a prefetch slot (pull_ahead.py)."""
+        for queue, payload, after in deliveries:
+            self.connection.enqueue_delivery(self, queue, payload, after=after)
 
     def unreserve(self, count: int) -> None:
         self._room.unreserve(count)
@@ -605,11 +631,16 @@ class Channel(virtual.Channel):
                 self.pubsub.background.set_deadline(puller.route.spec.path, message.ack_id, 0)
                 continue
             payload = self.accept(puller.route, message, no_ack=puller.no_ack)
-            if payload is not None:
+            after = message.message.attributes.get(wire.AFTER_ATTRIBUTE)
+            if payload is not None and not puller.no_ack:
+                self._hand_over(self.pull_ahead.admit(
+                    payload["properties"]["delivery_tag"], puller.route.queue,
+                    (puller.route.queue, payload, after), self.qos.prefetch_count,
+                ))
+            elif payload is not None:
                 self.connection.enqueue_delivery(
                     self, puller.route.queue, payload,
-                    after=message.message.attributes.get(wire.AFTER_ATTRIBUTE),
-                    broadcast=puller.no_ack and puller.route.fanout,
+                    after=after, broadcast=puller.route.fanout,
                 )
 
     @cached_property
@@ -633,8 +664,10 @@ class Channel(virtual.Channel):
     # --- settling ---------------------------------------------------------------------------
     def _settle(self, delivery_tag: str) -> Lease | None:
         lease = self.pubsub.leases.pop(delivery_tag)
+        due = self.pull_ahead.settled(delivery_tag, self.qos.prefetch_count)
         self._room.discard(delivery_tag)
         self.qos.ack(delivery_tag)  # Kombu's own bookkeeping of delivered messages
+        self._hand_over(due)  # a slot freed: a message held ahead starts without a Pull
         return lease
 
     def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
@@ -717,7 +750,20 @@ class Channel(virtual.Channel):
         message that a fleet of short jobs keeps receiving and giving back (a countdown due
         in an hour, jobs that exit every ten minutes).
         """
-        tags = self._room.take_all()
+        self.pull_ahead.take()
+        self._release(self._room.take_all(), at_once=at_once, renew=renew)
+
+    def _release_held(self, tags: list[str]) -> None:
+        """Runs on a timer: messages held ahead that found no free slot go to other workers."""
+        logger.info("%d message(s) held ahead found no free slot within %.1f s",
+                    len(tags), self.pull_ahead.hold_seconds)
+        self._release(tags, renew=True)
+
+    def _release(self, tags: Iterable[str], *, at_once: bool = False,
+                 renew: bool = False) -> None:
+        tags = set(tags)
+        for tag in tags:
+            self._room.discard(tag)
         now = time.time()
         released = self.pubsub.leases.pop_all(tags)
         limit = self.max_delivery_attempts - 1
@@ -780,7 +826,9 @@ class Channel(virtual.Channel):
             self._stopping.clear()
             if connection.lost:
                 # Celery is replacing a broken connection while tasks may still run: their
-                # messages keep their leases (extended per process) and are acked when done.
+                # messages keep their leases (extended per process) and are acked when done;
+                # those held ahead were never handed over (pull_ahead.py).
+                self._release(self.pull_ahead.take(), at_once=True)
                 logger.info("connection lost: keeping %d lease(s) of this channel", len(self._room))
             else:
                 self.release_all(renew=True)

@@ -16,3 +16,7 @@ ACK_DEADLINE_SECONDS = 60
 MAX_LEASE_SECONDS = 7200
 #: Pub/Sub dead-letters a message after this many deliveries (5-100).
 MAX_DELIVERY_ATTEMPTS = 5
+#: Messages per prefetch slot that a channel may lease and hold beyond its prefetch count
+#: while a backlog exists, so that a freed slot's next task does not wait for a Pull's round
+#: trip (the transport's ``pull_ahead.py``); 0 turns it off.
+PULL_AHEAD = 8

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Protocol
 
 import grpc
@@ -63,6 +64,10 @@ class PullHost(Protocol):
     def unreserve(self, count: int) -> None:
         """Give back room a Pull reserved and did not fill."""
 
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        """A task-queue Pull for ``asked`` messages brought ``got``, ``seconds`` after it was
+        issued."""
+
     def kick_pullers(self, skip: Any = None) -> None:
         """Let every consumer of the channel pull again (there may be room)."""
 
@@ -87,6 +92,7 @@ class Puller:
         self.no_ack = no_ack
         self._lock = threading.Lock()
         self._in_flight: dict[Any, int] = {}  # Pull future -> room it reserved
+        self._issued: dict[Any, float] = {}  # Pull future -> time.monotonic() it was issued
         self._stopped = False
         self._idle = threading.Event()
         self._idle.set()
@@ -117,6 +123,7 @@ class Puller:
                 self.channel.report_pull_error(self.route, exc)
                 return
             self._in_flight[future] = count
+            self._issued[future] = time.monotonic()
             self._idle.clear()
         future.add_done_callback(self._on_done)
 
@@ -140,9 +147,10 @@ class Puller:
     def _on_done(self, future: Any) -> None:
         with self._lock:
             reserved = self._in_flight.pop(future, 0)
+            issued = self._issued.pop(future, None)
             stopped = self._stopped
         try:
-            received = self._handle(future, reserved, stopped=stopped)
+            received = self._handle(future, reserved, stopped=stopped, issued=issued)
         finally:
             with self._lock:
                 others_in_flight = bool(self._in_flight)
@@ -155,7 +163,8 @@ class Puller:
         quiet = received == 0 and others_in_flight
         self.channel.kick_pullers(skip=self if quiet else None)
 
-    def _handle(self, future: Any, reserved: int, *, stopped: bool) -> int:
+    def _handle(self, future: Any, reserved: int, *, stopped: bool,
+                issued: float | None = None) -> int:
         """Settle a finished Pull; the number of messages it brought."""
         if future.cancelled():
             self._unreserve(reserved)
@@ -168,6 +177,8 @@ class Puller:
                 self.channel.report_pull_error(self.route, error)
             return 0
         received = list(future.result().received_messages)
+        if not self.no_ack and issued is not None:
+            self.channel.note_pull(reserved, len(received), time.monotonic() - issued)
         try:
             self.channel.on_pulled(self, received, stopped=stopped)
         except Exception:
