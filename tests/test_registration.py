@@ -24,7 +24,7 @@ from celery import Celery, _state, current_app, signals
 # What the libraries we build on do when imported (Celery's modules read REMAP_SIGTERM and
 # the like) is theirs: imported first, so what is recorded is ours.
 import celery.concurrency.prefork, celery.worker.consumer, celery.worker.request
-import pythonjsonlogger.json, pydantic_settings
+import click, pythonjsonlogger.json
 
 user_app = Celery("theirs", broker="memory://", set_as_current=True)
 
