@@ -26,7 +26,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar, get_args
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 import click
@@ -34,8 +34,6 @@ import click
 from vividly_tasks.transport import defaults
 from vividly_tasks.worker.logs import LogFormat
 from vividly_tasks.worker.redaction import MASK, mask_url_password, url_secrets
-
-S = TypeVar("S", bound="EnvSettings")
 
 
 class SettingsError(ValueError):
@@ -132,8 +130,6 @@ def choice(kind: Any) -> Kind:
 class EnvSettings:
     """Base of every settings class: made from the environment, frozen, hashable."""
 
-    _environ: ClassVar[Mapping[str, str] | None] = None
-
     def __init__(self, _environ: Mapping[str, str] | None = None, **overrides: Any) -> None:
         environ = os.environ if _environ is None else _environ
         by_variable = {variable(field): field.name for field in settings_fields(type(self))}
@@ -161,15 +157,11 @@ class EnvSettings:
         if problems:
             raise SettingsError(problems)
         object.__setattr__(self, "_chosen", frozenset(chosen))
-        self.__post_init__()
 
     def chosen(self) -> frozenset[str]:
         """The fields set by the environment or an override, not left to their default."""
-        chosen: frozenset[str] = getattr(self, "_chosen", frozenset())
+        chosen: frozenset[str] = getattr(self, "_chosen")  # noqa: B009 - set in __init__
         return chosen
-
-    def __post_init__(self) -> None:
-        """Checks across fields: raise ``SettingsError``."""
 
 
 def settings_fields(cls: type) -> Iterator[dataclasses.Field[Any]]:
@@ -184,17 +176,6 @@ def variable(field: dataclasses.Field[Any]) -> str:
 def variables(cls: type) -> list[str]:
     """The environment variables a settings class reads."""
     return [variable(field) for field in settings_fields(cls)]
-
-
-def environment_variable(cls: type, name: str) -> str:
-    """The environment variable of a field (for the docs and error messages)."""
-    return variable(next(field for field in settings_fields(cls) if field.name == name))
-
-
-def describe(cls: type) -> list[tuple[str, str, str]]:
-    """(variable, default, help) of every setting: what docs/configuration.md lists."""
-    return [(variable(field), "" if field.default is None else str(field.default),
-             field.metadata["help"]) for field in settings_fields(cls)]
 
 
 def redacted(settings: EnvSettings) -> dict[str, Any]:
