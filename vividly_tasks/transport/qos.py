@@ -12,9 +12,10 @@ has taken it, and leaves through one settle, which updates every part together:
 * Kombu's own bookkeeping of delivered messages (``virtual.QoS``).
 
 Settles: ``ack``; ``reject`` with requeue (a nack: Pub/Sub redelivers this very message) or
-without (the dead-letter topic, with the reason); releases (``release_all``, ``release_queue``,
-expired holds) give unsettled messages back, a delayed task near its ETA. Each ends the
-message's receive span (tracing.py) with its outcome.
+without (the dead-letter topic, with the reason); releases give unsettled messages back, a
+delayed task near its ETA: on recover (``restore_unacked``), when a consumer stops
+(``release_queue``), when a held message finds no slot in time, and when the channel closes
+(``restore_unacked_once``). Each ends the message's receive span (tracing.py) with its outcome.
 """
 
 from __future__ import annotations
