@@ -450,8 +450,10 @@ def render(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes, load
         "",
         *table(results, args, sizes),
     ]
-    lines += ["", *targets(results, args), "", *round_lines(results)]
-    notes = [f"- {column}: {note}" for column, f in results.items() for note in f.notes]
+    lines += ["", *calls_table(results, args), "", *targets(results, args), "",
+              *round_lines(results)]
+    notes = [f"- {column}: {note}" for column, f in results.items() for note in f.notes
+             if note.split(":", 1)[0] not in COUNTED]
     if notes:
         lines += ["", "Run notes:", "", *notes]
     lines.append(end)
@@ -493,6 +495,34 @@ def table(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes) -> li
                 cells.append(cell_text(redis_figures, key, scale, fmt))
             lines.append(f"| {label} | {rtt:g} | " + " | ".join(cells) + " |")
             label = ""  # the measure's name once per group
+    return lines
+
+
+def calls_table(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Our start-up and CLI paths: Pub/Sub calls made, how many one after another, wall."""
+    if "ours" not in args.brokers:
+        return []
+    lines = ["Pub/Sub calls per path, ours (bench/call_count.py: every gRPC call of the path's "
+             "processes, a worker's until it is ready; sequential = the longest chain of calls "
+             "that ran one after another, each a round trip waited for; medians of the rounds; "
+             "the methods of the last round):", "",
+             "| path | round trip (ms) | calls | sequential | wall (s) | vs 0 ms | calls made |",
+             "|---|---|---|---|---|---|---|"]
+    near = results.get(f"ours@{min(args.rtt_ms):g}")
+    for key in COUNTED:
+        label = COUNTED_LABELS[key]
+        for rtt in sorted(args.rtt_ms):
+            figures = results.get(f"ours@{rtt:g}")
+            if figures is None or key not in figures.values:
+                continue
+            made = [note.split(" (", 1)[-1].rstrip(")") for note in figures.notes
+                    if note.startswith(f"{key}: ")]
+            lines.append(
+                f"| {label} | {rtt:g} | {cell_text(figures, f'{key}_calls', 1.0, '{:.0f}')} | "
+                f"{cell_text(figures, f'{key}_sequential', 1.0, '{:.0f}')} | "
+                f"{figures.values[key]:.2f} | {versus_loopback(figures, near, key)} | "
+                f"{made[-1] if made else '-'} |")
+            label = ""
     return lines
 
 
