@@ -216,6 +216,15 @@ class Cell:
         time.sleep(1.0)  # queued well before the worker starts, as in bench/transport.py
         self.run.ledger.delete(harness.DONE_KEY)
 
+    def declare_queue(self) -> None:
+        """The task queue created directly, not through the proxy nor counted."""
+        with emulator_host(self.direct):
+            app = self.run.make_app()
+            try:
+                harness.declare_task_queue(app)
+            finally:
+                app.close()
+
     def drain(self, task_name: str, args: tuple[Any, ...], count: int) -> float:
         self.queue_backlog(task_name, args, count)
         figures = self.run.figures
@@ -336,6 +345,8 @@ class Cell:
                     "bench.noop", (), sizes.noop_tasks))
                 figures.measure_round("drain_nap", lambda: self.drain(
                     "bench.nap", (NAP_SECONDS,), sizes.nap_tasks))
+            if self.paths_only:  # the queue exists, as after the drains (and in production)
+                self.declare_queue()
             self.counted_worker_start()  # on an empty queue
             if not self.paths_only:
                 figures.measure_round("latency", self.latency)
