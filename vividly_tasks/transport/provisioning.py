@@ -310,11 +310,15 @@ def concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
     threads do not survive a prefork worker's fork, and admin calls are few."""
     if len(calls) <= 1:
         return [call() for call in calls]
-    with ThreadPoolExecutor(max_workers=min(len(calls), MAX_CONCURRENT_CALLS),
-                            thread_name_prefix="pubsub-admin") as pool:
-        # Each in a copy of the caller's context: a span open around the declare stays the
-        # parent of the calls' own.
-        futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(calls), MAX_CONCURRENT_CALLS),
+                                thread_name_prefix="pubsub-admin") as pool:
+            # Each in a copy of the caller's context: a span open around the declare stays
+            # the parent of the calls' own.
+            futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    except RuntimeError:
+        # The interpreter is exiting (no new threads after it began): one after another.
+        return [call() for call in calls]
     return [future.result() for future in futures]
 
 

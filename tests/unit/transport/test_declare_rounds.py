@@ -4,16 +4,18 @@ rounds a caller waits for, not only what ends up existing."""
 
 from __future__ import annotations
 
+import concurrent.futures.thread
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from google.api_core import exceptions as google_errors
 from google.pubsub_v1 import Subscription, Topic
 
 from vividly_tasks.transport.bindings import BindingRecords, record_path, records_topic
-from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
+from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec, concurrently
 from vividly_tasks.transport.provisioning_plan import make_plan, queue_resources
 
 TRIP = 0.1
@@ -191,3 +193,19 @@ def test_a_plan_reads_every_resource_at_once_and_names_each_missing_one() -> Non
         record_path(PROJECT, "vividly-lessons", ("direct", "lessons")),
     ]
     assert [step.action for step in plan.steps[:4]] == ["ok"] * 4
+
+
+def test_calls_side_by_side_keep_their_order_and_raise_the_first_failure() -> None:
+    def failing(text: str) -> str:
+        raise ValueError(text)
+
+    assert concurrently([lambda: 1, lambda: 2, lambda: 3]) == [1, 2, 3]
+    with pytest.raises(ValueError, match="first"):
+        concurrently([lambda: 1, lambda: failing("first"), lambda: failing("second")])
+
+
+def test_at_interpreter_exit_the_calls_run_one_after_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(concurrent.futures.thread, "_shutdown", True)  # no new threads
+    assert concurrently([lambda: "a", lambda: "b"]) == ["a", "b"]
