@@ -412,6 +412,96 @@ def wall_minutes(seconds: float | None) -> str:
     return "?" if seconds is None else f"{seconds / 60:.1f} min"
 
 
+# --- at cloud distance (render only: bench/cloud_distance.py runs on its own) -------------
+#: bench/cloud_distance.py's start-up and CLI paths, and their names in the targets table.
+CLOUD_PATHS = (
+    ("start_ready", "`celery worker` start -> ready"),
+    ("job_ready", "`vividly-worker job` start -> ready"),
+    ("call", "`celery call`"),
+    ("ping", "`celery inspect ping`"),
+    ("submit", "`vividly submit`"),
+    ("provision_verify", "`vividly provision --verify`"),
+)
+CLOUD_RTT = 20.0  # ms: the round trip the targets are set at
+#: Variants of bench/cloud_distance.py that measure something else than the product's
+#: settings (another prefetch, pull-ahead off, only the paths).
+OTHER_SETTINGS = ("--prefetch-multiplier", "--pull-ahead", "--paths-only")
+
+
+def cloud_run() -> tuple[str, dict[str, Any], str] | None:
+    """The latest run of bench/cloud_distance.py (bench/results/cloud_distance*.json) with our
+    transport at 0 ms and at ``CLOUD_RTT``, on the product's settings: (file, entry, name)."""
+    runs = []
+    for path in sorted(RESULTS_DIR.glob("cloud_distance*.json")):
+        for name, entry in json.loads(path.read_text()).items():
+            columns = entry.get("results", {})
+            if "ours@0" in columns and f"ours@{CLOUD_RTT:g}" in columns and not any(
+                    option in name for option in OTHER_SETTINGS):
+                runs.append((entry.get("started_at", ""), path.name, entry, name))
+    if not runs:
+        return None
+    _, file_name, entry, name = max(runs, key=lambda run: run[0])
+    return file_name, entry, name
+
+
+def cloud_section() -> list[str]:
+    found = cloud_run()
+    if found is None:
+        return ["Not run yet: `.venv/bin/python -m bench.cloud_distance --rtt-ms 0 20 "
+                "--brokers ours --loopback --rounds 3`."]
+    file_name, entry, name = found
+    near = entry["results"]["ours@0"]["values"]
+    far = entry["results"][f"ours@{CLOUD_RTT:g}"]["values"]
+    rtt = CLOUD_RTT / 1000
+
+    def ratio(key: str, bar: float, what: str, unit: str = "/s") -> list[str]:
+        if key not in near or key not in far:
+            return [what, "not measured", "-"]
+        got = far[key] / near[key]
+        return [what, f"{got:.2f}x ({far[key]:,.1f} vs {near[key]:,.1f}{unit})",
+                "met" if got >= bar else "**missed**"]
+
+    rows = [
+        ratio("drain_noop", 0.8, "no-op drain >= 0.8x its loopback rate"),
+        ratio("drain_nap", 0.9, "50 ms tasks drain >= 0.9x"),
+    ]
+    if "latency" in near and "latency" in far:
+        limit = near["latency"] + 1.5 * rtt
+        rows.append([f"apply_async -> start <= loopback + 1.5 round trips "
+                     f"({1000 * limit:.0f} ms)", f"{1000 * far['latency']:.0f} ms "
+                     f"(loopback {1000 * near['latency']:.0f} ms)",
+                     "met" if far["latency"] <= limit else "**missed**"])
+    rows.append(ratio("publish_pipelined", 0.8, "pipelined publish >= 0.8x"))
+    if "publish_confirmed" in far:
+        rows.append(["confirmed publish: one round trip per task (pipelined publish is the "
+                     "answer for many tasks from one thread)",
+                     f"{1000 / far['publish_confirmed']:.1f} ms per task "
+                     f"({1000 / near['publish_confirmed']:.1f} on loopback)",
+                     "by design"])
+    for key, label in CLOUD_PATHS:
+        if key not in near or key not in far:
+            rows.append([f"{label} within 2x its loopback time", "not measured", "-"])
+            continue
+        got = far[key] / near[key]
+        trips = far.get(f"{key}_sequential")
+        calls = far.get(f"{key}_calls")
+        counted = "" if trips is None else f"; {calls:.0f} calls, {trips:.0f} sequential"
+        rows.append([f"{label} within 2x its loopback time, or its round trips named",
+                     f"{got:.2f}x ({far[key]:.2f} vs {near[key]:.2f} s{counted})",
+                     "met" if got <= 2 else f"**{got:.1f}x**: {trips or '?':g} round trips"])
+    return [
+        f"Our transport at a {CLOUD_RTT:g} ms round trip (a latency proxy between every Pub/Sub "
+        "client and the emulator) against itself on loopback: `bench/results/"
+        f"{file_name}`, entry `{name}`, run {entry.get('started_at', '?')} with "
+        f"`{entry.get('command', '?')}`, code {entry.get('code', '?')}; medians of its rounds. "
+        "Analysis: [at cloud distance](benchmarks-cloud-distance.md).",
+        "",
+        "| target | figure | met? |",
+        "|---|---|---|",
+        *("| " + " | ".join(row) + " |" for row in rows),
+    ]
+
+
 def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
     transport = results.get("transport")
     code = transport["figures"].get("code", "?") if transport else "?"
@@ -455,6 +545,10 @@ def render(results: dict[str, dict[str, Any]], failed: list[str]) -> str:
         "",
         "Details and analysis: [transport](benchmarks-transport.md), "
         "[job idle exit](entrypoint.md), [content pipeline](benchmarks-content.md).",
+        "",
+        "## At cloud distance",
+        "",
+        *cloud_section(),
         "",
         "## Chaos soak",
         "",

@@ -91,7 +91,21 @@ ROWS = (
     ("job_ready", "`vividly-worker job` start -> ready (s)", 1.0, "{:.2f}"),
     ("job_exit", f"`vividly-worker job` ready -> exit, `--idle-timeout {JOB_IDLE_SECONDS:g}`"
      " on an empty queue (s)", 1.0, "{:.2f}"),
+    ("submit", "`vividly submit` CLI (a lesson request: its row, then its task), wall (s)",
+     1.0, "{:.2f}"),
+    ("provision_verify", "`vividly provision --verify` CLI, wall (s)", 1.0, "{:.2f}"),
 )
+#: The paths whose Pub/Sub calls are counted (bench/call_count.py), in the order of ROWS; for
+#: a worker, the calls made from its start until it is ready.
+COUNTED = ("start_ready", "job_ready", "call", "ping", "submit", "provision_verify")
+COUNTED_LABELS = {
+    "start_ready": "`celery worker` start -> ready",
+    "job_ready": "`vividly-worker job` start -> ready",
+    "call": "`celery call`",
+    "ping": "`celery inspect ping`",
+    "submit": "`vividly submit`",
+    "provision_verify": "`vividly provision --verify`",
+}
 HIGHER_IS_BETTER = frozenset({"drain_noop", "drain_nap", "publish_confirmed",
                               "publish_pipelined"})
 
@@ -173,6 +187,10 @@ class Cell:
     run: Any  # harness.BrokerRun
     direct: str  # the emulator's own address: backlogs are queued without the proxy
     sizes: Sizes
+    #: ``vividly submit``'s database (PostgreSQL when installed; else the default SQLite).
+    database_url: str | None = None
+    #: ``--paths-only``: the start-up and CLI paths, no drain, latency or publish figures.
+    paths_only: bool = False
 
     def queue_backlog(self, task_name: str, args: tuple[Any, ...], count: int) -> None:
         """Queue ``count`` tasks for the next worker, directly (what is measured is the
@@ -196,6 +214,15 @@ class Cell:
         time.sleep(1.0)  # queued well before the worker starts, as in bench/transport.py
         self.run.ledger.delete(harness.DONE_KEY)
 
+    def declare_queue(self) -> None:
+        """The task queue created directly, not through the proxy nor counted."""
+        with emulator_host(self.direct):
+            app = self.run.make_app()
+            try:
+                harness.declare_task_queue(app)
+            finally:
+                app.close()
+
     def drain(self, task_name: str, args: tuple[Any, ...], count: int) -> float:
         self.queue_backlog(task_name, args, count)
         figures = self.run.figures
@@ -212,11 +239,12 @@ class Cell:
     def latency(self) -> float:
         return float(statistics.median(self.run.latency()))
 
-    def cli(self, *arguments: str, expect: str) -> float:
-        command = [sys.executable, "-m", "celery", "-A", "vividly_tasks", *arguments]
+    def cli(self, *arguments: str, expect: str, env: dict[str, str] | None = None,
+            program: tuple[str, ...] = ("celery", "-A", "vividly_tasks")) -> float:
+        command = [sys.executable, "-m", *program, *arguments]
         started = time.monotonic()
         try:
-            result = subprocess.run(command, env=self.run.env, cwd=REPO_ROOT,
+            result = subprocess.run(command, env=env or self.run.env, cwd=REPO_ROOT,
                                     capture_output=True, text=True, timeout=CLI_TIMEOUT_SECONDS,
                                     check=False)
         except subprocess.TimeoutExpired:
@@ -227,10 +255,79 @@ class Cell:
             raise harness.Failed(f"exit {result.returncode}: {said[0][:100]}")
         return wall
 
-    def job(self) -> tuple[float, float]:
+    def job(self, env: dict[str, str] | None = None) -> tuple[float, float]:
         """A job execution on the drained (empty) queue: start -> ready, ready -> exit."""
-        startup, wall = job_run(self.run.env, self.run.workdir, JOB_IDLE_SECONDS, "prefork")
+        startup, wall = job_run(env or self.run.env, self.run.workdir, JOB_IDLE_SECONDS,
+                                "prefork")
         return startup, wall - startup
+
+    # --- paths whose Pub/Sub calls are counted ---------------------------------------------
+    def counted(self, key: str, path: Any) -> None:
+        """One round of ``key``: ``path(env)`` runs it with the call recorder on
+        (bench/call_count.py) and returns (wall, since, until): the window of the calls that
+        count (until None: all of them). Stores the wall, the calls and the sequential ones."""
+        from bench import call_count
+
+        figures = self.run.figures
+        log = self.run.workdir / f"calls-{key}-{uuid.uuid4().hex[:6]}.log"
+        env = call_count.recording_env(self.run.env, log)
+        timed: list[tuple[float, float, float | None]] = []
+
+        def run_path() -> float:
+            with call_count.recorded_workers():
+                timed.append(path(env))
+            return timed[-1][0]
+
+        figures.measure_round(key, run_path)
+        if not timed:
+            return
+        _, since, until = timed[0]
+        time.sleep(0.2)  # calls still ending (a worker's, a CLI's at exit) finish their line
+        counted = call_count.count(call_count.read(log), since, until)
+        figures.measure_round(f"{key}_calls", lambda: float(counted.total))
+        figures.measure_round(f"{key}_sequential", lambda: float(counted.sequential))
+        figures.notes.append(f"{key}: {counted.describe()}")
+
+    def counted_cli(self, key: str, *arguments: str, expect: str,
+                    program: tuple[str, ...] = ("celery", "-A", "vividly_tasks"),
+                    extra_env: dict[str, str] | None = None) -> None:
+        def path(env: dict[str, str]) -> tuple[float, float, float | None]:
+            since = time.time()
+            return self.cli(*arguments, expect=expect, env={**env, **(extra_env or {})},
+                            program=program), since, None
+        self.counted(key, path)
+
+    def counted_worker_start(self) -> None:
+        def path(env: dict[str, str]) -> tuple[float, float, float | None]:
+            plain, self.run.env = self.run.env, env
+            try:
+                since = time.time()
+                wall = self.run.start_worker()
+            finally:
+                self.run.env = plain
+            return wall, since, since + wall
+        self.counted("start_ready", path)
+
+    def counted_job(self, exits: list[float]) -> None:
+        def path(env: dict[str, str]) -> tuple[float, float, float | None]:
+            since = time.time()
+            ready, exit_ = self.job(env)
+            exits.append(exit_)
+            return ready, since, since + ready
+        self.counted("job_ready", path)
+
+    def submit_env(self) -> dict[str, str]:
+        return {"DATABASE_URL": self.database_url} if self.database_url else {}
+
+    def publish_rates(self) -> None:
+        figures = self.run.figures
+        figures.measure_round("publish_confirmed", lambda: self.run.publish_aside(
+            pipelined=False, results=False))
+        if self.run.name == "ours":
+            self.run.sizes = dataclasses.replace(self.run.sizes,
+                                                 tasks=self.sizes.pipelined_tasks)
+            figures.measure_round("publish_pipelined", lambda: self.run.publish_aside(
+                pipelined=True, results=False))
 
     def measure(self) -> None:
         from kombu import pools
@@ -241,32 +338,33 @@ class Cell:
         figures, sizes = self.run.figures, self.sizes
         self.run.app = self.run.make_app()
         try:
-            figures.measure_round("drain_noop", lambda: self.drain(
-                "bench.noop", (), sizes.noop_tasks))
-            figures.measure_round("drain_nap", lambda: self.drain(
-                "bench.nap", (NAP_SECONDS,), sizes.nap_tasks))
-            figures.measure_round("start_ready", self.run.start_worker)
-            figures.measure_round("latency", self.latency)
-            figures.measure_round("ping", lambda: self.cli("inspect", "ping", expect="pong"))
-            figures.measure_round("call", lambda: self.cli("call", "bench.noop", expect="-"))
+            if not self.paths_only:
+                figures.measure_round("drain_noop", lambda: self.drain(
+                    "bench.noop", (), sizes.noop_tasks))
+                figures.measure_round("drain_nap", lambda: self.drain(
+                    "bench.nap", (NAP_SECONDS,), sizes.nap_tasks))
+            if self.paths_only:  # the queue exists, as after the drains (and in production)
+                self.declare_queue()
+            self.counted_worker_start()  # on an empty queue
+            if not self.paths_only:
+                figures.measure_round("latency", self.latency)
+            self.counted_cli("ping", "inspect", "ping", expect="pong")
+            self.counted_cli("call", "call", "bench.noop", expect="-")
             self.stop_worker()
-            figures.measure_round("publish_confirmed", lambda: self.run.publish_aside(
-                pipelined=False, results=False))
-            if self.run.name == "ours":
-                self.run.sizes = dataclasses.replace(self.run.sizes,
-                                                     tasks=sizes.pipelined_tasks)
-                figures.measure_round("publish_pipelined", lambda: self.run.publish_aside(
-                    pipelined=True, results=False))
+            if not self.paths_only:
+                self.publish_rates()
             exits: list[float] = []
-
-            def job_ready() -> float:
-                ready, exit_ = self.job()
-                exits.append(exit_)
-                return ready
-
-            figures.measure_round("job_ready", job_ready)
+            self.counted_job(exits)
             for exit_ in exits:
                 figures.measure_round("job_exit", lambda e=exit_: e)
+            if self.run.name == "ours":
+                # Last: the request it queues must not reach the job above. The queues exist
+                # (the workers declared them), so the verify finds them all.
+                self.counted_cli("submit", "submit", "--topic", "Tides", "--modality", "text",
+                                 expect="-", program=("vividly_tasks.cli",),
+                                 extra_env=self.submit_env())
+                self.counted_cli("provision_verify", "provision", "--verify",
+                                 expect="verified", program=("vividly_tasks.cli",))
         finally:
             self.run.close()
 
@@ -286,7 +384,7 @@ def make_run(name: str, rtt: float, index: int, redis_port: int, workdir: Path, 
 
 
 def measure(args: argparse.Namespace, sizes: Sizes, redis_port: int, emulator: str,
-            workdir: Path) -> dict[str, dict[str, Any]]:
+            workdir: Path, database_url: str | None = None) -> dict[str, dict[str, Any]]:
     """{column: Figures}; a column is ``<broker>@<rtt>`` (Redis: ``redis@loopback``)."""
     results: dict[str, Any] = {}
     for round_index in range(args.rounds or sizes.rounds):
@@ -304,13 +402,13 @@ def measure(args: argparse.Namespace, sizes: Sizes, redis_port: int, emulator: s
                         continue
                     run = make_run(name, rtt, index % 900, redis_port, workdir, sizes,
                                    args.prefetch_multiplier, figures)
-                    Cell(run, emulator, sizes).measure()
+                    Cell(run, emulator, sizes, database_url, args.paths_only).measure()
         if LOOPBACK in args.loopback:
             print(f"== round {round_index + 1}, redis on loopback", flush=True)
             figures = results.setdefault(f"{LOOPBACK}@loopback", harness.Figures())
             run = make_run(LOOPBACK, 0, 1, redis_port, workdir, sizes, args.prefetch_multiplier,
                            figures)
-            Cell(run, emulator, sizes).measure()
+            Cell(run, emulator, sizes, paths_only=args.paths_only).measure()
     return results
 
 
@@ -361,8 +459,10 @@ def render(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes, load
         "",
         *table(results, args, sizes),
     ]
-    lines += ["", *targets(results, args), "", *round_lines(results)]
-    notes = [f"- {column}: {note}" for column, f in results.items() for note in f.notes]
+    lines += ["", *calls_table(results, args), "", *targets(results, args), "",
+              *round_lines(results)]
+    notes = [f"- {column}: {note}" for column, f in results.items() for note in f.notes
+             if note.split(":", 1)[0] not in COUNTED]
     if notes:
         lines += ["", "Run notes:", "", *notes]
     lines.append(end)
@@ -407,6 +507,34 @@ def table(results: dict[str, Any], args: argparse.Namespace, sizes: Sizes) -> li
     return lines
 
 
+def calls_table(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    """Our start-up and CLI paths: Pub/Sub calls made, how many one after another, wall."""
+    if "ours" not in args.brokers:
+        return []
+    lines = ["Pub/Sub calls per path, ours (bench/call_count.py: every gRPC call of the path's "
+             "processes, a worker's until it is ready; sequential = the longest chain of calls "
+             "that ran one after another, each a round trip waited for; medians of the rounds; "
+             "the methods of the last round):", "",
+             "| path | round trip (ms) | calls | sequential | wall (s) | vs 0 ms | calls made |",
+             "|---|---|---|---|---|---|---|"]
+    near = results.get(f"ours@{min(args.rtt_ms):g}")
+    for key in COUNTED:
+        label = COUNTED_LABELS[key]
+        for rtt in sorted(args.rtt_ms):
+            figures = results.get(f"ours@{rtt:g}")
+            if figures is None or key not in figures.values:
+                continue
+            made = [note.split(" (", 1)[-1].rstrip(")") for note in figures.notes
+                    if note.startswith(f"{key}: ")]
+            lines.append(
+                f"| {label} | {rtt:g} | {cell_text(figures, f'{key}_calls', 1.0, '{:.0f}')} | "
+                f"{cell_text(figures, f'{key}_sequential', 1.0, '{:.0f}')} | "
+                f"{figures.values[key]:.2f} | {versus_loopback(figures, near, key)} | "
+                f"{made[-1] if made else '-'} |")
+            label = ""
+    return lines
+
+
 def targets(results: dict[str, Any], args: argparse.Namespace) -> list[str]:
     """The bars set for the transport at a 20 ms round trip, against its own loopback."""
     near, far = results.get("ours@0"), results.get("ours@20")
@@ -445,6 +573,8 @@ def variant(args: argparse.Namespace) -> str:
         parts.append(f"--prefetch-multiplier {args.prefetch_multiplier}")
     if args.pull_ahead is not None:
         parts.append(f"--pull-ahead {args.pull_ahead}")
+    if args.paths_only:
+        parts.append("--paths-only")
     return " ".join(parts)
 
 
@@ -480,6 +610,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--pull-ahead", type=int, default=None,
                         help="our transport's pull_ahead (PUBSUB_PULL_AHEAD) for every process "
                         "of the run; 0 turns it off (default: the transport's own)")
+    parser.add_argument("--paths-only", action="store_true",
+                        help="only the start-up and CLI paths and their Pub/Sub calls")
     parser.add_argument("--no-write", action="store_true", help="print only")
     # A run with other --brokers or --prefetch-multiplier writes its own doc block and entry.
     parser.add_argument("--json", type=Path, default=None,
@@ -503,10 +635,11 @@ def main() -> None:
     started_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
         workdir = Path(tmp)
-        with harness.started_services(workdir) as (redis_server, emulator):
+        with harness.started_services(workdir) as (redis_server, emulator), \
+                lesson_database() as database_url:
             direct = f"127.0.0.1:{emulator.port}"
             warm_emulator(direct)
-            results = measure(args, sizes, redis_server.port, direct, workdir)
+            results = measure(args, sizes, redis_server.port, direct, workdir, database_url)
     loads.append(harness.load_average())
     block = render(results, args, sizes, loads, started_at, command)
     print(block)
@@ -525,6 +658,24 @@ def main() -> None:
         harness.replace_block(DOC_PATH, *markers(variant(args)), block,
                               header=HEADER)
         print(f"wrote {DOC_PATH}")
+
+
+@contextlib.contextmanager
+def lesson_database() -> Iterator[str | None]:
+    """PostgreSQL on loopback for ``vividly submit`` (tests/services.py; stopped by PID), or
+    None when it is not installed (the lesson settings' SQLite file)."""
+    from tests.services import ServiceUnavailable, start_postgres
+
+    try:
+        cluster = start_postgres()
+    except ServiceUnavailable as exc:
+        print(f"vividly submit uses SQLite: {exc}", flush=True)
+        yield None
+        return
+    try:
+        yield cluster.url
+    finally:
+        cluster.stop()
 
 
 def warm_emulator(address: str) -> None:

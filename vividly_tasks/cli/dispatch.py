@@ -15,11 +15,11 @@ from types import FrameType
 
 import click
 
-from vividly_tasks.cli.errors import CliError, config_error
+from vividly_tasks.cli.errors import CliError, read_settings
 from vividly_tasks.cli.exit_codes import RET_CONFIG, RET_FAILED, RET_UNAVAILABLE
 from vividly_tasks.dispatch.errors import DispatchConfigError, DispatchError, DispatchUnavailable
 from vividly_tasks.dispatch.settings import DispatchSettings
-from vividly_tasks.settings import SettingsError, secret_values
+from vividly_tasks.settings import secret_values
 from vividly_tasks.worker.logs import configure_process_logging
 
 
@@ -99,9 +99,6 @@ def serve(host: str | None, port: int | None,
 
 def dispatch_settings() -> DispatchSettings:
     """The dispatcher's settings (exit 78 if invalid), and this process's logging."""
-    try:
-        settings = DispatchSettings()
-    except SettingsError as exc:
-        raise config_error(str(exc)) from None
+    settings = read_settings(DispatchSettings)
     configure_process_logging(settings.log_format, settings.log_level, secret_values(settings))
     return settings

@@ -6,6 +6,9 @@ Their text may quote a server's answer: it is shown escaped (``printable``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import click
 from google.auth.exceptions import DefaultCredentialsError
 from kombu.exceptions import OperationalError
@@ -17,6 +20,7 @@ from vividly_tasks.cli.exit_codes import (
     RET_NOT_FOUND,
     RET_UNAVAILABLE,
 )
+from vividly_tasks.settings import SettingsError
 from vividly_tasks.transport.errors import (
     PermissionDenied,
     PubSubChannelError,
@@ -24,6 +28,8 @@ from vividly_tasks.transport.errors import (
     ResourceNotFound,
 )
 from vividly_tasks.worker.safe_text import printable
+
+S = TypeVar("S")
 
 
 class CliError(click.ClickException):
@@ -64,3 +70,11 @@ def not_found(what: str) -> CliError:
 
 def config_error(what: str) -> CliError:
     return CliError(what, RET_CONFIG)
+
+
+def read_settings(read: Callable[[], S]) -> S:
+    """Settings read from the environment; an invalid value exits ``RET_CONFIG`` naming it."""
+    try:
+        return read()
+    except SettingsError as exc:
+        raise config_error(str(exc)) from None

@@ -13,13 +13,12 @@ from typing import Any, TypeVar
 
 import click
 
-from vividly_tasks.cli.errors import CliError, cli_error, config_error
+from vividly_tasks.cli.errors import CliError, cli_error, config_error, read_settings
 from vividly_tasks.cli.exit_codes import RET_INVALID, RET_UNAVAILABLE
 from vividly_tasks.lessons.errors import DatabaseUnavailable, EnqueueFailed, InvalidRequest
 from vividly_tasks.lessons.product import VividlyCelery, create_app
 from vividly_tasks.lessons.services import ContentServices
 from vividly_tasks.lessons.settings import Settings, secret_values
-from vividly_tasks.settings import SettingsError
 from vividly_tasks.worker import tracing
 from vividly_tasks.worker.logs import configure_process_logging
 
@@ -33,10 +32,7 @@ class LessonContext:
 
     @cached_property
     def settings(self) -> Settings:
-        try:
-            settings = Settings()
-        except SettingsError as exc:
-            raise config_error(str(exc)) from None
+        settings = read_settings(Settings)
         # Library warnings still reach people, as plain text: the CLI's own output is prose.
         configure_process_logging("text", "WARNING", secret_values(settings))
         if settings.uses_embedded_broker:

@@ -68,11 +68,11 @@ Modules
 thread; ``channel.py`` the AMQP method surface, delegating to: ``routing.py`` and
 ``bindings.py`` (which messages are a queue's), ``publishing.py`` (confirmed or background
 publishes), ``confirms.py`` (pipelined publishes), ``inbound.py`` (what a received message is:
-leased, dropped, dead-lettered, renewed), ``prefetch.py`` (Kombu's QoS), ``receiver.py`` (the
-Pull loop), ``pull_ahead.py`` (messages held ahead of the prefetch), ``leases.py`` (leases
-and their extension), ``command_fence.py`` (commands before work), ``provisioning.py``
-(topics and subscriptions), ``background.py`` (batched calls), ``wire.py`` (the message
-format).
+leased, dropped, dead-lettered, renewed), ``qos.py`` (Kombu's QoS: each delivery from lease
+to settle, over ``prefetch.py``'s room, ``leases.py``'s extension and ``pull_ahead.py``'s
+messages held ahead of the prefetch), ``receiver.py`` (the Pull loop), ``command_fence.py``
+(commands before work), ``provisioning.py`` (topics and subscriptions), ``background.py``
+(batched calls), ``wire.py`` (the message format).
 
 Registration
 ============

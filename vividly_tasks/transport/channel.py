@@ -1,4 +1,5 @@
-"""The Kombu channel over Pub/Sub: declare, bind, publish, consume, ack, reject, release.
+"""The Kombu channel over Pub/Sub: the AMQP surface (declare, bind, purge, delete, publish,
+get, consume, cancel, qos) and what Pulls and the QoS ask of it.
 
 Routing is AMQP's, done without subscription filters (``routing.py``): a message is published
 to its exchange's topic with ``exchange`` and ``routing_key`` attributes, every queue bound to
@@ -8,6 +9,12 @@ publish to any queue. A durable queue's bindings are shared by every process (``
 
 Exchange types: direct, topic and fanout, and the default exchange ``""`` (``routing.py``);
 a fanout queue's unmatched copies are acked before they are decoded.
+
+Receiving: a consumer's Pulls (``receiver.py``) reserve room in the channel's ``QoS``
+(``qos.py``), ``inbound.py`` turns what they bring into leased Kombu payloads, and the QoS
+hands each to the consuming thread when it has a prefetch slot. Ack, reject and recover are
+Kombu's ``virtual.Channel`` methods, which call the QoS: it owns every settle and release, and
+``close`` lets it release what the channel still holds once no Pull of it is in flight.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 from functools import cached_property, partial
@@ -26,7 +32,7 @@ from google.api_core import exceptions as google_errors
 from kombu.transport import virtual
 from kombu.utils.encoding import safe_str
 
-from vividly_tasks.transport import defaults, plain_messages, receipts, tracing, wire
+from vividly_tasks.transport import defaults, plain_messages, wire
 from vividly_tasks.transport.bindings import BindingRecords
 from vividly_tasks.transport.clients import PubSubClients
 from vividly_tasks.transport.command_fence import CommandFence
@@ -41,10 +47,10 @@ from vividly_tasks.transport.inbound import Inbound
 from vividly_tasks.transport.leases import Lease
 from vividly_tasks.transport.limits import DEFAULT_LIMITS, ReceiveLimits, accepted_compressions
 from vividly_tasks.transport.naming import resource_id, short_name, topic_path
-from vividly_tasks.transport.prefetch import PrefetchRoom
 from vividly_tasks.transport.provisioning import Provisioner, SubscriptionSpec
 from vividly_tasks.transport.publishing import Publisher
-from vividly_tasks.transport.pull_ahead import PullAhead
+from vividly_tasks.transport.qos import Delivery
+from vividly_tasks.transport.qos import QoS as ChannelQoS
 from vividly_tasks.transport.receiver import (
     CONNECTION_CODES,
     QUIET_CODES,
@@ -108,7 +114,9 @@ class ChannelConnection(Protocol):
 class Channel(virtual.Channel):
     """Pub/Sub channel."""
 
-    #: Pub/Sub redelivers what we do not ack; we release leases ourselves at close.
+    #: The ledger of deliveries and every settle (qos.py).
+    QoS = ChannelQoS
+    #: Pub/Sub redelivers what we do not ack: nothing to restore; the QoS releases at close.
     do_restore = False
     supports_fanout = True
     #: Bodies travel as text when they are text (see wire.py), base64 only when binary.
@@ -174,11 +182,17 @@ class Channel(virtual.Channel):
         self._routes: dict[str, QueueRoute] = {}
         self._queue_options: dict[str, dict[str, Any]] = {}
         self._pullers: dict[str, Puller] = {}
-        self._room = PrefetchRoom()
         self._temporary_subscriptions: set[str] = set()
-        self._dead_letter_reasons: dict[str, str] = {}
         self._stopping: list[Puller] = []  # cancelled consumers whose last Pull may be in flight
         self._kick_turn = 0
+
+    @property
+    def qos(self) -> ChannelQoS:
+        """The ledger of this channel's deliveries (qos.py), made on first use as in Kombu."""
+        if self._qos is None:
+            self._qos = self.QoS(self)
+        qos: ChannelQoS = self._qos
+        return qos
 
     # --- options -------------------------------------------------------------------------
     @property
@@ -544,13 +558,13 @@ class Channel(virtual.Channel):
             if puller is not None:
                 puller.stop()
                 self._stopping.append(puller)
-            self._release(self.pull_ahead.take(queue), renew=True)  # held for the consumer
+            self.qos.release_queue(queue)  # held ahead for the consumer
         return result
 
     def basic_qos(self, prefetch_size: int = 0, prefetch_count: int = 0,
                   apply_global: bool = False) -> None:
         super().basic_qos(prefetch_size, prefetch_count, apply_global)
-        self._hand_over(self.pull_ahead.due(self.qos.prefetch_count))
+        self.qos.prefetch_changed()
         self.kick_pullers()
 
     def kick_pullers(self, skip: Puller | None = None) -> None:
@@ -562,31 +576,22 @@ class Channel(virtual.Channel):
                 puller.kick()
 
     def reserve(self, no_ack: bool, holding: int = 0) -> int:
-        """Claim room for up to N messages in the next Pull (prefetch.py; 0: do not pull)."""
+        """Claim room for up to N messages in the next Pull (qos.py; 0: do not pull)."""
         if no_ack:
             return NO_ACK_PULL_SIZE
         consumers = sum(1 for puller in self._pullers.values() if not puller.no_ack)
-        slots = self.qos.prefetch_count
-        limit = slots + self.pull_ahead.allowance(slots) if slots else \
-            self.max_outstanding_messages
-        return self._room.reserve(limit, consumers, holding)
-
-    def note_pull(self, asked: int, got: int, seconds: float) -> None:
-        self.pull_ahead.note_pull(asked, got, seconds)
-
-    @cached_property
-    def pull_ahead(self) -> PullAhead:
-        return PullAhead(per_slot=self.connection.option("pull_ahead", int),
-                         hold_seconds=self.connection.option("pull_ahead_hold_seconds", float),
-                         release=self._release_held)
-
-    def _hand_over(self, deliveries: list[tuple[str, dict[str, Any], str | None]]) -> None:
-        """To the consumer: messages of task queues that have a prefetch slot (pull_ahead.py)."""
-        for queue, payload, after in deliveries:
-            self.connection.enqueue_delivery(self, queue, payload, after=after)
+        return self.qos.reserve(consumers, holding, default_limit=self.max_outstanding_messages)
 
     def unreserve(self, count: int) -> None:
-        self._room.unreserve(count)
+        self.qos.unreserve(count)
+
+    def note_pull(self, asked: int, got: int, seconds: float) -> None:
+        self.qos.note_pull(asked, got, seconds)
+
+    def deliver(self, delivery: Delivery) -> None:
+        """To the consuming thread: a task-queue message the QoS has a prefetch slot for."""
+        queue, payload, after = delivery
+        self.connection.enqueue_delivery(self, queue, payload, after=after)
 
     def basic_get(self, queue: str, no_ack: bool = False, **kwargs: Any) -> Any:
         """One message or None (``SimpleQueue.get_nowait``); with ``no_ack`` it is acked at
@@ -633,10 +638,8 @@ class Channel(virtual.Channel):
             payload = self.accept(puller.route, message, no_ack=puller.no_ack)
             after = message.message.attributes.get(wire.AFTER_ATTRIBUTE)
             if payload is not None and not puller.no_ack:
-                self._hand_over(self.pull_ahead.admit(
-                    payload["properties"]["delivery_tag"], puller.route.queue,
-                    (puller.route.queue, payload, after), self.qos.prefetch_count,
-                ))
+                self.qos.admit(payload["properties"]["delivery_tag"],
+                               (puller.route.queue, payload, after))
             elif payload is not None:
                 self.connection.enqueue_delivery(
                     self, puller.route.queue, payload,
@@ -653,7 +656,7 @@ class Channel(virtual.Channel):
             ack_deadline_seconds=self.ack_deadline_seconds,
             max_lease_seconds=self.connection.option("max_lease_seconds", float),
             max_delivery_attempts=self.max_delivery_attempts,
-            on_leased=self._room.add,
+            on_leased=self.qos.leased,
             limits=self.receive_limits,
         )
 
@@ -661,55 +664,25 @@ class Channel(virtual.Channel):
         """The Kombu payload of a received message, leased; None if it was settled here."""
         return self.inbound.accept(route, received, no_ack=no_ack)
 
-    # --- settling ---------------------------------------------------------------------------
-    def _settle(self, delivery_tag: str) -> Lease | None:
-        lease = self.pubsub.leases.pop(delivery_tag)
-        due = self.pull_ahead.settled(delivery_tag, self.qos.prefetch_count)
-        self._room.discard(delivery_tag)
-        self.qos.ack(delivery_tag)  # Kombu's own bookkeeping of delivered messages
-        self._hand_over(due)  # a slot freed: a message held ahead starts without a Pull
-        return lease
-
-    def basic_ack(self, delivery_tag: str, multiple: bool = False) -> None:
-        lease = self._settle(delivery_tag)
-        if lease is not None:
-            self.pubsub.background.ack(lease.subscription, lease.ack_id)
-            if lease.span is not None:
-                settled(lease, "ack")
-        self._refill_soon()
-
-    def _refill_soon(self) -> None:
+    # --- settling (qos.py settles; these are what it and the worker ask of the channel) ----
+    def refill_soon(self) -> None:
         """A slot is free again: the next Pull starts on its own thread (pull_starter.py)."""
         self.pubsub.pull_starter.kick(self, self.kick_pullers)
 
-    def basic_reject(self, delivery_tag: str, requeue: bool = False) -> None:
-        """requeue: Pub/Sub redelivers this very message (a nack), never a second copy.
-
-        Without requeue: the message goes to the queue's dead-letter topic with the reason.
-        """
-        reason = self._dead_letter_reasons.pop(delivery_tag, None)
-        lease = self._settle(delivery_tag)
-        if lease is not None:
-            if requeue:
-                self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, 0)
-                if lease.span is not None:
-                    settled(lease, "nack", deadline_seconds=0)
-            else:
-                route = self._route_of_subscription(lease.subscription)
-                received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
-                task = lease.original.attributes.get("task") if lease.original else None
-                reason = reason or (
-                    f"rejected without requeue by the consumer (task {task or 'unknown'}; "
-                    "the worker log says why)"
-                )
-                self.inbound.dead_letter(route, received, reason)
-                if lease.span is not None:
-                    settled(lease, "dead letter", reason=reason)
-        self._refill_soon()
-
     def set_dead_letter_reason(self, delivery_tag: str, reason: str) -> None:
         """Say why a message is about to be rejected; the dead-letter copy carries it."""
-        self._dead_letter_reasons[delivery_tag] = reason
+        self.qos.set_dead_letter_reason(delivery_tag, reason)
+
+    def note_started(self, delivery_tag: str) -> None:
+        """The consumer began working on this message (a Celery task handed to the pool):
+        releasing it from now on counts as a failed attempt (qos.py)."""
+        self.qos.note_started(delivery_tag)
+
+    def dead_letter(self, lease: Lease, reason: str) -> None:
+        """Send a rejected message to its queue's dead-letter topic with the reason."""
+        route = self._route_of_subscription(lease.subscription)
+        received = ReceivedMessage(ack_id=lease.ack_id, message=lease.original)
+        self.inbound.dead_letter(route, received, reason)
 
     def renew(self, lease: Lease) -> bool:
         """Renew a released, never-started message (inbound.py); False if it cannot be."""
@@ -724,64 +697,6 @@ class Channel(virtual.Channel):
             if route.spec.path == path:
                 return route
         raise PubSubChannelError(f"no queue of this channel reads {path}")
-
-    def note_started(self, delivery_tag: str) -> None:
-        """The consumer began working on this message (a Celery task handed to the pool):
-        releasing it from now on counts as a failed attempt (see ``release_all``)."""
-        lease = self.pubsub.leases.get(delivery_tag)
-        if lease is not None:
-            lease.started = True
-
-    def basic_recover(self, requeue: bool = False) -> None:
-        """Redeliver every unacked message of the channel (Kombu: only with requeue)."""
-        if not requeue:
-            raise NotImplementedError("Does not support recover(requeue=False)")
-        for tag in list(self.qos._delivered):
-            self.qos.ack(tag)  # settled here: Pub/Sub delivers them again
-        self.release_all(at_once=True)
-
-    def release_all(self, *, at_once: bool = False, renew: bool = False) -> None:
-        """Give every unsettled message back to Pub/Sub now; a delayed task comes back near
-        its ETA unless ``at_once``.
-
-        ``renew`` (a closing channel): a message that never started, one delivery short of
-        the dead-letter policy's limit, is renewed instead (``renew``): Pub/Sub counts a
-        release as a delivery like any other, and releases alone must not dead-letter a
-        message that a fleet of short jobs keeps receiving and giving back (a countdown due
-        in an hour, jobs that exit every ten minutes).
-        """
-        self.pull_ahead.take()
-        self._release(self._room.take_all(), at_once=at_once, renew=renew)
-
-    def _release_held(self, tags: list[str]) -> None:
-        """Runs on a timer: messages held ahead that found no free slot go to other workers."""
-        logger.info("%d message(s) held ahead found no free slot within %.1f s",
-                    len(tags), self.pull_ahead.hold_seconds)
-        self._release(tags, renew=True)
-
-    def _release(self, tags: Iterable[str], *, at_once: bool = False,
-                 renew: bool = False) -> None:
-        tags = set(tags)
-        for tag in tags:
-            self._room.discard(tag)
-        now = time.time()
-        released = self.pubsub.leases.pop_all(tags)
-        limit = self.max_delivery_attempts - 1
-        for lease in released:
-            if not lease.started and lease.eta is not None and lease.eta > now:
-                # Work handed to whoever runs when it is due (the worker's summary says so).
-                receipts.for_this_process().add_released_delayed(lease.eta)
-            if renew and not lease.started and lease.delivery_attempt >= limit \
-                    and self.renew(lease):
-                if lease.span is not None:
-                    settled(lease, "renew")
-                continue
-            deadline = 0 if at_once else lease.release_deadline(now)
-            self.pubsub.background.set_deadline(lease.subscription, lease.ack_id, deadline)
-            if lease.span is not None:
-                settled(lease, "nack", deadline_seconds=deadline)
-        if released:
-            logger.info("released %d unstarted message(s) back to Pub/Sub", len(released))
 
     # --- errors ----------------------------------------------------------------------------
     def pull_error(self, route: QueueRoute, exc: BaseException) -> Exception:
@@ -824,14 +739,7 @@ class Channel(virtual.Channel):
                 puller.wait_idle(max(0.0, deadline - time.monotonic()))
             logger.debug("closing: last pulls done after %.3f s", time.monotonic() - started)
             self._stopping.clear()
-            if connection.lost:
-                # Celery is replacing a broken connection while tasks may still run: their
-                # messages keep their leases (extended per process) and are acked when done;
-                # those held ahead were never handed over (pull_ahead.py).
-                self._release(self.pull_ahead.take(), at_once=True)
-                logger.info("connection lost: keeping %d lease(s) of this channel", len(self._room))
-            else:
-                self.release_all(renew=True)
+            self.qos.restore_unacked_once()  # releases, or keeps leases after a lost connection
             for path in list(self._temporary_subscriptions):
                 self.pubsub.background.call(
                     partial(connection.provisioner.delete_subscription_quietly, path)
@@ -853,14 +761,6 @@ CONTENT_TYPE_ALIASES = {
     "yaml": "application/x-yaml",
     "msgpack": "application/x-msgpack",
 }
-
-
-def settled(lease: Lease, outcome: str, **details: Any) -> None:
-    """End a settled message's receive span (tracing.py): how it was settled."""
-    spans = tracing.hooks
-    if spans is not None:
-        spans.settled(lease.span, outcome, **details)
-    lease.span = None
 
 
 def listed(value: Any) -> list[str]:

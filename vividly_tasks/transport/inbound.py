@@ -46,7 +46,8 @@ MAX_ERROR_TEXT_CHARS = 300
 
 @dataclass
 class Inbound:
-    """One channel's receiving rules; ``on_leased`` tells the channel of a new lease."""
+    """One channel's receiving rules; ``on_leased`` hands a new lease to the channel's QoS
+    (qos.py), which keeps it until the message is settled."""
 
     pubsub: PubSubClients
     binding_records: BindingRecords
@@ -55,7 +56,7 @@ class Inbound:
     ack_deadline_seconds: int
     max_lease_seconds: float
     max_delivery_attempts: int
-    on_leased: Callable[[str], None]
+    on_leased: Callable[[str, Lease], None]
     limits: ReceiveLimits = DEFAULT_LIMITS
     #: Per queue: when its unmatched copies were last logged, and how many since.
     _unmatched_log: dict[str, tuple[float, int]] = field(default_factory=dict, repr=False)
@@ -131,8 +132,7 @@ class Inbound:
         if spans is not None:
             lease.span = spans.start_receive(subscription, route.spec.topic, received, payload,
                                              attempt)
-        self.on_leased(tag)
-        self.pubsub.leases.add(tag, lease)
+        self.on_leased(tag, lease)
         return payload
 
     def decode(self, route: QueueRoute, received: Any) -> dict[str, Any] | None:

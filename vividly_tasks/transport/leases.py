@@ -6,6 +6,8 @@ A keeper thread (one per process) extends each lease every third of its ack dead
 its ``max_lease_seconds`` after receipt, so a two-hour video render is never redelivered to a
 second worker while it runs. It sleeps until the next extension is due (at most
 ``TICK_SECONDS``), and without leases until one is added: an idle worker has no timer here.
+Each channel's QoS (qos.py) adds its messages here when they are leased and takes them out when
+it settles or releases them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,8 +75,13 @@ class LeaseBook:
     #: is due, and an expired ``max_lease_seconds`` is noticed within this.
     TICK_SECONDS = 1.0
 
-    def __init__(self, calls: BackgroundCalls) -> None:
+    def __init__(self, calls: BackgroundCalls, *, clock: Callable[[], float] = time.monotonic,
+                 keep_alive: bool = True) -> None:
+        """``clock``: the time leases are measured in (``Lease.received_at``); without
+        ``keep_alive`` no keeper thread starts, and the owner calls ``extend_due`` itself."""
         self.calls = calls
+        self.clock = clock
+        self.keep_alive = keep_alive
         self._leases: dict[str, Lease] = {}
         self._lock = threading.Lock()
         self._added = threading.Condition(self._lock)
@@ -83,7 +91,7 @@ class LeaseBook:
         with self._lock:
             self._leases[tag] = lease
             self._added.notify()
-            if self._thread is None:
+            if self._thread is None and self.keep_alive:
                 self._thread = threading.Thread(
                     target=self._keep_alive, name="pubsub-leases", daemon=True
                 )
@@ -107,11 +115,12 @@ class LeaseBook:
                 while not self._leases:
                     self._added.wait()
                 due = min(lease.next_extension() for lease in self._leases.values())
-            time.sleep(min(self.TICK_SECONDS, max(0.0, due - time.monotonic())))
+            time.sleep(min(self.TICK_SECONDS, max(0.0, due - self.clock())))
             self.extend_due()
 
     def extend_due(self) -> None:
-        now = time.monotonic()
+        """Extend the leases whose step is due; stop extending those held too long."""
+        now = self.clock()
         with self._lock:
             current = list(self._leases.items())
         for tag, lease in current:

@@ -1,4 +1,4 @@
-"""Kombu's QoS on Pub/Sub: how many more messages a channel may lease.
+"""The prefetch room of a channel's QoS (qos.py): how many more messages it may lease.
 
 The limit is the consumer's prefetch count (or the ``max_outstanding_messages`` option); a
 channel's leased messages and the room its Pulls in flight reserved count against it. Task

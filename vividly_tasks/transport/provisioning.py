@@ -3,14 +3,22 @@
 Many workers declare the same queue at once when a job fans out: ``AlreadyExists`` is success,
 so whoever loses the race carries on. With auto-creation off (least-privilege deployments),
 every resource is checked with a get and a missing one is an error that names it.
+
+On Google Cloud every call is a round trip of tens of milliseconds, so a queue's declare sends
+its independent calls side by side (``concurrently``): its two topics, its dead-letter
+subscription and a read of its subscription go out together, and only what was missing (a
+subscription whose topic did not exist yet, the queue's subscription itself) takes a second
+round. A queue that exists costs one round trip instead of four or five.
 """
 
 from __future__ import annotations
 
+import contextvars
 import datetime
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +37,9 @@ TEMPORARY_SUBSCRIPTION_TTL_SECONDS = 24 * 3600
 #: Pub/Sub's smallest retention, for temporary (reply, event, broadcast) subscriptions.
 TEMPORARY_RETENTION_SECONDS = 600
 ADMIN_TIMEOUT_SECONDS = 30.0
+#: At most this many admin calls at once (``concurrently``): a plan over many queues reads
+#: in waves rather than opening a thread per resource.
+MAX_CONCURRENT_CALLS = 16
 
 
 @dataclass(frozen=True)
@@ -135,13 +146,9 @@ class Provisioner:
             # host and process, so nobody can create them in advance: those are always
             # created, on a topic that must exist (ensure_topic verifies it).
             topic = self.subscription_topic(spec.path)
+        elif spec.dead_letter_topic and spec.dead_letter_subscription:
+            topic = self._ensure_durable_subscription(spec)
         else:
-            if spec.dead_letter_topic and spec.dead_letter_subscription:
-                # A dead-letter topic keeps what lands on it only if it has a subscription.
-                self.ensure_topic(spec.dead_letter_topic)
-                self._ensure_plain_subscription(
-                    spec.dead_letter_subscription, spec.dead_letter_topic
-                )
             self.ensure_topic(spec.topic)
             created = self._create_if_missing(
                 lambda: self.clients.subscriber.create_subscription(
@@ -154,6 +161,70 @@ class Provisioner:
         with self._lock:
             self._subscription_topics[spec.path] = topic
             self._known.add(spec.path)
+
+    def _ensure_durable_subscription(self, spec: SubscriptionSpec) -> str:
+        """A task queue's four resources in (at most) two rounds of calls; its topic.
+
+        First round, side by side: both topics (created if missing), the dead-letter topic's
+        retaining subscription (a dead-letter topic keeps what lands on it only if it has
+        one; created if missing) and a read of the queue's subscription. Second round, only
+        for what the first found missing: the retaining subscription, when its topic did not
+        exist yet, and the queue's subscription (its dead-letter policy needs that topic).
+        """
+        dead_letter_topic, dead_letter_subscription = (spec.dead_letter_topic,
+                                                       spec.dead_letter_subscription)
+        assert dead_letter_topic and dead_letter_subscription, "a durable queue"
+        retained: list[bool] = []
+        existing: list[str | None] = []
+        concurrently([
+            lambda: self.ensure_topic(dead_letter_topic),
+            lambda: self.ensure_topic(spec.topic),
+            lambda: retained.append(self._plain_subscription_if_topic_exists(
+                dead_letter_subscription, dead_letter_topic)),
+            lambda: existing.append(self._existing_topic(spec.path)),
+        ])
+        created: list[bool] = []
+        second_round: list[Callable[[], None]] = []
+        if not retained[0]:
+            second_round.append(lambda: self._ensure_plain_subscription(
+                dead_letter_subscription, dead_letter_topic))
+        if existing[0] is None:
+            second_round.append(lambda: created.append(self._create_if_missing(
+                lambda: self.clients.subscriber.create_subscription(
+                    request=spec.to_subscription(), timeout=ADMIN_TIMEOUT_SECONDS
+                ),
+                "create subscription", spec.path,
+            )))
+        concurrently(second_round)
+        if existing[0] is not None:
+            return existing[0]
+        return spec.topic if created[0] else self.subscription_topic(spec.path)
+
+    def _plain_subscription_if_topic_exists(self, path: str, topic: str) -> bool:
+        """Create a plain subscription (AlreadyExists is success); False if its topic does
+        not exist (yet): the caller creates the topic, then tries again."""
+        if path in self._known:
+            return True
+        try:
+            self._create_if_missing(
+                lambda: self.clients.subscriber.create_subscription(
+                    request=Subscription(name=path, topic=topic),
+                    timeout=ADMIN_TIMEOUT_SECONDS,
+                ),
+                "create subscription", path,
+            )
+        except ResourceNotFound:
+            return False
+        with self._lock:
+            self._known.add(path)
+        return True
+
+    def _existing_topic(self, path: str) -> str | None:
+        """The topic of an existing subscription; None if there is no such subscription."""
+        try:
+            return self.subscription_topic(path)
+        except ResourceNotFound:
+            return None
 
     @staticmethod
     def _check_topic(spec: SubscriptionSpec, topic: str) -> None:
@@ -231,6 +302,24 @@ class Provisioner:
         except Exception as exc:
             raise translate(exc, action, path) from exc
         return True
+
+
+def concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Run independent calls side by side (each a round trip to Pub/Sub); their results in
+    order. Every call finishes before the first failure, in order, is raised. A pool per use:
+    threads do not survive a prefork worker's fork, and admin calls are few."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    try:
+        with ThreadPoolExecutor(max_workers=min(len(calls), MAX_CONCURRENT_CALLS),
+                                thread_name_prefix="pubsub-admin") as pool:
+            # Each in a copy of the caller's context: a span open around the declare stays
+            # the parent of the calls' own.
+            futures = [pool.submit(contextvars.copy_context().run, call) for call in calls]
+    except RuntimeError:
+        # The interpreter is exiting (no new threads after it began): one after another.
+        return [call() for call in calls]
+    return [future.result() for future in futures]
 
 
 def delete_if_present(delete: Callable[[], object], action: str, path: str) -> None:

@@ -8,7 +8,7 @@
   redactor first (``redaction.py``).
 * As a pool process accepts a task, the channel hears that its message started: a release
   of it at shutdown then counts toward the dead-letter policy, while a message released
-  before it started is renewed instead (``transport/channel.py``, ``release_all``).
+  before it started is renewed instead (``transport/qos.py``, ``release_all``).
 * The transport puts Pub/Sub's metadata of a received message in ``delivery_info`` (the
   headers stay as the producer sent them), and Celery's request keeps only four keys of it.
   This request passes the Pub/Sub ones on, so a task reads ``self.request.delivery_attempt``

@@ -136,7 +136,7 @@ def test_at_cloud_distance_each_message_runs_once_and_the_consumer_never_holds_m
             got.append(body)
             unacked.append(message)
             most_unacked = max(most_unacked, len(unacked))
-            most_leased = max(most_leased, len(message.channel._room))
+            most_leased = max(most_leased, len(message.channel.qos.room))
 
         with Consumer(connection, [queue], callbacks=[on_message], accept=["json"],
                       prefetch_count=prefetch):
@@ -175,7 +175,7 @@ def test_a_message_held_ahead_that_finds_no_free_slot_goes_to_another_worker_wit
         def on_first(body: Any, message: Message) -> None:
             nonlocal held_by_first
             first.append(body)
-            held_by_first = max(held_by_first, len(message.channel.pull_ahead))
+            held_by_first = max(held_by_first, len(message.channel.qos.pull_ahead))
             if len(first) <= quick:
                 message.ack()  # quick tasks: the averages say a slot frees every few ms
             else:
@@ -191,7 +191,7 @@ def test_a_message_held_ahead_that_finds_no_free_slot_goes_to_another_worker_wit
                 with contextlib.suppress(TimeoutError):
                     one.drain_events(timeout=1)
             assert stuck, "the first consumer never got its long task"
-            held_by_first = max(held_by_first, len(stuck[0].channel.pull_ahead))
+            held_by_first = max(held_by_first, len(stuck[0].channel.qos.pull_ahead))
             started = time.monotonic()
             with Consumer(other, [queue], callbacks=[on_second], accept=["json"],
                           prefetch_count=1):
