@@ -274,8 +274,7 @@ class Cell:
         timed: list[tuple[float, float, float | None]] = []
 
         def run_path() -> float:
-            with call_count.recorded_workers():
-                timed.append(path(env))
+            timed.append(path(env))
             return timed[-1][0]
 
         figures.measure_round(key, run_path)
@@ -662,9 +661,9 @@ def main() -> None:
 
 @contextlib.contextmanager
 def lesson_database() -> Iterator[str | None]:
-    """PostgreSQL on loopback for ``vividly submit`` (tests/services.py; stopped by PID), or
+    """PostgreSQL on loopback for ``vividly submit`` (harness/services.py; stopped by PID), or
     None when it is not installed (the lesson settings' SQLite file)."""
-    from tests.services import ServiceUnavailable, start_postgres
+    from harness.services import ServiceUnavailable, start_postgres
 
     try:
         cluster = start_postgres()

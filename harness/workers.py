@@ -79,7 +79,9 @@ class WorkerProcess:
         return records[0]
 
     def start(self) -> WorkerProcess:
-        env = {**self.env, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+        # The repository first, then what the caller's env adds (a benchmark's call recorder).
+        python_path = os.pathsep.join(p for p in (str(REPO_ROOT), self.env.get("PYTHONPATH")) if p)
+        env = {**self.env, "PYTHONPATH": python_path, "PYTHONUNBUFFERED": "1"}
         with self.log_path.open("ab") as log:
             self.started_at = time.monotonic()
             self.process = subprocess.Popen(

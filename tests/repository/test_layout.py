@@ -182,20 +182,31 @@ def test_the_transport_knows_nothing_of_celery_nor_of_the_rest() -> None:
 #: What each tree may not import. The product knows nothing of what is not shipped; the harness
 #: serves the tests and the benchmarks and imports neither; the benchmarks import the harness,
 #: never the tests; a test module imports no other module of tests/ (not even a conftest.py:
-#: pytest hands out fixtures) and no benchmark: what tests share lives in harness/.
+#: pytest hands out fixtures) and no benchmark: what tests share lives in harness/. The one
+#: exception: tests of the benchmarks' own code (tests/unit/bench/) import what they test.
 FORBIDDEN = {
     "vividly_tasks": ("harness", "tests", "bench"),
     "worker_entry": ("harness", "tests", "bench"),
     "harness": ("tests", "bench"),
     "bench": ("tests",),
     "tests": ("tests", "bench"),
+    "tests.unit.bench": ("tests",),
 }
+
+
+def banned_for(module: str) -> tuple[str, ...]:
+    """The most specific rule of FORBIDDEN that covers ``module``."""
+    parts = module.split(".")
+    for depth in range(len(parts), 0, -1):
+        if ".".join(parts[:depth]) in FORBIDDEN:
+            return FORBIDDEN[".".join(parts[:depth])]
+    return ()
 
 
 def forbidden_imports(modules: dict[str, Path]) -> dict[str, list[str]]:
     found = {}
     for name, path in sorted(modules.items()):
-        banned = FORBIDDEN.get(name.split(".")[0], ())
+        banned = banned_for(name)
         imported = sorted(n for n in every_import(path, name)
                           if n.split(".")[0] in banned and n != name.split(".")[0])
         if imported:
@@ -218,6 +229,9 @@ def test_the_import_rules_find_what_crosses_them(tmp_path: Path) -> None:
     (tests / "test_one.py").write_text("from tests.unit.test_two import helper\n")
     (tests / "test_two.py").write_text("from .test_one import x\nfrom tests.conftest import y\n")
     (tests / "test_three.py").write_text("def later():\n    import bench.soak\n")
+    (tests / "bench").mkdir()
+    (tests / "bench" / "__init__.py").write_text("")
+    (tests / "bench" / "test_four.py").write_text("import bench.soak\nimport tests.unit.test_two\n")
     (tmp_path / "harness").mkdir()
     (tmp_path / "harness" / "shared.py").write_text("def later():\n    from bench import all\n")
     (tmp_path / "bench").mkdir()
@@ -228,6 +242,7 @@ def test_the_import_rules_find_what_crosses_them(tmp_path: Path) -> None:
         "tests.unit.test_two": ["tests.conftest", "tests.conftest.y", "tests.unit.test_one",
                                 "tests.unit.test_one.x"],
         "tests.unit.test_three": ["bench.soak"],
+        "tests.unit.bench.test_four": ["tests.unit.test_two"],
         "harness.shared": ["bench", "bench.all"],
         "bench.run": ["tests.unit", "tests.unit.test_one"],
     }
