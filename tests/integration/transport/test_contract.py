@@ -14,7 +14,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from queue import Empty
 from typing import Any
 
@@ -30,17 +29,6 @@ from vividly_tasks.worker.requests import PUBSUB_REQUEST_FIELDS
 
 PREFIX = "c-"
 HEADERS = {"k1": "v1"}
-
-
-@pytest.fixture
-def broker_url(pubsub_project: str) -> str:
-    return f"pubsub://{pubsub_project}"
-
-
-@pytest.fixture
-def connection(broker_url: str) -> Iterator[Connection]:
-    with Connection(broker_url, transport_options={"prefix": PREFIX}) as conn:
-        yield conn
 
 
 def direct_queue(name: str) -> Queue:

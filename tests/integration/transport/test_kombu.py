@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from queue import Empty
 
 import pytest
@@ -21,18 +20,6 @@ from vividly_tasks.transport.errors import MessageTooLarge, PubSubConnectionErro
 from vividly_tasks.transport.naming import topic_path
 
 PREFIX = "t-"
-
-
-@pytest.fixture
-def broker_url(pubsub_project: str) -> str:
-    register()
-    return f"pubsub://{pubsub_project}"
-
-
-@pytest.fixture
-def connection(broker_url: str) -> Iterator[Connection]:
-    with Connection(broker_url, transport_options={"prefix": PREFIX}) as conn:
-        yield conn
 
 
 def test_publish_then_consume(connection: Connection) -> None:

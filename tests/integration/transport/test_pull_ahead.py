@@ -15,7 +15,6 @@ from kombu import Connection, Consumer, Message, Queue
 
 from harness.latency_proxy import ProxyProcess
 from harness.services import ServiceProcess
-from vividly_tasks.transport import register
 from vividly_tasks.transport.pull_ahead import PAUSE_AFTER_EXPIRY_SECONDS, PullAhead
 
 PREFIX = "t-"
@@ -98,12 +97,6 @@ def test_cancel_and_close_take_the_held_messages_of_a_queue_or_all() -> None:
 
 
 # --- against the emulator -----------------------------------------------------------------
-@pytest.fixture
-def broker_url(pubsub_project: str) -> str:
-    register()
-    return f"pubsub://{pubsub_project}"
-
-
 @pytest.fixture
 def cloud_distance(pubsub_emulator: ServiceProcess, pubsub_project: str,
                    monkeypatch: pytest.MonkeyPatch) -> Iterator[ProxyProcess]:
