@@ -12,8 +12,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# The Node.js producer of the interop tests (tests/test_interop_node.py), from its lock file.
-NODE_INTEROP := tests/interop_node
+# The Node.js producer of the interop tests (tests/integration/interop), from its lock file.
+NODE_INTEROP := harness/interop_node
 $(NODE_INTEROP)/node_modules/.installed: $(NODE_INTEROP)/package-lock.json
 	cd $(NODE_INTEROP) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
@@ -46,7 +46,7 @@ $(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
 	touch $@
 
 bench: $(VENV)/.bench-installed
-	$(BIN)/python bench/all.py
+	$(BIN)/python -m bench.all
 
 clean:
 	rm -rf $(VENV) .vividly .mypy_cache .ruff_cache .pytest_cache $(NODE_INTEROP)/node_modules

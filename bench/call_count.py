@@ -8,15 +8,10 @@ together). A call still running at the window's end counts as ending there.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import subprocess
-import types
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 #: The directory to put first on a measured process's PYTHONPATH.
 SITE_DIR = Path(__file__).resolve().parent / "call_log"
@@ -61,24 +56,6 @@ def with_recorder_path(env: dict[str, str]) -> dict[str, str]:
         return env
     return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(SITE_DIR), path) if p)}
 
-
-@contextlib.contextmanager
-def recorded_workers() -> Iterator[None]:
-    """tests/workers.py's ``WorkerProcess`` sets PYTHONPATH to the repository: while this
-    block runs, a worker it starts with the recorder on keeps the recorder's directory first."""
-    from tests import workers  # noqa: PLC0415 - the harness, on the path by then
-
-    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[Any]:
-        if kwargs.get("env") is not None:
-            kwargs["env"] = with_recorder_path(dict(kwargs["env"]))
-        return subprocess.Popen(*args, **kwargs)
-
-    original = vars(workers)["subprocess"]
-    vars(workers)["subprocess"] = types.SimpleNamespace(**{**vars(subprocess), "Popen": popen})
-    try:
-        yield
-    finally:
-        vars(workers)["subprocess"] = original
 
 
 def read(log: Path) -> list[Call]:

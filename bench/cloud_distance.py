@@ -1,7 +1,7 @@
 """Our transport and Kombu's ``gcpubsub`` at cloud distance: every Pub/Sub call pays a round trip.
 
 On loopback the emulator answers a call in about a millisecond; on Google Cloud a call is tens
-of milliseconds. This script puts a latency proxy (bench/latency_proxy.py) between every
+of milliseconds. This script puts a latency proxy (harness/latency_proxy.py) between every
 Pub/Sub client (the workers, the CLIs and this process's publishers) and the emulator, and
 measures at each round trip (``--rtt-ms``, default 0 10 20 50) per broker: drain rate of queued
 no-op tasks and of 50 ms tasks (a prefork ``celery worker``, concurrency 2, the app's prefetch),
@@ -11,14 +11,13 @@ ready and ready -> exit on an empty queue. Redis stays on loopback (as Memorysto
 its clients), measured once per round. Rounds interleave the brokers in a rotating order and
 each figure is the median of its rounds. Not a timed test::
 
-    .venv/bin/python bench/cloud_distance.py [--quick] [--rtt-ms 0 10 20 50] [--rounds 3]
+    .venv/bin/python -m bench.cloud_distance [--quick] [--rtt-ms 0 10 20 50] [--rounds 3]
                                              [--pull-ahead N]
 
 Writes docs/benchmarks-cloud-distance.md and bench/results/cloud_distance.json. The harness
 (workers, brokers' settings, figures) is bench/transport.py's; its workers load its tasks.
 """
 
-# The harness is imported inside main(), after the repository is on sys.path.
 # ruff: noqa: PLC0415
 
 from __future__ import annotations
@@ -41,12 +40,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from bench import transport as harness
+from bench.idle_exit import one_run as job_run
+from harness.latency_proxy import ProxyProcess
 
-from bench import transport as harness  # noqa: E402 - after the path
-from bench.idle_exit import one_run as job_run  # noqa: E402
-from bench.latency_proxy import ProxyProcess  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DOC_PATH = REPO_ROOT / "docs" / "benchmarks-cloud-distance.md"
 JSON_PATH = REPO_ROOT / "bench" / "results" / "cloud_distance.json"
@@ -276,8 +274,7 @@ class Cell:
         timed: list[tuple[float, float, float | None]] = []
 
         def run_path() -> float:
-            with call_count.recorded_workers():
-                timed.append(path(env))
+            timed.append(path(env))
             return timed[-1][0]
 
         figures.measure_round(key, run_path)
@@ -626,7 +623,7 @@ def main() -> None:
     args = parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
-    command = shlex.join([".venv/bin/python", "bench/cloud_distance.py", *sys.argv[1:]])
+    command = shlex.join([".venv/bin/python", "-m", "bench.cloud_distance", *sys.argv[1:]])
     for name in harness.PRODUCT_ENV:
         os.environ.pop(name, None)
     if args.pull_ahead is not None:  # read by every app's settings, the workers' included
@@ -664,9 +661,9 @@ def main() -> None:
 
 @contextlib.contextmanager
 def lesson_database() -> Iterator[str | None]:
-    """PostgreSQL on loopback for ``vividly submit`` (tests/services.py; stopped by PID), or
+    """PostgreSQL on loopback for ``vividly submit`` (harness/services.py; stopped by PID), or
     None when it is not installed (the lesson settings' SQLite file)."""
-    from tests.services import ServiceUnavailable, start_postgres
+    from harness.services import ServiceUnavailable, start_postgres
 
     try:
         cluster = start_postgres()

@@ -1,6 +1,6 @@
 """Benchmark: wall time and peak memory of content requests, end to end through a worker.
 
-    .venv/bin/python bench/content.py [--text-runs 3] [--video-runs 1]
+    .venv/bin/python -m bench.content [--text-runs 3] [--video-runs 1]
         [--output docs/benchmarks-content.md]
 
 For each broker (the Pub/Sub emulator through our transport, and Redis), starts one Celery
@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -29,16 +28,15 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from harness.services import start_pubsub_emulator, start_redis
+from harness.workers import WorkerProcess
+from vividly_tasks import create_app
+from vividly_tasks.lessons.requests import submit
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.tasks import send_generate_content
 
-from tests.services import start_pubsub_emulator, start_redis  # noqa: E402
-from tests.workers import WorkerProcess  # noqa: E402
-from vividly_tasks import create_app  # noqa: E402
-from vividly_tasks.lessons.requests import submit  # noqa: E402
-from vividly_tasks.lessons.services import ContentServices  # noqa: E402
-from vividly_tasks.lessons.settings import Settings  # noqa: E402
-from vividly_tasks.lessons.tasks import send_generate_content  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SAMPLE_INTERVAL_SECONDS = 0.02
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -263,7 +261,7 @@ through a real worker: submit (row + message) -> worker -> every stage -> `compl
 database. Produced by `bench/content.py`; rerun it to refresh this page:
 
 ```sh
-.venv/bin/python bench/content.py --video-runs 3 --output docs/benchmarks-content.md
+.venv/bin/python -m bench.content --video-runs 3 --output docs/benchmarks-content.md
 ```
 
 Setup: {machine}, measured {date}.

@@ -1,6 +1,6 @@
 """Benchmark: a course of N text lessons (offline generator) through Pub/Sub and job workers.
 
-    .venv/bin/python bench/course.py [--lessons 500] [--workers 2] [--concurrency 1]
+    .venv/bin/python -m bench.course [--lessons 500] [--workers 2] [--concurrency 1]
         [--json bench/results/course.json]
 
 Starts the Pub/Sub emulator and a Redis (results: the chord's native counting) on loopback, a
@@ -35,15 +35,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+from harness.services import start_pubsub_emulator, start_redis
+from vividly_tasks import create_app
+from vividly_tasks.lessons.course_tasks import publish
+from vividly_tasks.lessons.courses import CourseRepository, read_course_file
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
 
-from tests.services import start_pubsub_emulator, start_redis  # noqa: E402
-from vividly_tasks import create_app  # noqa: E402
-from vividly_tasks.lessons.course_tasks import publish  # noqa: E402
-from vividly_tasks.lessons.courses import CourseRepository, read_course_file  # noqa: E402
-from vividly_tasks.lessons.services import ContentServices  # noqa: E402
-from vividly_tasks.lessons.settings import Settings  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 SUBJECTS = ("Mathematics", "Biology", "Physics", "History", "Geography")
 TASK_RUNTIME = re.compile(

@@ -32,13 +32,11 @@ import math
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -46,8 +44,8 @@ from typing import Any
 
 from google.cloud import pubsub_v1
 
-from tests.dispatch_support import free_port
-from tests.services import start_pubsub_emulator
+from harness.dispatch import DispatchServe, free_port
+from harness.services import start_pubsub_emulator
 from vividly_tasks.dispatch.local_runner import LocalRunner
 from vividly_tasks.lessons.product import create_app
 from vividly_tasks.lessons.settings import Settings
@@ -61,45 +59,27 @@ TASK = "bench.dispatch_stamp"
 
 
 class Dispatcher:
-    """``vividly dispatch serve`` on a fixed loopback port, restartable after a kill."""
+    """``vividly dispatch serve`` (harness.dispatch.DispatchServe) on a fixed loopback port,
+    restartable after a kill."""
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
         self.env = env
         self.log_path = log_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.serve: DispatchServe | None = None
 
     def start(self) -> None:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "vividly_tasks.cli", "dispatch", "serve",
-                 "--host", "127.0.0.1", "--port", str(self.port)],
-                env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                # A loopback http:// URL of our own making.
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise TimeoutError(f"dispatch serve not ready, see {self.log_path}")
+        self.serve = DispatchServe(self.env, self.log_path, port=self.port, ready_seconds=60)
 
     def kill(self) -> None:
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait()
+        assert self.serve is not None
+        self.serve.process.kill()
+        self.serve.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.serve is not None:
+            self.serve.stop()
 
     def decisions(self) -> list[dict[str, Any]]:
         records = []

@@ -28,8 +28,8 @@ from sqlalchemy import insert, text
 from vividly_tasks.dispatch.dispatcher import Dispatcher, policy_from_settings
 from vividly_tasks.dispatch.inputs import Arrival, ExecutionStates
 from vividly_tasks.dispatch.record import DatabaseRecord, FileRecord, SqlRecord
+from vividly_tasks.dispatch.schema import DispatchArrivalRow
 from vividly_tasks.dispatch.settings import DispatchSettings
-from vividly_tasks.lessons.models import DispatchArrivalRow
 
 JOB = "vividly-job"
 

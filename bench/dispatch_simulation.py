@@ -17,7 +17,7 @@ one message at a time for ``--service`` s each, exits after ``--idle-timeout`` s
 work or at the 540 s runtime budget, and is billed one vCPU from its start to its exit.
 Latency is submit -> start of the message's processing. Not a timed test:
 
-    .venv/bin/python bench/dispatch_simulation.py [--service 10] [--output docs/cloud-run.md]
+    .venv/bin/python -m bench.dispatch_simulation [--service 10] [--output docs/cloud-run.md]
 
 With ``--output`` the table replaces the one between the markers in that file.
 """
@@ -29,24 +29,22 @@ import json
 import math
 import random
 import statistics
-import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from vividly_tasks.dispatch.decision import decide  # noqa: E402 - after the path
-from vividly_tasks.dispatch.dispatcher import policy_from_settings  # noqa: E402
-from vividly_tasks.dispatch.inputs import (  # noqa: E402
+from vividly_tasks.dispatch.decision import decide
+from vividly_tasks.dispatch.dispatcher import policy_from_settings
+from vividly_tasks.dispatch.inputs import (
     Arrival,
     BacklogSample,
     FinishedExecution,
     Launch,
     RunningExecution,
 )
-from vividly_tasks.dispatch.settings import DispatchSettings  # noqa: E402
+from vividly_tasks.dispatch.settings import DispatchSettings
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DAY_SECONDS = 86_400
 MAX_RUNTIME_SECONDS = 540

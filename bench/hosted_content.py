@@ -2,14 +2,14 @@
 against the local servers the tests use, with the servers' own time subtracted; and what a
 lesson costs in tokens per grade band and modality.
 
-    .venv/bin/python bench/hosted_content.py [--runs 20] [--no-write]
+    .venv/bin/python -m bench.hosted_content [--runs 20] [--no-write]
         [--output docs/benchmarks-content-hosted.md] [--json bench/results/hosted_content.json]
 
 Everything runs in this process: two ``ContentServices`` built from ``Settings`` in a temporary
 directory (SQLite, local storage), one offline (the offline generator, espeak-ng at the default
 words per minute) and one hosted (``CONTENT_GENERATOR=gemini`` through the real google-genai SDK
-against ``tests/fake_gemini.py``, ``CONTENT_NARRATOR=google`` through the real
-google-cloud-texttospeech client against ``tests/fake_tts.py`` over plain gRPC). Each lesson is
+against ``harness/fakes/gemini.py``, ``CONTENT_NARRATOR=google`` through the real
+google-cloud-texttospeech client against ``harness/fakes/tts.py`` over plain gRPC). Each lesson is
 a row inserted with ``repository.insert`` and one ``runner.run(request_id)``: claim, lease,
 every stage, token bookkeeping, artifacts stored, completion; the timed span is that call.
 
@@ -47,23 +47,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from google.cloud import texttospeech
+
+from bench.transport import cpu_model, package_versions
+from harness.fakes.gemini import CHARS_PER_TOKEN, FakeGemini, lesson_answer
+from harness.fakes.tts import FakeTextToSpeech, tone_wav
+from vividly_tasks.lessons.gemini import LessonDraft, lesson_from_draft
+from vividly_tasks.lessons.generator import OfflineGenerator
+from vividly_tasks.lessons.lesson import Lesson as LessonContent
+from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate
+from vividly_tasks.lessons.services import ContentServices
+from vividly_tasks.lessons.settings import Settings
+from vividly_tasks.lessons.storage import artifact_key
+from vividly_tasks.lessons.validation import LessonSpec, validate
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from google.cloud import texttospeech  # noqa: E402
-
-from bench.transport import cpu_model, package_versions  # noqa: E402
-from tests.fake_gemini import CHARS_PER_TOKEN, FakeGemini, lesson_answer  # noqa: E402
-from tests.fake_tts import FakeTextToSpeech, tone_wav  # noqa: E402
-from vividly_tasks.lessons.gemini import LessonDraft, lesson_from_draft  # noqa: E402
-from vividly_tasks.lessons.generator import OfflineGenerator  # noqa: E402
-from vividly_tasks.lessons.lesson import Lesson as LessonContent  # noqa: E402
-from vividly_tasks.lessons.narration import PAUSE_AFTER_SECTION_SECONDS, Voice, narrate  # noqa: E402
-from vividly_tasks.lessons.services import ContentServices  # noqa: E402
-from vividly_tasks.lessons.settings import Settings  # noqa: E402
-from vividly_tasks.lessons.storage import artifact_key  # noqa: E402
-from vividly_tasks.lessons.validation import LessonSpec, validate  # noqa: E402
 
 TOPIC, SUBJECT, GRADE = "Photosynthesis", "Biology", "7"
 MODALITIES = ("text", "video")
@@ -373,7 +371,7 @@ def run(args: argparse.Namespace) -> Figures:
             del os.environ[name]
     figures = Figures(
         runs=args.runs, started_at=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        command=shlex.join([".venv/bin/python", "bench/hosted_content.py", *sys.argv[1:]]),
+        command=shlex.join([".venv/bin/python", "-m", "bench.hosted_content", *sys.argv[1:]]),
         machine=machine(), load_before=load_average(),
     )
     gemini_clock, tts_clock = ServerClock(), ServerClock()
@@ -599,8 +597,8 @@ def report(figures: Figures) -> str:
         "",
         "What the hosted lesson path (`CONTENT_GENERATOR=gemini`, `CONTENT_NARRATOR=google`) "
         "adds to a lesson beyond the time its services take to answer, measured against the "
-        "loopback servers the tests use (`tests/fake_gemini.py`, `tests/fake_tts.py`); and what "
-        "a lesson costs in tokens per grade band and modality, as those servers count them.",
+        "loopback servers the tests use (`harness/fakes/gemini.py`, `harness/fakes/tts.py`); and "
+        "what a lesson costs in tokens per grade band and modality, as those servers count them.",
         "",
         "```sh",
         figures.command,
@@ -703,7 +701,7 @@ def report(figures: Figures) -> str:
         "",
         *token_table(figures),
         "",
-        "**These are the local server's counts, not a real model's.** `tests/fake_gemini.py` "
+        "**These are the local server's counts, not a real model's.** `harness/fakes/gemini.py` "
         f"counts {CHARS_PER_TOKEN} characters a token. Prompt: it counts the whole request "
         "body the SDK sends, so our prompt is measured exactly, in characters: for grade "
         f"{GRADE} text, {breakdown['body']:,} characters of JSON, of which the lesson's JSON "

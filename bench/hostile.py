@@ -8,7 +8,7 @@ until it had the good message, and what became of the hostile one. Ours is a pla
 (``accept_compression``), so the bombs meet the bounded decoder; the peer is the same consumer
 over Kombu's Redis transport, where Kombu decodes as it always does. Not a timed test:
 
-    .venv/bin/python bench/hostile.py [--kinds bz2 gzip ...] [--brokers ours redis]
+    .venv/bin/python -m bench.hostile [--kinds bz2 gzip ...] [--brokers ours redis]
                                       [--json bench/results/hostile.json] [--write]
 
 ``--write`` puts the table into docs/security.md between its probe markers. Needs the Pub/Sub
@@ -34,22 +34,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
+import redis as redis_client
+from google.pubsub_v1 import PubsubMessage
+from kombu import Connection, Consumer, Producer, Queue
 
-import redis as redis_client  # noqa: E402 - the repository's imports come after the path
-from google.pubsub_v1 import PubsubMessage  # noqa: E402
-from kombu import Connection, Consumer, Producer, Queue  # noqa: E402
-
-import vividly_tasks.transport  # noqa: E402,F401  (registers pubsub://)
-from tests.services import start_pubsub_emulator, start_redis  # noqa: E402
-from vividly_tasks.transport.clients import clients_for_this_process  # noqa: E402
-from vividly_tasks.transport.naming import (  # noqa: E402
+import vividly_tasks.transport  # noqa: F401  (registers pubsub://)
+from harness.services import start_pubsub_emulator, start_redis
+from vividly_tasks.transport.clients import clients_for_this_process
+from vividly_tasks.transport.naming import (
     dead_letter_id,
     resource_id,
     subscription_path,
     topic_path,
 )
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DOC_PATH = REPO_ROOT / "docs" / "security.md"
 BEGIN, END = "<!-- hostile-probe:begin -->", "<!-- hostile-probe:end -->"
@@ -201,7 +200,8 @@ def probe(broker: str, kinds: list[str], workdir: Path) -> dict[str, dict[str, A
             put(message, attributes)
             size = len(message) if isinstance(message, bytes) else len(json.dumps(message))
             child = subprocess.run(
-                [sys.executable, __file__, "--child", url, json.dumps(options)],
+                [sys.executable, "-m", "bench.hostile", "--child", url, json.dumps(options)],
+                cwd=REPO_ROOT,
                 capture_output=True, text=True, timeout=CHILD_TIMEOUT_SECONDS + 60,
                 env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, check=False,
             )

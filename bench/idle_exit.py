@@ -5,7 +5,7 @@ Runs ``python -m worker_entry job --idle-timeout T`` against an empty queue for 
 emulator when installed, each started privately on a free port and stopped by PID), and
 writes the figures to docs/entrypoint.md next to the old loop's. Not a timed test:
 
-    .venv/bin/python bench/idle_exit.py [--repeat 3] [--timeouts 1 5 30] [--pools prefork]
+    .venv/bin/python -m bench.idle_exit [--repeat 3] [--timeouts 1 5 30] [--pools prefork]
 """
 
 from __future__ import annotations
@@ -23,16 +23,15 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from tests.services import (  # noqa: E402 - the repository's own harness, after the path
+from harness.services import (
     ServiceProcess,
     ServiceUnavailable,
     start_pubsub_emulator,
     start_redis,
 )
-from tests.workers import READY_MARKER, WorkerProcess  # noqa: E402
+from harness.workers import READY_MARKER, WorkerProcess
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DOC_PATH = REPO_ROOT / "docs" / "entrypoint.md"
 BrokerEnv = Callable[[Path], AbstractContextManager[dict[str, str]]]

@@ -1,6 +1,6 @@
 """Memory and scale: 20,000 no-op tasks through one worker, over Pub/Sub and over Redis.
 
-    .venv/bin/python bench/scale.py [--tasks 20000] [--rounds 3] [--brokers ours redis]
+    .venv/bin/python -m bench.scale [--tasks 20000] [--rounds 3] [--brokers ours redis]
                                     [--no-bare] [--json PATH]
 
 Each round publishes every broker's whole backlog first, from one producer per broker, in
@@ -156,7 +156,7 @@ def machine_ticks() -> list[int]:
 
 
 def tree_rss_mib(root: int) -> float:
-    from bench.transport import process_tree  # the repo root is on sys.path by now (main)
+    from bench.transport import process_tree
 
     total = 0
     for pid in process_tree(root):
@@ -180,7 +180,7 @@ def make_app(env: dict[str, str], **transport_options: Any) -> Any:
 
 def run_broker(run: ScaleRun, env: dict[str, str], workdir: Path,
                server_pids: list[int]) -> ScaleRun:
-    from tests.workers import WorkerProcess
+    from harness.workers import WorkerProcess
 
     name = run.broker
     if run.failure is not None:  # its backlog could not be published
@@ -357,7 +357,7 @@ def bare_drain(tasks: int, round_number: int, server_pids: list[int]) -> BareDra
 
 def wait_ready(worker: Any, ledger: redis.Redis, timeout: float = 60.0) -> float:
     """When the worker logged " ready." (or took its first task, whichever came first)."""
-    from tests.workers import READY_MARKER
+    from harness.workers import READY_MARKER
 
     deadline = time.monotonic() + timeout
     while READY_MARKER not in worker.logs() and not ledger.get(DONE_KEY):
@@ -400,9 +400,8 @@ def main() -> None:
         parser.error(f"--tasks must be above {CHECKPOINT:,}: the steady rate is taken after "
                      "the first checkpoint")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    sys.path.insert(0, str(REPO_ROOT))
     from bench.transport import process_tree
-    from tests.services import start_pubsub_emulator, start_redis
+    from harness.services import start_pubsub_emulator, start_redis
 
     for name in ("BROKER_URL", "CELERY_BROKER_URL", "RESULT_BACKEND", "WORKER_CONCURRENCY",
                  "WORKER_PREFETCH_MULTIPLIER", "VIVIDLY_QUEUE", "LOG_FORMAT", "LOG_LEVEL"):
@@ -449,7 +448,7 @@ def main() -> None:
     for line in summary_lines(medians):
         print(line)
     if args.json:
-        command = shlex.join([".venv/bin/python", "bench/scale.py", *sys.argv[1:]])
+        command = shlex.join([".venv/bin/python", "-m", "bench.scale", *sys.argv[1:]])
         figures = {"command": command, "checkpoint": CHECKPOINT, "rounds": args.rounds,
                    "leak_tolerance": LEAK_TOLERANCE, "medians": medians,
                    "bare": [asdict(bare) for bare in bare_runs], "runs": [

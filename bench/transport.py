@@ -9,12 +9,12 @@ warm shutdown and the ``celery inspect ping`` CLI; plus the bare google-cloud-pu
 publish -> delivery floor on the same emulator. Writes docs/benchmarks-transport.md and prints
 the table. Not a timed test:
 
-    .venv/bin/python bench/transport.py [--quick] [--brokers ours gcpubsub redis] [--no-write]
+    .venv/bin/python -m bench.transport [--quick] [--brokers ours gcpubsub redis] [--no-write]
                                         [--tracing]
 
 ``--tracing`` adds a column: ours with OpenTelemetry on (``vividly_tasks.worker.tracing``) in
 the publishing process and the worker, every span exported over OTLP/gRPC to a loopback
-receiver in a process of its own (tests/otlp_receiver.py), for the overhead of tracing.
+receiver in a process of its own (harness/otlp_receiver.py), for the overhead of tracing.
 
 Workers import this module (``--include bench.transport``) for its two tasks; everything the
 harness needs is imported inside ``main()`` so that the worker pays nothing for it.
@@ -522,7 +522,7 @@ class BrokerRun:
             app.close()
 
     def start_worker(self) -> float:
-        from tests.workers import WorkerProcess
+        from harness.workers import WorkerProcess
 
         command = [
             sys.executable, "-m", "celery", "-A", "vividly_tasks", "worker",
@@ -1157,9 +1157,9 @@ def ceiling_round(floors: dict[str, dict[str, list[float]]], run_id: str, sizes:
 
 @contextlib.contextmanager
 def started_services(workdir: Path) -> Iterator[tuple[Any, Any]]:
-    """Redis and the Pub/Sub emulator on free loopback ports (tests/services.py), for one
+    """Redis and the Pub/Sub emulator on free loopback ports (harness/services.py), for one
     run; stopped by PID at the end, whatever happened."""
-    from tests.services import start_pubsub_emulator, start_redis
+    from harness.services import start_pubsub_emulator, start_redis
 
     services: list[Any] = []
     try:
@@ -1178,7 +1178,7 @@ def otlp_receiver(wanted: bool) -> Iterator[int | None]:
     if not wanted:
         yield None
         return
-    process = subprocess.Popen([sys.executable, "-m", "tests.otlp_receiver"], cwd=REPO_ROOT,
+    process = subprocess.Popen([sys.executable, "-m", "harness.otlp_receiver"], cwd=REPO_ROOT,
                                stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -1210,8 +1210,7 @@ def main() -> None:
     # A SIGTERM (e.g. from `timeout`) unwinds like Ctrl-C, so the services get stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     sizes = QUICK if args.quick else FULL
-    command = shlex.join([".venv/bin/python", "bench/transport.py", *sys.argv[1:]])
-    sys.path.insert(0, str(REPO_ROOT))
+    command = shlex.join([".venv/bin/python", "-m", "bench.transport", *sys.argv[1:]])
     for name in PRODUCT_ENV:
         os.environ.pop(name, None)
     loads = [load_average()]

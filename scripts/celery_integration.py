@@ -23,7 +23,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from tests.services import start_pubsub_emulator, start_redis  # noqa: E402
+from harness.services import start_pubsub_emulator, start_redis  # noqa: E402
 
 CACHE = REPO_ROOT / ".cache" / "celery-integration"
 DEFAULT_TESTS = ["t/integration/test_canvas.py", "t/integration/test_tasks.py",

@@ -17,16 +17,16 @@ from typing import Any, TypeVar
 import pytest
 import redis
 
-from tests.services import (
+from harness.required import require_service
+from harness.services import (
     PostgresCluster,
     ServiceProcess,
-    ServiceUnavailable,
     start_gcs_emulator,
     start_postgres,
     start_pubsub_emulator,
     start_redis,
 )
-from tests.workers import WorkerProcess
+from harness.workers import WorkerProcess
 from vividly_tasks.dispatch.settings import DispatchSettings
 from vividly_tasks.lessons.settings import Settings
 from vividly_tasks.settings import variables
@@ -34,15 +34,6 @@ from vividly_tasks.settings import variables
 T = TypeVar("T")
 PRODUCT_ENV_VARS = sorted({*variables(Settings), *variables(DispatchSettings)})
 _redis_databases = itertools.count(1)
-
-
-def require_service(start: Callable[[], T]) -> T:
-    try:
-        return start()
-    except ServiceUnavailable as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"required service missing in CI: {exc}", pytrace=False)
-        pytest.skip(f"service unavailable: {exc}")
 
 
 @pytest.fixture(scope="session")
@@ -118,7 +109,7 @@ def postgres_url(postgres_cluster: PostgresCluster) -> str:
 
 @pytest.fixture
 def ledger(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[redis.Redis]:
-    """Where the test tasks record each run (tests.worker_tasks), read back by the test."""
+    """Where the test tasks record each run (harness.apps.worker_tasks), read back by the test."""
     monkeypatch.setenv("TEST_LEDGER_URL", redis_url)
     client: redis.Redis = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
@@ -171,7 +162,7 @@ def gcs_storage_url(gcs_emulator: ServiceProcess, monkeypatch: pytest.MonkeyPatc
 @pytest.fixture
 def broker(request: pytest.FixtureRequest, ledger: redis.Redis, redis_url: str,
            monkeypatch: pytest.MonkeyPatch) -> str:
-    """The broker named by the test's ``broker`` parameter (tests.workers.broker_params).
+    """The broker named by the test's ``broker`` parameter (harness.workers.broker_params).
 
     ``redis`` and ``pubsub`` set ``BROKER_URL``; ``embedded`` leaves it unset (Kombu's
     filesystem broker under the test's data directory). Results go to the test's Redis.

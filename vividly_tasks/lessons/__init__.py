@@ -4,7 +4,7 @@ Requests and their status machine, lesson generation (offline or Gemini), narrat
 video, storage, the Celery tasks (``tasks``) and the app that runs them (``product``), and the
 ``vividly submit|resubmit|status|course|demo`` commands. Everything here may import the adapter
 (``vividly_tasks.transport``, ``worker``, ``cli``); nothing of the adapter imports this package
-(tests/test_layout.py checks it). Installed by the ``lessons`` extra:
+(tests/repository/test_layout.py checks it). Installed by the ``lessons`` extra:
 ``pip install 'vividly-tasks[lessons]'``.
 """
 
