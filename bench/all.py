@@ -493,7 +493,8 @@ def cloud_section() -> list[str]:
         f"Our transport at a {CLOUD_RTT:g} ms round trip (a latency proxy between every Pub/Sub "
         "client and the emulator) against itself on loopback: `bench/results/"
         f"{file_name}`, entry `{name}`, run {entry.get('started_at', '?')} with "
-        f"`{entry.get('command', '?')}`, medians of its rounds; code measured: {entry.get('code', '?')}. "
+        f"`{entry.get('command', '?')}`, medians of its rounds; code measured: "
+        f"{entry.get('code', '?')}. "
         "Analysis: [at cloud distance](benchmarks-cloud-distance.md).",
         "",
         "| target | figure | met? |",
