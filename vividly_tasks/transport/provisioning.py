@@ -203,20 +203,10 @@ class Provisioner:
     def _plain_subscription_if_topic_exists(self, path: str, topic: str) -> bool:
         """Create a plain subscription (AlreadyExists is success); False if its topic does
         not exist (yet): the caller creates the topic, then tries again."""
-        if path in self._known:
-            return True
         try:
-            self._create_if_missing(
-                lambda: self.clients.subscriber.create_subscription(
-                    request=Subscription(name=path, topic=topic),
-                    timeout=ADMIN_TIMEOUT_SECONDS,
-                ),
-                "create subscription", path,
-            )
+            self._ensure_plain_subscription(path, topic)
         except ResourceNotFound:
             return False
-        with self._lock:
-            self._known.add(path)
         return True
 
     def _existing_topic(self, path: str) -> str | None:
@@ -247,7 +237,8 @@ class Provisioner:
             ),
             "create subscription", path,
         )
-        self._known.add(path)
+        with self._lock:  # declares run their calls side by side (``concurrently``)
+            self._known.add(path)
 
     def subscription_topic(self, path: str) -> str:
         """The topic a subscription is attached to (raises ResourceNotFound if it is absent)."""
