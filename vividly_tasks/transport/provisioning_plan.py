@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Literal
 
 from google.api_core import exceptions as google_errors
@@ -107,8 +108,7 @@ def make_plan(clients: PubSubClients, resources: Iterable[Resource]) -> Plan:
     """Compare each resource with what Pub/Sub has (read-only). The reads are independent:
     they go out side by side, so a plan costs one round trip to Pub/Sub, not one per
     resource; its steps keep the resources' order."""
-    return Plan(concurrently([lambda r=resource: _compare(clients, r)  # type: ignore[misc]
-                              for resource in resources]))
+    return Plan(concurrently([partial(_compare, clients, resource) for resource in resources]))
 
 
 def _compare(clients: PubSubClients, resource: Resource) -> Step:
